@@ -1,0 +1,17 @@
+# CUDA is optional: kernels/ compiles its .cu files whenever nvcc is found (no GPU is needed
+# to compile). Looks on PATH and in /usr/local/cuda.
+include(CheckLanguage)
+if(NOT CMAKE_CUDA_COMPILER AND EXISTS /usr/local/cuda/bin/nvcc)
+  set(CMAKE_CUDA_COMPILER /usr/local/cuda/bin/nvcc)
+endif()
+check_language(CUDA)
+set(QUANTD_WITH_CUDA OFF)
+if(CMAKE_CUDA_COMPILER)
+  if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
+    set(CMAKE_CUDA_ARCHITECTURES 80 90)
+  endif()
+  enable_language(CUDA)
+  set(CMAKE_CUDA_STANDARD 17)
+  set(QUANTD_WITH_CUDA ON)
+endif()
+message(STATUS "quantd: CUDA kernels ${QUANTD_WITH_CUDA} (${CMAKE_CUDA_COMPILER})")
