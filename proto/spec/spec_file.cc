@@ -145,7 +145,7 @@ absl::StatusOr<json> MessageToJsonValue(const YAML::Node& node, const Descriptor
     const std::string key = entry.first.Scalar();
     const std::string key_path = Join(path, key);
     const FieldDescriptor* field = descriptor.FindFieldByName(key);
-    if (field == nullptr) field = descriptor.FindFieldByJsonName(key);
+    if (field == nullptr) field = descriptor.FindFieldByCamelcaseName(key);
     if (field == nullptr) {
       std::string known;
       for (int i = 0; i < descriptor.field_count(); ++i) {
