@@ -1,0 +1,51 @@
+#include "client/lib/connection.h"
+
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
+#include "grpcpp/create_channel.h"
+#include "grpcpp/security/credentials.h"
+
+namespace quantd::client {
+
+ConnectionOptions OptionsFromEnvironment() {
+  ConnectionOptions options;
+  if (const char* address = std::getenv("QUANTD_ADDR"); address != nullptr && *address) {
+    options.address = address;
+  }
+  if (const char* token = std::getenv("QUANTD_TOKEN"); token != nullptr) options.token = token;
+  if (const char* ca = std::getenv("QUANTD_CA_CERT"); ca != nullptr) options.ca_cert_path = ca;
+  return options;
+}
+
+absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const ConnectionOptions& options) {
+  std::shared_ptr<grpc::ChannelCredentials> credentials;
+  if (options.ca_cert_path.empty()) {
+    credentials = grpc::InsecureChannelCredentials();
+  } else {
+    std::ifstream in(options.ca_cert_path);
+    if (!in) return absl::NotFoundError("cannot read CA certificate " + options.ca_cert_path);
+    std::stringstream pem;
+    pem << in.rdbuf();
+    grpc::SslCredentialsOptions ssl;
+    ssl.pem_root_certs = pem.str();
+    credentials = grpc::SslCredentials(ssl);
+  }
+  grpc::ChannelArguments arguments;
+  arguments.SetMaxReceiveMessageSize(64 << 20);
+  return grpc::CreateCustomChannel(options.address, credentials, arguments);
+}
+
+void PrepareContext(const ConnectionOptions& options, bool with_deadline,
+                    grpc::ClientContext* context) {
+  if (!options.token.empty()) context->AddMetadata("authorization", "Bearer " + options.token);
+  if (with_deadline) context->set_deadline(std::chrono::system_clock::now() + options.timeout);
+}
+
+absl::Status ToAbslStatus(const grpc::Status& status) {
+  return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
+                      status.error_message());
+}
+
+}  // namespace quantd::client

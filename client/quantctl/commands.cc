@@ -1,0 +1,326 @@
+#include "client/quantctl/commands.h"
+
+#include <algorithm>
+#include <chrono>
+#include <thread>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "client/lib/connection.h"
+#include "client/quantctl/args.h"
+#include "client/quantctl/exit_codes.h"
+#include "client/quantctl/output.h"
+#include "proto/common/version.h"
+#include "proto/spec/defaults.h"
+#include "proto/spec/spec_file.h"
+#include "proto/spec/validate.h"
+#include "quantd/v1/quantize_service.grpc.pb.h"
+
+namespace quantd::quantctl {
+namespace {
+
+constexpr char kUsage[] = R"(quantctl: submit and follow quantd jobs
+
+usage: quantctl COMMAND [arguments] [flags]
+
+commands:
+  submit JOB.yaml   validate locally, then queue the job; prints its id
+                    [--set path=value ...] [--request-id ID] [--watch]
+  get JOB_ID        one job
+  list              jobs, newest first [--state STATE ...] [--owner NAME] [--limit N]
+  cancel JOB_ID     stop a job [--reason TEXT]
+  watch JOB_ID      follow a job's events until it ends [--after SEQ]
+  validate JOB.yaml check a job file without a server [--set path=value ...]
+  version           print the client version
+
+flags for every command:
+  --addr HOST:PORT  quantd address (env QUANTD_ADDR, default 127.0.0.1:50051)
+  --token TOKEN     bearer token (env QUANTD_TOKEN)
+  --ca-cert FILE    CA certificate for TLS (env QUANTD_CA_CERT)
+  --timeout SECS    deadline of each call (default 10)
+  --output FORMAT   table (default), json or yaml; for watch: plain lines or json lines
+
+exit codes: 0 ok / job succeeded, 1 job failed, 2 job cancelled, 64 usage,
+  65 invalid input, 66 not found, 69 server unavailable, 70 server error,
+  77 unauthenticated or permission denied
+)";
+
+const std::set<std::string> kValueFlags = {"addr",   "token",      "ca-cert", "timeout",
+                                           "output", "set",        "request-id", "state",
+                                           "owner",  "limit",      "reason",  "after"};
+const std::set<std::string> kSwitches = {"watch", "help"};
+
+struct Session {
+  client::ConnectionOptions options;
+  std::unique_ptr<v1::QuantizeService::Stub> stub;
+  OutputFormat format = OutputFormat::kTable;
+};
+
+int Fail(std::ostream& err, const absl::Status& status, const std::string& context) {
+  err << "quantctl: " << context << (context.empty() ? "" : ": ") << status.message();
+  if (status.code() == absl::StatusCode::kUnavailable) {
+    err << " (is quantd running and reachable?)";
+  } else if (status.code() == absl::StatusCode::kUnauthenticated) {
+    err << " (check --token or QUANTD_TOKEN)";
+  }
+  err << "\n";
+  return ExitCodeFor(status);
+}
+
+absl::StatusOr<Session> OpenSession(const Args& args) {
+  Session session;
+  session.options = client::OptionsFromEnvironment();
+  if (args.Has("addr")) session.options.address = args.Get("addr");
+  if (args.Has("token")) session.options.token = args.Get("token");
+  if (args.Has("ca-cert")) session.options.ca_cert_path = args.Get("ca-cert");
+  if (args.Has("timeout")) {
+    double seconds = 0;
+    if (!absl::SimpleAtod(args.Get("timeout"), &seconds) || seconds <= 0) {
+      return absl::InvalidArgumentError("--timeout must be a positive number of seconds");
+    }
+    session.options.timeout = std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000));
+  }
+  auto format = ParseOutputFormat(args.Get("output", "table"));
+  if (!format.ok()) return format.status();
+  session.format = *format;
+  auto channel = client::MakeChannel(session.options);
+  if (!channel.ok()) return channel.status();
+  session.stub = v1::QuantizeService::NewStub(*channel);
+  return session;
+}
+
+// Loads, overrides, defaults and validates a job file.
+absl::StatusOr<v1::JobSpec> LoadValidSpec(const Args& args) {
+  if (args.positional().size() != 1) {
+    return absl::InvalidArgumentError("expected exactly one job file");
+  }
+  auto spec = LoadSpecFile(args.positional()[0]);
+  if (!spec.ok()) return spec.status();
+  if (auto status = ApplyOverrides(args.GetAll("set"), &*spec); !status.ok()) return status;
+  ApplyDefaults(&*spec);
+  if (auto status = ValidateSpec(*spec); !status.ok()) return status;
+  return spec;
+}
+
+bool IsTerminal(v1::JobState state) {
+  return state == v1::JOB_STATE_SUCCEEDED || state == v1::JOB_STATE_FAILED ||
+         state == v1::JOB_STATE_CANCELLED;
+}
+
+int ExitCodeForJob(v1::JobState state) {
+  switch (state) {
+    case v1::JOB_STATE_SUCCEEDED:
+      return kExitOk;
+    case v1::JOB_STATE_CANCELLED:
+      return kExitJobCancelled;
+    default:
+      return kExitJobFailed;
+  }
+}
+
+int Watch(Session& session, const std::string& job_id, int64_t after, std::ostream& out,
+          std::ostream& err) {
+  v1::JobState last_state = v1::JOB_STATE_UNSPECIFIED;
+  int attempts_without_progress = 0;
+  while (true) {
+    grpc::ClientContext context;
+    client::PrepareContext(session.options, /*with_deadline=*/false, &context);
+    v1::WatchJobRequest request;
+    request.set_job_id(job_id);
+    request.set_after_sequence(after);
+    auto reader = session.stub->WatchJob(&context, request);
+    v1::JobEvent event;
+    bool progressed = false;
+    while (reader->Read(&event)) {
+      progressed = true;
+      after = event.sequence();
+      if (event.has_state_change()) last_state = event.state_change().to();
+      if (session.format == OutputFormat::kJson) {
+        out << ToJson(event, /*pretty=*/false) << "\n";
+      } else {
+        out << FormatEventLine(event) << "\n";
+      }
+      out.flush();
+    }
+    const absl::Status status = client::ToAbslStatus(reader->Finish());
+    if (status.ok()) break;
+    const bool retryable = status.code() == absl::StatusCode::kUnavailable ||
+                           status.code() == absl::StatusCode::kResourceExhausted;
+    attempts_without_progress = progressed ? 0 : attempts_without_progress + 1;
+    if (!retryable || attempts_without_progress > 8) return Fail(err, status, "watch " + job_id);
+    const auto backoff = std::chrono::milliseconds(
+        std::min<int64_t>(5000, 100LL << std::min(attempts_without_progress, 6)));
+    err << "quantctl: connection lost (" << status.message() << "); resuming after #" << after
+        << "\n";
+    std::this_thread::sleep_for(backoff);
+  }
+  if (!IsTerminal(last_state)) {
+    grpc::ClientContext context;
+    client::PrepareContext(session.options, /*with_deadline=*/true, &context);
+    v1::GetJobRequest request;
+    request.set_job_id(job_id);
+    v1::Job job;
+    const absl::Status status = client::ToAbslStatus(session.stub->GetJob(&context, request, &job));
+    if (!status.ok()) return Fail(err, status, "get " + job_id);
+    last_state = job.state();
+  }
+  return ExitCodeForJob(last_state);
+}
+
+int RunValidate(const Args& args, std::ostream& out, std::ostream& err) {
+  auto spec = LoadValidSpec(args);
+  if (!spec.ok()) return Fail(err, spec.status(), "");
+  auto format = ParseOutputFormat(args.Get("output", "yaml"));
+  if (!format.ok()) return Fail(err, format.status(), "");
+  out << FormatMessage(*spec, *format == OutputFormat::kTable ? OutputFormat::kYaml : *format);
+  return kExitOk;
+}
+
+int RunSubmit(const Args& args, std::ostream& out, std::ostream& err) {
+  auto spec = LoadValidSpec(args);
+  if (!spec.ok()) return Fail(err, spec.status(), "");
+  auto session = OpenSession(args);
+  if (!session.ok()) return Fail(err, session.status(), "");
+  grpc::ClientContext context;
+  client::PrepareContext(session->options, /*with_deadline=*/true, &context);
+  v1::SubmitJobRequest request;
+  *request.mutable_spec() = *spec;
+  request.set_request_id(args.Get("request-id"));
+  v1::SubmitJobResponse response;
+  const absl::Status status =
+      client::ToAbslStatus(session->stub->SubmitJob(&context, request, &response));
+  if (!status.ok()) return Fail(err, status, "submit");
+  if (session->format == OutputFormat::kTable) {
+    out << response.job().job_id() << (response.deduplicated() ? " (existing job)" : "") << "\n";
+  } else {
+    out << FormatMessage(response, session->format);
+  }
+  if (!args.Has("watch")) return kExitOk;
+  return Watch(*session, response.job().job_id(), 0, out, err);
+}
+
+int RunGet(const Args& args, std::ostream& out, std::ostream& err) {
+  if (args.positional().size() != 1) return Fail(err, absl::InvalidArgumentError("get JOB_ID"), "");
+  auto session = OpenSession(args);
+  if (!session.ok()) return Fail(err, session.status(), "");
+  grpc::ClientContext context;
+  client::PrepareContext(session->options, /*with_deadline=*/true, &context);
+  v1::GetJobRequest request;
+  request.set_job_id(args.positional()[0]);
+  v1::Job job;
+  const absl::Status status = client::ToAbslStatus(session->stub->GetJob(&context, request, &job));
+  if (!status.ok()) return Fail(err, status, "get " + request.job_id());
+  out << (session->format == OutputFormat::kTable ? FormatJobTable({job})
+                                                  : FormatMessage(job, session->format));
+  return kExitOk;
+}
+
+int RunList(const Args& args, std::ostream& out, std::ostream& err) {
+  auto session = OpenSession(args);
+  if (!session.ok()) return Fail(err, session.status(), "");
+  v1::ListJobsRequest request;
+  for (const std::string& names : args.GetAll("state")) {
+    for (const std::string& name : std::vector<std::string>(absl::StrSplit(names, ',', absl::SkipEmpty()))) {
+      std::string upper(name);
+      std::transform(upper.begin(), upper.end(), upper.begin(), ::toupper);
+      v1::JobState state;
+      if (!v1::JobState_Parse("JOB_STATE_" + upper, &state)) {
+        return Fail(err, absl::InvalidArgumentError("unknown state \"" + name + "\""), "--state");
+      }
+      request.add_states(state);
+    }
+  }
+  request.set_owner(args.Get("owner"));
+  int limit = 100;
+  if (args.Has("limit") && (!absl::SimpleAtoi(args.Get("limit"), &limit) || limit <= 0)) {
+    return Fail(err, absl::InvalidArgumentError("must be a positive integer"), "--limit");
+  }
+  v1::ListJobsResponse all;
+  do {
+    grpc::ClientContext context;
+    client::PrepareContext(session->options, /*with_deadline=*/true, &context);
+    request.set_page_size(std::min(limit - all.jobs_size(), 1000));
+    v1::ListJobsResponse page;
+    const absl::Status status =
+        client::ToAbslStatus(session->stub->ListJobs(&context, request, &page));
+    if (!status.ok()) return Fail(err, status, "list");
+    for (auto& job : *page.mutable_jobs()) *all.add_jobs() = std::move(job);
+    request.set_page_token(page.next_page_token());
+  } while (!request.page_token().empty() && all.jobs_size() < limit);
+  if (session->format == OutputFormat::kTable) {
+    out << FormatJobTable({all.jobs().begin(), all.jobs().end()});
+  } else {
+    out << FormatMessage(all, session->format);
+  }
+  return kExitOk;
+}
+
+int RunCancel(const Args& args, std::ostream& out, std::ostream& err) {
+  if (args.positional().size() != 1) {
+    return Fail(err, absl::InvalidArgumentError("cancel JOB_ID"), "");
+  }
+  auto session = OpenSession(args);
+  if (!session.ok()) return Fail(err, session.status(), "");
+  grpc::ClientContext context;
+  client::PrepareContext(session->options, /*with_deadline=*/true, &context);
+  v1::CancelJobRequest request;
+  request.set_job_id(args.positional()[0]);
+  request.set_reason(args.Get("reason", "cancelled with quantctl"));
+  v1::Job job;
+  const absl::Status status =
+      client::ToAbslStatus(session->stub->CancelJob(&context, request, &job));
+  if (!status.ok()) return Fail(err, status, "cancel " + request.job_id());
+  if (session->format == OutputFormat::kTable) {
+    out << job.job_id() << " " << ShortName(job.state()) << "\n";
+  } else {
+    out << FormatMessage(job, session->format);
+  }
+  return kExitOk;
+}
+
+int RunWatch(const Args& args, std::ostream& out, std::ostream& err) {
+  if (args.positional().size() != 1) {
+    return Fail(err, absl::InvalidArgumentError("watch JOB_ID"), "");
+  }
+  int64_t after = 0;
+  if (args.Has("after") && (!absl::SimpleAtoi(args.Get("after"), &after) || after < 0)) {
+    return Fail(err, absl::InvalidArgumentError("must be a sequence number >= 0"), "--after");
+  }
+  auto session = OpenSession(args);
+  if (!session.ok()) return Fail(err, session.status(), "");
+  return Watch(*session, args.positional()[0], after, out, err);
+}
+
+}  // namespace
+
+int RunQuantctl(const std::vector<std::string>& argv, std::ostream& out, std::ostream& err) {
+  if (argv.empty() || argv[0] == "help" || argv[0] == "--help" || argv[0] == "-h") {
+    (argv.empty() ? err : out) << kUsage;
+    return argv.empty() ? kExitUsage : kExitOk;
+  }
+  const std::string command = argv[0];
+  auto args = Args::Parse({argv.begin() + 1, argv.end()}, kValueFlags, kSwitches);
+  if (!args.ok()) {
+    err << "quantctl " << command << ": " << args.status().message() << "\n";
+    return kExitUsage;
+  }
+  if (args->Has("help")) {
+    out << kUsage;
+    return kExitOk;
+  }
+  if (command == "version") {
+    out << "quantctl " << VersionString() << "\n";
+    return kExitOk;
+  }
+  if (command == "validate") return RunValidate(*args, out, err);
+  if (command == "submit") return RunSubmit(*args, out, err);
+  if (command == "get") return RunGet(*args, out, err);
+  if (command == "list") return RunList(*args, out, err);
+  if (command == "cancel") return RunCancel(*args, out, err);
+  if (command == "watch") return RunWatch(*args, out, err);
+  err << "quantctl: unknown command \"" << command << "\"\n\n" << kUsage;
+  return kExitUsage;
+}
+
+}  // namespace quantd::quantctl

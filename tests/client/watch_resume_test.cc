@@ -1,0 +1,101 @@
+// quantctl watch resumes after a dropped stream from the last sequence it printed. The
+// server side here is scripted because the resumption protocol is what is under test.
+#include <sstream>
+
+#include "client/quantctl/commands.h"
+#include "client/quantctl/exit_codes.h"
+#include "gmock/gmock.h"
+#include "grpcpp/server_builder.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "quantd/v1/quantize_service.grpc.pb.h"
+
+namespace quantd::quantctl {
+namespace {
+
+v1::JobEvent Event(int64_t sequence) {
+  v1::JobEvent event;
+  event.set_job_id("j-000001");
+  event.set_sequence(sequence);
+  event.mutable_progress()->set_fraction(sequence / 10.0);
+  return event;
+}
+
+// Sends 1..3 then breaks the stream; on the next call sends what follows the requested
+// sequence, ending with the terminal state change.
+class ScriptedWatchService final : public v1::QuantizeService::Service {
+ public:
+  grpc::Status WatchJob(grpc::ServerContext*, const v1::WatchJobRequest* request,
+                        grpc::ServerWriter<v1::JobEvent>* writer) override {
+    requested_after_.push_back(request->after_sequence());
+    if (requested_after_.size() == 1) {
+      for (int64_t s = 1; s <= 3; ++s) writer->Write(Event(s));
+      return grpc::Status(grpc::StatusCode::UNAVAILABLE, "scheduler restarting");
+    }
+    for (int64_t s = request->after_sequence() + 1; s <= 5; ++s) writer->Write(Event(s));
+    v1::JobEvent done;
+    done.set_job_id("j-000001");
+    done.set_sequence(6);
+    done.mutable_state_change()->set_from(v1::JOB_STATE_RUNNING);
+    done.mutable_state_change()->set_to(terminal_);
+    writer->Write(done);
+    return grpc::Status::OK;
+  }
+
+  std::vector<int64_t> requested_after_;
+  v1::JobState terminal_ = v1::JOB_STATE_SUCCEEDED;
+};
+
+class WatchResumeTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port_);
+    builder.RegisterService(&service_);
+    server_ = builder.BuildAndStart();
+    ASSERT_NE(server_, nullptr);
+  }
+  void TearDown() override { server_->Shutdown(); }
+
+  int Watch(std::string* out, std::string* err, const std::string& format) {
+    std::ostringstream out_stream, err_stream;
+    const int code = RunQuantctl({"watch", "j-000001", "--addr",
+                                  "127.0.0.1:" + std::to_string(port_), "--output", format},
+                                 out_stream, err_stream);
+    *out = out_stream.str();
+    *err = err_stream.str();
+    return code;
+  }
+
+  ScriptedWatchService service_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+};
+
+TEST_F(WatchResumeTest, ResumesWithoutGapOrDuplicate) {
+  std::string out, err;
+  ASSERT_EQ(Watch(&out, &err, "json"), kExitOk) << err;
+  EXPECT_EQ(service_.requested_after_, (std::vector<int64_t>{0, 3}));
+  std::istringstream lines(out);
+  std::string line;
+  int64_t expected = 1;
+  while (std::getline(lines, line)) {
+    EXPECT_EQ(nlohmann::json::parse(line)["sequence"], std::to_string(expected)) << line;
+    ++expected;
+  }
+  EXPECT_EQ(expected, 7);
+  EXPECT_THAT(err, ::testing::HasSubstr("resuming after #3"));
+}
+
+TEST_F(WatchResumeTest, ExitCodeFollowsTheJobOutcome) {
+  std::string out, err;
+  service_.terminal_ = v1::JOB_STATE_CANCELLED;
+  EXPECT_EQ(Watch(&out, &err, "table"), kExitJobCancelled);
+  EXPECT_THAT(out, ::testing::HasSubstr("#6 state RUNNING -> CANCELLED"));
+  service_.requested_after_.clear();
+  service_.terminal_ = v1::JOB_STATE_FAILED;
+  EXPECT_EQ(Watch(&out, &err, "table"), kExitJobFailed);
+}
+
+}  // namespace
+}  // namespace quantd::quantctl
