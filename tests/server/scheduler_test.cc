@@ -1,0 +1,559 @@
+// Drives the scheduler core with a fake clock, an in-memory store and recording workers.
+#include "server/core/scheduler.h"
+
+#include <memory>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "server/core/job_state.h"
+#include "tests/server/fakes.h"
+
+namespace quantd {
+namespace {
+
+using ::testing::HasSubstr;
+using testing::FakeClock;
+using testing::MemoryStore;
+using testing::RecordingLink;
+
+constexpr int64_t kGiB = 1024LL * 1024 * 1024;
+
+v1::JobSpec ValidSpec(int priority = 0) {
+  v1::JobSpec spec;
+  spec.mutable_model()->set_path("/models/tiny");
+  spec.mutable_calibration()->set_dataset_path("/data/text.txt");
+  spec.set_priority(priority);
+  return spec;
+}
+
+class SchedulerTest : public ::testing::Test {
+ protected:
+  SchedulerTest() { Make(); }
+
+  void Make(SchedulerOptions options = {}) {
+    options.heartbeat_interval = absl::Seconds(1);
+    options.worker_lost_after = absl::Seconds(3);
+    options.reattach_grace = absl::Seconds(10);
+    if (options.max_requeues == 0) options.max_requeues = 3;
+    scheduler_ = std::make_unique<Scheduler>(options, &clock_, &store_, &bus_);
+    ASSERT_TRUE(scheduler_->Recover().ok());
+  }
+
+  absl::StatusOr<SubmitResult> Submit(const std::string& owner, v1::JobSpec spec,
+                                      const std::string& request_id = "") {
+    absl::StatusOr<SubmitResult> out = absl::UnknownError("callback not called");
+    scheduler_->Submit(Caller{owner, false}, std::move(spec), request_id,
+                       [&](absl::StatusOr<SubmitResult> r) { out = std::move(r); });
+    return out;
+  }
+  std::string SubmitOk(const std::string& owner, v1::JobSpec spec = ValidSpec()) {
+    auto result = Submit(owner, std::move(spec));
+    EXPECT_TRUE(result.ok()) << result.status();
+    return result.ok() ? result->job.job_id() : "";
+  }
+  absl::StatusOr<v1::Job> Cancel(const std::string& owner, const std::string& job_id) {
+    absl::StatusOr<v1::Job> out = absl::UnknownError("callback not called");
+    scheduler_->CancelJob(Caller{owner, false}, job_id, "test",
+                          [&](absl::StatusOr<v1::Job> r) { out = std::move(r); });
+    return out;
+  }
+  v1::Job Get(const std::string& job_id) {
+    auto job = scheduler_->GetJob(Caller{"admin", true}, job_id);
+    EXPECT_TRUE(job.ok()) << job.status();
+    return job.ok() ? *job : v1::Job();
+  }
+  RecordingLink* Connect(const std::string& worker_id, int devices = 1, int64_t gib = 80,
+                         int max_jobs = 1, std::vector<v1::RunningJob> running = {}) {
+    v1::Hello hello;
+    hello.set_worker_id(worker_id);
+    hello.set_max_jobs(max_jobs);
+    for (int i = 0; i < devices; ++i) {
+      v1::Device* device = hello.add_devices();
+      device->set_id("cuda:" + std::to_string(i));
+      device->set_total_memory_bytes(gib * kGiB);
+      device->set_free_memory_bytes(gib * kGiB);
+    }
+    for (const auto& job : running) *hello.add_running_jobs() = job;
+    auto link = std::make_unique<RecordingLink>();
+    RecordingLink* raw = link.get();
+    links_.push_back(std::move(link));
+    EXPECT_TRUE(scheduler_->ConnectWorker(hello, raw).ok());
+    return raw;
+  }
+  absl::StatusOr<int64_t> Events(const std::string& worker, RecordingLink* link,
+                                 const std::string& job_id, int count, int64_t first) {
+    v1::JobEvents events;
+    events.set_job_id(job_id);
+    events.set_first_worker_sequence(first);
+    for (int i = 0; i < count; ++i) {
+      v1::LossPoint* loss = events.add_events()->mutable_loss();
+      loss->set_step(first + i);
+      loss->set_loss(1.0 / (first + i));
+    }
+    absl::StatusOr<int64_t> out = absl::UnknownError("callback not called");
+    scheduler_->IngestEvents(worker, link, events,
+                             [&](absl::StatusOr<int64_t> r) { out = std::move(r); });
+    return out;
+  }
+  absl::Status Finish(const std::string& worker, RecordingLink* link, const std::string& job_id,
+                      v1::JobState state) {
+    v1::JobFinished finished;
+    finished.set_job_id(job_id);
+    finished.set_state(state);
+    return scheduler_->FinishJob(worker, link, finished);
+  }
+  std::vector<v1::JobState> States(const std::string& job_id) {
+    std::vector<v1::JobState> states;
+    for (const auto& event : store_.AllEvents(job_id)) {
+      if (event.has_state_change()) states.push_back(event.state_change().to());
+    }
+    return states;
+  }
+  void ExpectContiguous(const std::string& job_id) {
+    auto events = store_.AllEvents(job_id);
+    for (size_t i = 0; i < events.size(); ++i) {
+      EXPECT_EQ(events[i].sequence(), static_cast<int64_t>(i + 1));
+    }
+    EXPECT_EQ(Get(job_id).last_sequence(), static_cast<int64_t>(events.size()));
+  }
+
+  FakeClock clock_;
+  MemoryStore store_;
+  EventBus bus_;
+  std::unique_ptr<Scheduler> scheduler_;
+  std::vector<std::unique_ptr<RecordingLink>> links_;
+};
+
+TEST_F(SchedulerTest, SubmitAppliesDefaultsQueuesAndRecordsEvent) {
+  auto result = Submit("alice", ValidSpec());
+  ASSERT_TRUE(result.ok()) << result.status();
+  const v1::Job& job = result->job;
+  EXPECT_EQ(job.state(), v1::JOB_STATE_QUEUED);
+  EXPECT_EQ(job.owner(), "alice");
+  EXPECT_EQ(job.spec().quant().wbits(), 16);
+  EXPECT_EQ(job.spec().calibration().train_size(), 512);
+  EXPECT_EQ(job.queue_position(), 0);
+  EXPECT_EQ(job.pending_reason(), "no worker connected");
+  auto events = store_.AllEvents(job.job_id());
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].sequence(), 1);
+  EXPECT_EQ(events[0].state_change().from(), v1::JOB_STATE_UNSPECIFIED);
+  EXPECT_EQ(events[0].state_change().to(), v1::JOB_STATE_QUEUED);
+}
+
+TEST_F(SchedulerTest, InvalidSpecNamesTheField) {
+  v1::JobSpec spec = ValidSpec();
+  spec.mutable_quant()->set_wbits(9);
+  auto result = Submit("alice", spec);
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(result.status().message()), HasSubstr("quant.wbits"));
+  spec = ValidSpec();
+  spec.mutable_model()->clear_path();
+  EXPECT_THAT(std::string(Submit("alice", spec).status().message()), HasSubstr("model.path"));
+  EXPECT_EQ(Submit("alice", ValidSpec(), std::string(129, 'x')).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(SchedulerTest, SubmitIsIdempotentOnRequestId) {
+  auto first = Submit("alice", ValidSpec(), "req-1");
+  ASSERT_TRUE(first.ok());
+  EXPECT_FALSE(first->deduplicated);
+  auto again = Submit("alice", ValidSpec(), "req-1");
+  ASSERT_TRUE(again.ok());
+  EXPECT_TRUE(again->deduplicated);
+  EXPECT_EQ(again->job.job_id(), first->job.job_id());
+  auto other = Submit("alice", ValidSpec(/*priority=*/3), "req-1");
+  EXPECT_EQ(other.status().code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_THAT(std::string(other.status().message()), HasSubstr("request_id"));
+  auto other_owner = Submit("bob", ValidSpec(), "req-1");
+  ASSERT_TRUE(other_owner.ok());
+  EXPECT_NE(other_owner->job.job_id(), first->job.job_id());
+}
+
+TEST_F(SchedulerTest, PriorityThenFifo) {
+  const std::string low1 = SubmitOk("alice", ValidSpec(0));
+  const std::string high = SubmitOk("alice", ValidSpec(5));
+  const std::string low2 = SubmitOk("alice", ValidSpec(0));
+  EXPECT_EQ(Get(high).queue_position(), 0);
+  EXPECT_EQ(Get(low1).queue_position(), 1);
+  EXPECT_EQ(Get(low2).queue_position(), 2);
+
+  RecordingLink* link = Connect("w1");
+  ASSERT_EQ(link->Assignments().size(), 1u);
+  EXPECT_EQ(link->Assignments()[0].job().job_id(), high);
+  EXPECT_EQ(Get(high).state(), v1::JOB_STATE_ASSIGNED);
+  EXPECT_EQ(Get(low1).pending_reason(), "all workers busy");
+  EXPECT_EQ(Get(low1).queue_position(), 0);
+
+  ASSERT_TRUE(Finish("w1", link, high, v1::JOB_STATE_SUCCEEDED).ok());
+  ASSERT_EQ(link->Assignments().size(), 2u);
+  EXPECT_EQ(link->Assignments()[1].job().job_id(), low1);
+}
+
+TEST_F(SchedulerTest, PerOwnerRunningLimit) {
+  SchedulerOptions options;
+  options.max_running_per_owner = 1;
+  Make(options);
+  const std::string a1 = SubmitOk("alice");
+  const std::string a2 = SubmitOk("alice");
+  const std::string b1 = SubmitOk("bob");
+  Connect("w1", /*devices=*/3, 80, /*max_jobs=*/3);
+  EXPECT_EQ(Get(a1).state(), v1::JOB_STATE_ASSIGNED);
+  EXPECT_EQ(Get(a2).state(), v1::JOB_STATE_QUEUED);
+  EXPECT_EQ(Get(a2).pending_reason(), "owner at limit (1 running)");
+  EXPECT_EQ(Get(b1).state(), v1::JOB_STATE_ASSIGNED);
+}
+
+TEST_F(SchedulerTest, PlacementByMemoryAndDeviceCount) {
+  v1::JobSpec big = ValidSpec();
+  big.mutable_resources()->set_min_device_memory_bytes(40 * kGiB);
+  const std::string job = SubmitOk("alice", big);
+  Connect("small", 1, 24);
+  EXPECT_EQ(Get(job).state(), v1::JOB_STATE_QUEUED);
+  EXPECT_EQ(Get(job).pending_reason(), "no worker with a device of >= 40 GiB");
+  v1::JobSpec wide = ValidSpec();
+  wide.mutable_resources()->set_device_count(2);
+  const std::string job2 = SubmitOk("alice", wide);
+  EXPECT_EQ(Get(job2).pending_reason(), "no worker with 2 devices");
+
+  RecordingLink* large = Connect("large", 2, 80, 2);
+  EXPECT_EQ(Get(job).state(), v1::JOB_STATE_ASSIGNED);
+  EXPECT_EQ(Get(job).worker_id(), "large");
+  ASSERT_EQ(large->Assignments().size(), 1u);
+  EXPECT_EQ(large->Assignments()[0].device_ids_size(), 1);
+  // One of its two devices is taken, so the two-device job waits.
+  EXPECT_EQ(Get(job2).state(), v1::JOB_STATE_QUEUED);
+}
+
+TEST_F(SchedulerTest, FullLifecycleRecordsEveryChange) {
+  const std::string job = SubmitOk("alice");
+  RecordingLink* link = Connect("w1");
+  auto ack = Events("w1", link, job, 3, 1);
+  ASSERT_TRUE(ack.ok()) << ack.status();
+  EXPECT_EQ(*ack, 3);
+  EXPECT_EQ(Get(job).state(), v1::JOB_STATE_RUNNING);
+  EXPECT_TRUE(Get(job).has_start_time());
+  ASSERT_TRUE(Finish("w1", link, job, v1::JOB_STATE_SUCCEEDED).ok());
+  EXPECT_EQ(Get(job).state(), v1::JOB_STATE_SUCCEEDED);
+  EXPECT_EQ(States(job), (std::vector<v1::JobState>{
+                             v1::JOB_STATE_QUEUED, v1::JOB_STATE_ASSIGNED,
+                             v1::JOB_STATE_RUNNING, v1::JOB_STATE_SUCCEEDED}));
+  ExpectContiguous(job);
+  // A finished job takes no more events.
+  EXPECT_EQ(Events("w1", link, job, 1, 4).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
+TEST_F(SchedulerTest, ResentEventsAreDroppedByWorkerSequence) {
+  const std::string job = SubmitOk("alice");
+  RecordingLink* link = Connect("w1");
+  ASSERT_TRUE(Events("w1", link, job, 5, 1).ok());
+  auto ack = Events("w1", link, job, 4, 3);  // 3..6: only 6 is new
+  ASSERT_TRUE(ack.ok());
+  EXPECT_EQ(*ack, 6);
+  int losses = 0;
+  for (const auto& event : store_.AllEvents(job)) losses += event.has_loss();
+  EXPECT_EQ(losses, 6);
+  ExpectContiguous(job);
+}
+
+TEST_F(SchedulerTest, EventsFromAnotherWorkerAreRefused) {
+  const std::string job = SubmitOk("alice");
+  Connect("w1");
+  RecordingLink* other = Connect("w2");
+  EXPECT_EQ(Events("w2", other, job, 1, 1).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  RecordingLink stranger;
+  EXPECT_EQ(Events("w1", &stranger, job, 1, 1).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
+TEST_F(SchedulerTest, CancelQueuedJobIsImmediate) {
+  const std::string job = SubmitOk("alice");
+  auto cancelled = Cancel("alice", job);
+  ASSERT_TRUE(cancelled.ok());
+  EXPECT_EQ(cancelled->state(), v1::JOB_STATE_CANCELLED);
+  EXPECT_EQ(cancelled->failure().reason(), v1::FAILURE_REASON_CANCELLED);
+  // A finished job: no-op that returns it.
+  auto again = Cancel("alice", job);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->state(), v1::JOB_STATE_CANCELLED);
+  EXPECT_EQ(States(job).size(), 2u);
+}
+
+TEST_F(SchedulerTest, CancelAssignedAndRunningWaitsForTheWorker) {
+  const std::string assigned = SubmitOk("alice");
+  const std::string running = SubmitOk("alice");
+  RecordingLink* link = Connect("w1", 2, 80, 2);
+  ASSERT_TRUE(Events("w1", link, running, 1, 1).ok());
+  ASSERT_EQ(Get(assigned).state(), v1::JOB_STATE_ASSIGNED);
+  ASSERT_EQ(Get(running).state(), v1::JOB_STATE_RUNNING);
+  for (const std::string& job : {assigned, running}) {
+    auto result = Cancel("alice", job);
+    ASSERT_TRUE(result.ok());
+    EXPECT_EQ(result->state(), v1::JOB_STATE_CANCELLING);
+  }
+  ASSERT_EQ(link->Cancellations().size(), 2u);
+  // Cancelling a cancelling job changes nothing.
+  EXPECT_EQ(Cancel("alice", running)->state(), v1::JOB_STATE_CANCELLING);
+  ASSERT_EQ(link->Cancellations().size(), 2u);
+  ASSERT_TRUE(Finish("w1", link, assigned, v1::JOB_STATE_CANCELLED).ok());
+  ASSERT_TRUE(Finish("w1", link, running, v1::JOB_STATE_CANCELLED).ok());
+  EXPECT_EQ(Get(assigned).state(), v1::JOB_STATE_CANCELLED);
+  EXPECT_EQ(Get(running).state(), v1::JOB_STATE_CANCELLED);
+  EXPECT_EQ(States(running).back(), v1::JOB_STATE_CANCELLED);
+  ExpectContiguous(running);
+}
+
+TEST_F(SchedulerTest, CancelOfAnotherOwnersJobIsDenied) {
+  const std::string job = SubmitOk("alice");
+  EXPECT_EQ(Cancel("bob", job).status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(Cancel("bob", "j-999999").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(scheduler_->GetJob(Caller{"bob", false}, job).status().code(),
+            absl::StatusCode::kPermissionDenied);
+  EXPECT_TRUE(scheduler_->GetJob(Caller{"root", true}, job).ok());
+}
+
+TEST_F(SchedulerTest, WorkerLostByMissedHeartbeatsRequeuesJob) {
+  const std::string job = SubmitOk("alice");
+  RecordingLink* first = Connect("w1");
+  ASSERT_TRUE(Events("w1", first, job, 2, 1).ok());
+  clock_.Advance(absl::Seconds(2));
+  ASSERT_TRUE(scheduler_->Heartbeat("w1", first, v1::Heartbeat()).ok());
+  clock_.Advance(absl::Seconds(2));
+  scheduler_->Tick();
+  EXPECT_EQ(Get(job).state(), v1::JOB_STATE_RUNNING) << "heartbeat kept it alive";
+  clock_.Advance(absl::Seconds(2));
+  scheduler_->Tick();
+  v1::Job requeued = Get(job);
+  EXPECT_EQ(requeued.state(), v1::JOB_STATE_QUEUED);
+  EXPECT_EQ(requeued.attempt(), 1);
+  EXPECT_EQ(first->closed.code(), absl::StatusCode::kDeadlineExceeded);
+  const auto events = store_.AllEvents(job);
+  ASSERT_TRUE(events.back().has_state_change());
+  EXPECT_EQ(events.back().state_change().failure().reason(), v1::FAILURE_REASON_WORKER_LOST);
+
+  RecordingLink* second = Connect("w2");
+  ASSERT_EQ(second->Assignments().size(), 1u);
+  EXPECT_EQ(second->Assignments()[0].job().attempt(), 1);
+  ASSERT_TRUE(Events("w2", second, job, 2, 1).ok());
+  ASSERT_TRUE(Finish("w2", second, job, v1::JOB_STATE_SUCCEEDED).ok());
+  EXPECT_EQ(Get(job).state(), v1::JOB_STATE_SUCCEEDED);
+  ExpectContiguous(job);
+}
+
+TEST_F(SchedulerTest, JobFailsAfterTooManyWorkerLosses) {
+  SchedulerOptions options;
+  options.max_requeues = 1;
+  Make(options);
+  const std::string job = SubmitOk("alice");
+  for (int i = 0; i < 2; ++i) {
+    Connect("w" + std::to_string(i));
+    clock_.Advance(absl::Seconds(4));
+    scheduler_->Tick();
+  }
+  EXPECT_EQ(Get(job).state(), v1::JOB_STATE_FAILED);
+  EXPECT_EQ(Get(job).failure().reason(), v1::FAILURE_REASON_WORKER_LOST);
+}
+
+TEST_F(SchedulerTest, CancellingJobOnLostWorkerIsCancelled) {
+  const std::string job = SubmitOk("alice");
+  Connect("w1");
+  ASSERT_EQ(Cancel("alice", job)->state(), v1::JOB_STATE_CANCELLING);
+  clock_.Advance(absl::Seconds(4));
+  scheduler_->Tick();
+  EXPECT_EQ(Get(job).state(), v1::JOB_STATE_CANCELLED);
+}
+
+TEST_F(SchedulerTest, ReconnectReattachesRunningJob) {
+  const std::string job = SubmitOk("alice");
+  RecordingLink* first = Connect("w1");
+  ASSERT_TRUE(Events("w1", first, job, 4, 1).ok());
+  scheduler_->DisconnectWorker("w1", first);
+  clock_.Advance(absl::Seconds(1));
+  scheduler_->Tick();
+  v1::RunningJob running;
+  running.set_job_id(job);
+  running.set_acked_sequence(3);
+  RecordingLink* second = Connect("w1", 1, 80, 1, {running});
+  ASSERT_TRUE(second->sent[0].has_welcome());
+  const v1::Welcome& welcome = second->sent[0].welcome();
+  ASSERT_EQ(welcome.reattached_size(), 1);
+  EXPECT_EQ(welcome.reattached(0).acked_sequence(), 4);
+  EXPECT_EQ(welcome.stop_jobs_size(), 0);
+  clock_.Advance(absl::Seconds(10));
+  ASSERT_TRUE(scheduler_->Heartbeat("w1", second, v1::Heartbeat()).ok());
+  scheduler_->Tick();
+  EXPECT_EQ(Get(job).state(), v1::JOB_STATE_RUNNING);
+  // The old stream is dead to the scheduler.
+  EXPECT_EQ(Finish("w1", first, job, v1::JOB_STATE_SUCCEEDED).code(),
+            absl::StatusCode::kFailedPrecondition);
+  ASSERT_TRUE(Finish("w1", second, job, v1::JOB_STATE_SUCCEEDED).ok());
+}
+
+TEST_F(SchedulerTest, ReconnectWithoutTheJobRequeuesIt_UnknownJobsAreStopped) {
+  const std::string job = SubmitOk("alice");
+  RecordingLink* first = Connect("w1");
+  scheduler_->DisconnectWorker("w1", first);
+  v1::RunningJob stranger;
+  stranger.set_job_id("j-424242");
+  RecordingLink* second = Connect("w1", 1, 80, 1, {stranger});
+  const v1::Welcome& welcome = second->sent[0].welcome();
+  ASSERT_EQ(welcome.stop_jobs_size(), 1);
+  EXPECT_EQ(welcome.stop_jobs(0), "j-424242");
+  // The job was requeued and, the worker being free, assigned to it again.
+  EXPECT_EQ(Get(job).attempt(), 1);
+  EXPECT_EQ(Get(job).state(), v1::JOB_STATE_ASSIGNED);
+}
+
+TEST_F(SchedulerTest, RecoveryWaitsForReattachThenRequeues) {
+  const std::string stays = SubmitOk("alice");
+  const std::string lost = SubmitOk("alice");
+  RecordingLink* link_a = Connect("wa");
+  RecordingLink* link_b = Connect("wb");
+  ASSERT_TRUE(Events("wa", link_a, stays, 2, 1).ok());
+  ASSERT_TRUE(Events("wb", link_b, lost, 2, 1).ok());
+
+  // "Restart": a new scheduler over the same store.
+  Make();
+  EXPECT_EQ(Get(stays).state(), v1::JOB_STATE_RUNNING);
+  EXPECT_EQ(Get(lost).state(), v1::JOB_STATE_RUNNING);
+  const std::string fresh = SubmitOk("alice");
+  EXPECT_NE(fresh, stays);
+  EXPECT_NE(fresh, lost);
+  clock_.Advance(absl::Seconds(5));
+  scheduler_->Tick();
+  v1::RunningJob running;
+  running.set_job_id(stays);
+  RecordingLink* back = Connect("wa", 1, 80, 1, {running});
+  EXPECT_EQ(back->sent[0].welcome().reattached_size(), 1);
+  clock_.Advance(absl::Seconds(6));
+  ASSERT_TRUE(scheduler_->Heartbeat("wa", back, v1::Heartbeat()).ok());
+  scheduler_->Tick();
+  EXPECT_EQ(Get(stays).state(), v1::JOB_STATE_RUNNING);
+  EXPECT_EQ(Get(lost).state(), v1::JOB_STATE_QUEUED);
+  EXPECT_EQ(Get(lost).attempt(), 1);
+  ExpectContiguous(stays);
+  ExpectContiguous(lost);
+}
+
+TEST_F(SchedulerTest, DrainingWorkerGetsNoNewJobs) {
+  RecordingLink* link = Connect("w1");
+  v1::Heartbeat heartbeat;
+  heartbeat.set_draining(true);
+  ASSERT_TRUE(scheduler_->Heartbeat("w1", link, heartbeat).ok());
+  const std::string job = SubmitOk("alice");
+  EXPECT_EQ(Get(job).state(), v1::JOB_STATE_QUEUED);
+  heartbeat.set_draining(false);
+  ASSERT_TRUE(scheduler_->Heartbeat("w1", link, heartbeat).ok());
+  EXPECT_EQ(Get(job).state(), v1::JOB_STATE_ASSIGNED);
+}
+
+TEST_F(SchedulerTest, RejectedAssignmentGoesToAnotherWorker) {
+  const std::string job = SubmitOk("alice");
+  RecordingLink* first = Connect("w1");
+  v1::AssignmentRejected rejected;
+  rejected.set_job_id(job);
+  rejected.set_reason("not enough memory after all");
+  ASSERT_TRUE(scheduler_->RejectAssignment("w1", first, rejected).ok());
+  EXPECT_EQ(Get(job).state(), v1::JOB_STATE_QUEUED);
+  RecordingLink* second = Connect("w2");
+  EXPECT_EQ(second->Assignments().size(), 1u);
+  EXPECT_EQ(Get(job).worker_id(), "w2");
+}
+
+TEST_F(SchedulerTest, FinishWithIllegalStateIsInvalid) {
+  const std::string job = SubmitOk("alice");
+  RecordingLink* link = Connect("w1");
+  EXPECT_EQ(Finish("w1", link, job, v1::JOB_STATE_RUNNING).code(),
+            absl::StatusCode::kInvalidArgument);
+  v1::JobFinished failed;
+  failed.set_job_id(job);
+  failed.set_state(v1::JOB_STATE_FAILED);
+  failed.mutable_failure()->set_reason(v1::FAILURE_REASON_OOM);
+  failed.mutable_failure()->set_message("CUDA out of memory");
+  ASSERT_TRUE(scheduler_->FinishJob("w1", link, failed).ok());
+  EXPECT_EQ(Get(job).state(), v1::JOB_STATE_FAILED);
+  EXPECT_EQ(Get(job).failure().reason(), v1::FAILURE_REASON_OOM);
+}
+
+TEST_F(SchedulerTest, ListJobsNewestFirstWithPagingAndFilters) {
+  std::vector<std::string> alice;
+  for (int i = 0; i < 5; ++i) alice.push_back(SubmitOk("alice"));
+  SubmitOk("bob");
+  ASSERT_TRUE(Cancel("alice", alice[1]).ok());
+
+  ListQuery query;
+  query.page_size = 2;
+  auto page1 = scheduler_->ListJobs(Caller{"alice", false}, query);
+  ASSERT_TRUE(page1.ok());
+  ASSERT_EQ(page1->jobs.size(), 2u);
+  EXPECT_EQ(page1->jobs[0].job_id(), alice[4]);
+  EXPECT_EQ(page1->jobs[1].job_id(), alice[3]);
+  query.page_token = page1->next_page_token;
+  auto page2 = scheduler_->ListJobs(Caller{"alice", false}, query);
+  ASSERT_TRUE(page2.ok());
+  EXPECT_EQ(page2->jobs[0].job_id(), alice[2]);
+  query.page_token = page2->next_page_token;
+  auto page3 = scheduler_->ListJobs(Caller{"alice", false}, query);
+  ASSERT_TRUE(page3.ok());
+  ASSERT_EQ(page3->jobs.size(), 1u);
+  EXPECT_TRUE(page3->next_page_token.empty());
+
+  ListQuery cancelled;
+  cancelled.states = {v1::JOB_STATE_CANCELLED};
+  auto only = scheduler_->ListJobs(Caller{"alice", false}, cancelled);
+  ASSERT_EQ(only->jobs.size(), 1u);
+  EXPECT_EQ(only->jobs[0].job_id(), alice[1]);
+
+  EXPECT_EQ(scheduler_->ListJobs(Caller{"root", true}, ListQuery())->jobs.size(), 6u);
+  ListQuery bobs;
+  bobs.owner = "bob";
+  EXPECT_EQ(scheduler_->ListJobs(Caller{"alice", false}, bobs).status().code(),
+            absl::StatusCode::kPermissionDenied);
+  ListQuery bad;
+  bad.page_token = "garbage!";
+  EXPECT_EQ(scheduler_->ListJobs(Caller{"alice", false}, bad).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(SchedulerTest, MetricsCollectLossAndMetricEvents) {
+  const std::string job = SubmitOk("alice");
+  RecordingLink* link = Connect("w1");
+  ASSERT_TRUE(Events("w1", link, job, 3, 1).ok());
+  v1::JobEvents metric;
+  metric.set_job_id(job);
+  metric.set_first_worker_sequence(4);
+  v1::Metric* m = metric.add_events()->mutable_metric();
+  m->set_name("ppl/fp");
+  m->set_value(5.47);
+  scheduler_->IngestEvents("w1", link, metric, [](absl::StatusOr<int64_t>) {});
+  auto metrics = scheduler_->GetJobMetrics(Caller{"alice", false}, job);
+  ASSERT_TRUE(metrics.ok());
+  EXPECT_EQ(metrics->loss_size(), 3);
+  ASSERT_EQ(metrics->metrics_size(), 1);
+  EXPECT_DOUBLE_EQ(metrics->metrics(0).value(), 5.47);
+}
+
+TEST_F(SchedulerTest, StatsCountStatesAndDevices) {
+  SubmitOk("alice");
+  SubmitOk("alice");
+  Connect("w1", 2, 80, 1);
+  SchedulerStats stats = scheduler_->Stats();
+  EXPECT_EQ(stats.jobs_by_state[v1::JOB_STATE_QUEUED], 1);
+  EXPECT_EQ(stats.jobs_by_state[v1::JOB_STATE_ASSIGNED], 1);
+  EXPECT_EQ(stats.workers_connected, 1);
+  EXPECT_EQ(stats.devices_total, 2);
+  EXPECT_EQ(stats.devices_busy, 1);
+}
+
+TEST_F(SchedulerTest, BadHelloIsInvalid) {
+  RecordingLink link;
+  v1::Hello hello;
+  EXPECT_EQ(scheduler_->ConnectWorker(hello, &link).code(), absl::StatusCode::kInvalidArgument);
+  hello.set_worker_id("w");
+  EXPECT_EQ(scheduler_->ConnectWorker(hello, &link).code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace quantd
