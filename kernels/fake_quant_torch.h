@@ -1,0 +1,58 @@
+// LibTorch entry points of symmetric fake quantization (library quantd_kernels_torch).
+//
+// Grid, rounding and scale rules are those of kernels/fake_quant.h. x has shape [..., cols];
+// every leading index is a row (a token, or an output channel of a weight). Scale tensors are
+// fp32 with the shape that broadcasts over the layout:
+//   kPerTensor: []   kPerToken: [..., 1]   kPerGroup: [..., cols / group_size]
+// Results keep x's dtype and device (fp32 arithmetic). CPU tensors use the kernels/fake_quant.h
+// loops, split across ATen's intra-op threads; other devices use torch ops with the same
+// formula. Errors: InvalidArgument for a bad config, shape or dtype.
+#ifndef QUANTD_KERNELS_FAKE_QUANT_TORCH_H_
+#define QUANTD_KERNELS_FAKE_QUANT_TORCH_H_
+
+#include <torch/torch.h>
+
+#include "absl/status/statusor.h"
+#include "kernels/fake_quant.h"
+
+namespace quantd::kernels {
+
+struct FakeQuantOutput {
+  torch::Tensor values;  // x̂, x's shape and dtype
+  torch::Tensor scales;  // fp32, layout shape above
+};
+
+// Dynamic scales s = clip_ratio · max|x| / QuantMax per segment. Not differentiable.
+absl::StatusOr<FakeQuantOutput> FakeQuantizeDynamic(const torch::Tensor& x,
+                                                    const FakeQuantConfig& config,
+                                                    float clip_ratio = 1.0f);
+
+// Given (static or calibrated) scales, broadcastable to the layout shape. Not differentiable.
+absl::StatusOr<torch::Tensor> FakeQuantizeStatic(const torch::Tensor& x,
+                                                 const FakeQuantConfig& config,
+                                                 const torch::Tensor& scales);
+
+// Straight-through-estimator form for training, from torch ops (any device):
+//   x̂ = s · clamp(v + (round(v) - v).detach(), QuantMin, QuantMax), v = x / s.
+// Gradients reach x (1 inside the range, 0 where clamped) and `scales` when it requires grad
+// (learnable scales, LSQ-style).
+absl::StatusOr<torch::Tensor> FakeQuantizeSte(const torch::Tensor& x,
+                                              const FakeQuantConfig& config,
+                                              const torch::Tensor& scales);
+
+// Dynamic STE form: scales = clip_ratio · max|x| / QuantMax (clip_ratio a tensor broadcastable
+// to the layout shape, e.g. a learnable activation clipping factor; a zero max gives s = 1),
+// then FakeQuantizeSte. Returns x̂ and the scales, both in the autograd graph.
+absl::StatusOr<FakeQuantOutput> FakeQuantizeDynamicSte(const torch::Tensor& x,
+                                                       const FakeQuantConfig& config,
+                                                       const torch::Tensor& clip_ratio);
+
+// `mse_init`: per-segment shrink search of kernels/fake_quant.h on the CPU; returns the scales
+// (layout shape, on x's device).
+absl::StatusOr<torch::Tensor> MseSearchScales(const torch::Tensor& x,
+                                              const FakeQuantConfig& config,
+                                              const ShrinkSearch& search = ShrinkSearch{});
+
+}  // namespace quantd::kernels
+
+#endif  // QUANTD_KERNELS_FAKE_QUANT_TORCH_H_

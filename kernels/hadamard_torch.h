@@ -1,0 +1,36 @@
+// LibTorch entry points of the Hadamard transform (library quantd_kernels_torch).
+//
+// Row-vector convention: for x of shape [..., n] the result is s · x·Mᵀ (s · x·M with
+// `transpose`), M from HadamardFactors (M·Mᵀ = n·I), s = 1/sqrt(n) when `orthonormal`, else 1;
+// i.e. every last-dim vector v becomes s·M·v (kernels/fwht.h). Results keep x's dtype and
+// device; the arithmetic is fp32 (bf16/fp16 inputs are widened, the result rounded once).
+// Differentiable w.r.t. x: the backward pass applies the transposed transform.
+// CPU tensors use the kernels/fwht.h loops with rows split across ATen's intra-op threads; other
+// devices use HadamardTransformTorchOps. Errors: InvalidArgument for a last dim ≠ factors.n or
+// an unsupported dtype. Thread-safe; `factors` is copied where the backward pass needs it.
+#ifndef QUANTD_KERNELS_HADAMARD_TORCH_H_
+#define QUANTD_KERNELS_HADAMARD_TORCH_H_
+
+#include <torch/torch.h>
+
+#include "absl/status/statusor.h"
+#include "kernels/hadamard.h"
+
+namespace quantd::kernels {
+
+absl::StatusOr<torch::Tensor> HadamardTransform(const torch::Tensor& x,
+                                                const HadamardFactors& factors, bool orthonormal,
+                                                bool transpose = false);
+
+// The same transform from plain torch ops (log2 of the power-of-two part butterfly stages and
+// one k×k matmul), for any device, differentiable by autograd. Same contract as above.
+absl::StatusOr<torch::Tensor> HadamardTransformTorchOps(const torch::Tensor& x,
+                                                        const HadamardFactors& factors,
+                                                        bool orthonormal, bool transpose = false);
+
+// s·M as a dense [n, n] fp32 CPU tensor (for offline weight rotation and references).
+torch::Tensor HadamardMatrix(const HadamardFactors& factors, bool orthonormal);
+
+}  // namespace quantd::kernels
+
+#endif  // QUANTD_KERNELS_HADAMARD_TORCH_H_

@@ -1,0 +1,121 @@
+#include "kernels/hadamard_torch.h"
+
+#include <string>
+#include <utility>
+
+#include "kernels/fwht.h"
+
+namespace quantd::kernels {
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+absl::Status CheckInput(const torch::Tensor& x, const HadamardFactors& factors) {
+  if (x.dim() == 0 || x.size(-1) != factors.n) {
+    return absl::InvalidArgumentError("Hadamard transform of order " + std::to_string(factors.n) +
+                                      " needs a last dimension of that size");
+  }
+  const auto type = x.scalar_type();
+  if (type != torch::kFloat && type != torch::kBFloat16 && type != torch::kHalf) {
+    return absl::InvalidArgumentError("Hadamard transform supports fp32, bf16 and fp16 tensors");
+  }
+  return absl::OkStatus();
+}
+
+// The factors travel through autograd as tensors and ints, so backward needs no outside state.
+HadamardFactors FactorsFromSaved(AutogradContext* ctx) {
+  HadamardFactors f;
+  f.n = ctx->saved_data["n"].toInt();
+  f.base_order = ctx->saved_data["k"].toInt();
+  f.log2_pow2 = static_cast<int>(ctx->saved_data["m"].toInt());
+  const torch::Tensor base = ctx->saved_data["base"].toTensor();
+  f.base.assign(base.data_ptr<float>(), base.data_ptr<float>() + base.numel());
+  return f;
+}
+
+torch::Tensor TransformCpu(const torch::Tensor& x, const HadamardFactors& f, bool orthonormal,
+                           bool transpose) {
+  torch::Tensor work = x.to(torch::kFloat).contiguous().clone();
+  const int64_t n = f.n;
+  const int64_t rows = work.numel() / n;
+  float* data = work.data_ptr<float>();
+  // Grain: enough rows for ~64k elements per task.
+  const int64_t grain = std::max<int64_t>(1, 65536 / n);
+  at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
+    HadamardTransformRows(f, data + begin * n, end - begin, orthonormal, transpose);
+  });
+  return work.to(x.scalar_type());
+}
+
+class HadamardFunction : public torch::autograd::Function<HadamardFunction> {
+ public:
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x,
+                               const HadamardFactors& f, bool orthonormal, bool transpose) {
+    ctx->saved_data["n"] = f.n;
+    ctx->saved_data["k"] = f.base_order;
+    ctx->saved_data["m"] = static_cast<int64_t>(f.log2_pow2);
+    ctx->saved_data["base"] =
+        torch::from_blob(const_cast<float*>(f.base.data()), {static_cast<int64_t>(f.base.size())},
+                         torch::kFloat)
+            .clone();
+    ctx->saved_data["orthonormal"] = orthonormal;
+    ctx->saved_data["transpose"] = transpose;
+    return TransformCpu(x, f, orthonormal, transpose);
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
+    const HadamardFactors f = FactorsFromSaved(ctx);
+    const bool orthonormal = ctx->saved_data["orthonormal"].toBool();
+    const bool transpose = ctx->saved_data["transpose"].toBool();
+    torch::Tensor grad = TransformCpu(grad_outputs[0], f, orthonormal, !transpose);
+    return {grad, torch::Tensor(), torch::Tensor(), torch::Tensor()};
+  }
+};
+
+}  // namespace
+
+absl::StatusOr<torch::Tensor> HadamardTransform(const torch::Tensor& x,
+                                                const HadamardFactors& factors, bool orthonormal,
+                                                bool transpose) {
+  if (absl::Status s = CheckInput(x, factors); !s.ok()) return s;
+  if (!x.device().is_cpu()) return HadamardTransformTorchOps(x, factors, orthonormal, transpose);
+  return HadamardFunction::apply(x, factors, orthonormal, transpose);
+}
+
+absl::StatusOr<torch::Tensor> HadamardTransformTorchOps(const torch::Tensor& x,
+                                                        const HadamardFactors& factors,
+                                                        bool orthonormal, bool transpose) {
+  if (absl::Status s = CheckInput(x, factors); !s.ok()) return s;
+  const int64_t k = factors.base_order;
+  const int64_t p = int64_t{1} << factors.log2_pow2;
+  torch::Tensor y = x.to(torch::kFloat).reshape({-1, k, p});
+  const int64_t rows = y.size(0);
+  for (int64_t h = 1; h < p; h *= 2) {
+    const torch::Tensor pairs = y.reshape({rows, k, p / (2 * h), 2, h});
+    const torch::Tensor a = pairs.select(3, 0);
+    const torch::Tensor b = pairs.select(3, 1);
+    y = torch::stack({a + b, a - b}, 3).reshape({rows, k, p});
+  }
+  if (k > 1) {
+    torch::Tensor base = torch::from_blob(const_cast<float*>(factors.base.data()), {k, k},
+                                          torch::kFloat)
+                             .clone()
+                             .to(x.device());
+    if (transpose) base = base.t();
+    y = torch::matmul(base, y);  // [k, k] x [rows, k, p]
+  }
+  if (orthonormal) y = y * OrthonormalScale(factors.n);
+  return y.reshape(x.sizes()).to(x.scalar_type());
+}
+
+torch::Tensor HadamardMatrix(const HadamardFactors& factors, bool orthonormal) {
+  const std::vector<float> dense = DenseHadamard(factors);
+  torch::Tensor m = torch::from_blob(const_cast<float*>(dense.data()), {factors.n, factors.n},
+                                     torch::kFloat)
+                        .clone();
+  if (orthonormal) m.mul_(OrthonormalScale(factors.n));
+  return m;
+}
+
+}  // namespace quantd::kernels

@@ -1,0 +1,174 @@
+#include <torch/torch.h>
+
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "kernels/fake_quant_torch.h"
+#include "kernels/hadamard_torch.h"
+
+namespace quantd::kernels {
+namespace {
+
+struct Tolerance {
+  double rtol;
+  double atol;
+};
+
+// Tied to the dtype's unit roundoff (fp32 2^-24, fp16 2^-11, bf16 2^-8) with room for the sum.
+Tolerance ToleranceFor(torch::ScalarType type) {
+  if (type == torch::kBFloat16) return {2e-2, 2e-2};
+  if (type == torch::kHalf) return {3e-3, 3e-3};
+  return {1e-5, 1e-4};
+}
+
+TEST(HadamardTorchTest, MatchesDenseMatmulForEachDtype) {
+  torch::manual_seed(0);
+  for (int64_t n : {8, 64, 172, 1376, 2560, 4096}) {
+    const HadamardFactors f = FactorHadamard(n);
+    for (bool transpose : {false, true}) {
+      const torch::Tensor m = HadamardMatrix(f, /*orthonormal=*/true);
+      const torch::Tensor dense = transpose ? m : m.t();
+      for (auto type : {torch::kFloat, torch::kBFloat16, torch::kHalf}) {
+        const torch::Tensor x = torch::randn({2, 3, n}).to(type);
+        auto y = HadamardTransform(x, f, /*orthonormal=*/true, transpose);
+        ASSERT_TRUE(y.ok()) << y.status();
+        EXPECT_EQ(y->scalar_type(), type);
+        EXPECT_EQ(y->sizes(), x.sizes());
+        const torch::Tensor want = torch::matmul(x.to(torch::kDouble), dense.to(torch::kDouble));
+        const Tolerance tol = ToleranceFor(type);
+        EXPECT_TRUE(torch::allclose(y->to(torch::kDouble), want, tol.rtol, tol.atol))
+            << n << " " << type << " max err "
+            << (y->to(torch::kDouble) - want).abs().max().item<double>();
+      }
+    }
+  }
+}
+
+TEST(HadamardTorchTest, TorchOpsPathAgreesWithKernelPath) {
+  torch::manual_seed(1);
+  for (int64_t n : {2, 172, 5120, 11008}) {
+    const HadamardFactors f = FactorHadamard(n);
+    const torch::Tensor x = torch::randn({4, n});
+    for (bool orthonormal : {false, true}) {
+      auto a = HadamardTransform(x, f, orthonormal, true);
+      auto b = HadamardTransformTorchOps(x, f, orthonormal, true);
+      ASSERT_TRUE(a.ok() && b.ok());
+      const double scale = orthonormal ? 1.0 : std::sqrt(static_cast<double>(n));
+      EXPECT_TRUE(torch::allclose(*a, *b, 1e-5, 1e-4 * scale)) << n;
+    }
+  }
+}
+
+TEST(HadamardTorchTest, GradientIsTheTransposedTransform) {
+  torch::manual_seed(2);
+  const HadamardFactors f = FactorHadamard(344);  // Paley I, not symmetric
+  const torch::Tensor m = HadamardMatrix(f, true);
+  for (bool transpose : {false, true}) {
+    for (bool torch_ops : {false, true}) {
+      const torch::Tensor x = torch::randn({3, 344}).requires_grad_(true);
+      const torch::Tensor w = torch::randn({3, 344});
+      auto y = torch_ops ? HadamardTransformTorchOps(x, f, true, transpose)
+                         : HadamardTransform(x, f, true, transpose);
+      ASSERT_TRUE(y.ok());
+      (*y * w).sum().backward();
+      // y = x·Mᵀ (or x·M)  =>  dL/dx = w·M (or w·Mᵀ).
+      const torch::Tensor want = torch::matmul(w, transpose ? m.t() : m);
+      EXPECT_TRUE(torch::allclose(x.grad(), want, 1e-5, 1e-5)) << transpose << torch_ops;
+    }
+  }
+}
+
+TEST(HadamardTorchTest, RejectsBadInputs) {
+  const HadamardFactors f = FactorHadamard(64);
+  EXPECT_EQ(HadamardTransform(torch::zeros({2, 32}), f, true).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(HadamardTransform(torch::zeros({2, 64}, torch::kInt), f, true).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+const std::vector<FakeQuantConfig>& Layouts() {
+  static const std::vector<FakeQuantConfig> layouts = {
+      {4, QuantGranularity::kPerTensor, 0},
+      {8, QuantGranularity::kPerToken, 0},
+      {4, QuantGranularity::kPerGroup, 16},
+      {3, QuantGranularity::kPerGroup, 64}};
+  return layouts;
+}
+
+TEST(FakeQuantTorchTest, KernelPathMatchesTheTorchFormula) {
+  torch::manual_seed(3);
+  for (const FakeQuantConfig& config : Layouts()) {
+    for (auto type : {torch::kFloat, torch::kBFloat16}) {
+      const torch::Tensor x = torch::randn({2, 5, 128}).to(type);
+      auto fast = FakeQuantizeDynamic(x, config, 0.9f);
+      auto ste = FakeQuantizeDynamicSte(x, config, torch::tensor(0.9f));
+      ASSERT_TRUE(fast.ok() && ste.ok()) << fast.status() << ste.status();
+      EXPECT_EQ(fast->values.scalar_type(), type);
+      EXPECT_EQ(fast->scales.sizes(), ste->scales.sizes());
+      EXPECT_TRUE(torch::allclose(fast->scales, ste->scales, 1e-6, 0));
+      EXPECT_TRUE(torch::allclose(fast->values.to(torch::kFloat), ste->values.to(torch::kFloat),
+                                  1e-5, 1e-6));
+      // Static with the dynamic scales reproduces the dynamic result.
+      auto fixed = FakeQuantizeStatic(x, config, fast->scales);
+      ASSERT_TRUE(fixed.ok()) << fixed.status();
+      EXPECT_TRUE(torch::equal(*fixed, fast->values));
+    }
+  }
+}
+
+TEST(FakeQuantTorchTest, ScaleShapesFollowTheLayout) {
+  const torch::Tensor x = torch::randn({2, 3, 64});
+  auto per_tensor = FakeQuantizeDynamic(x, {8, QuantGranularity::kPerTensor, 0});
+  auto per_token = FakeQuantizeDynamic(x, {8, QuantGranularity::kPerToken, 0});
+  auto per_group = FakeQuantizeDynamic(x, {8, QuantGranularity::kPerGroup, 16});
+  ASSERT_TRUE(per_tensor.ok() && per_token.ok() && per_group.ok());
+  EXPECT_EQ(per_tensor->scales.dim(), 0);
+  EXPECT_EQ(per_token->scales.sizes(), torch::IntArrayRef({2, 3, 1}));
+  EXPECT_EQ(per_group->scales.sizes(), torch::IntArrayRef({2, 3, 4}));
+  EXPECT_NEAR(per_token->scales[1][2][0].item<float>(),
+              x[1][2].abs().max().item<float>() / 127.0f, 1e-7);
+  EXPECT_EQ(FakeQuantizeDynamic(x, {8, QuantGranularity::kPerGroup, 48}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(FakeQuantizeStatic(x, {8, QuantGranularity::kPerToken, 0}, torch::ones({5})).status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(FakeQuantTorchTest, SteGradientsReachInputsAndScales) {
+  const FakeQuantConfig config{4, QuantGranularity::kPerToken, 0};
+  // Row 0 inside the range except the last value; row 1 clamped both ends.
+  const torch::Tensor x =
+      torch::tensor({0.26f, -0.74f, 1.1f, 9.0f, -5.0f, 0.1f, 0.2f, 4.0f}).reshape({2, 4});
+  x.requires_grad_(true);
+  const torch::Tensor s = torch::tensor({0.25f, 0.5f}).reshape({2, 1}).requires_grad_(true);
+  auto y = FakeQuantizeSte(x, config, s);
+  ASSERT_TRUE(y.ok());
+  y->sum().backward();
+  // d/dx: 1 where -8 <= x/s <= 7, else 0.
+  const torch::Tensor want_dx = torch::tensor({1.f, 1.f, 1.f, 0.f, 0.f, 1.f, 1.f, 0.f}).reshape({2, 4});
+  EXPECT_TRUE(torch::equal(x.grad(), want_dx));
+  // d/ds: round(v) - v inside, the clamp bound outside.
+  const float v00 = 0.26f / 0.25f, v01 = -0.74f / 0.25f, v02 = 1.1f / 0.25f;
+  const float want_s0 = (std::nearbyint(v00) - v00) + (std::nearbyint(v01) - v01) +
+                        (std::nearbyint(v02) - v02) + 7.0f;
+  const float v15 = 0.1f / 0.5f, v16 = 0.2f / 0.5f;
+  const float want_s1 = -8.0f + (std::nearbyint(v15) - v15) + (std::nearbyint(v16) - v16) + 7.0f;
+  EXPECT_NEAR(s.grad()[0][0].item<float>(), want_s0, 1e-5);
+  EXPECT_NEAR(s.grad()[1][0].item<float>(), want_s1, 1e-5);
+}
+
+TEST(FakeQuantTorchTest, MseSearchMatchesTheKernel) {
+  torch::manual_seed(4);
+  const torch::Tensor w = torch::randn({16, 256}) * 0.02;
+  const FakeQuantConfig config{4, QuantGranularity::kPerGroup, 128};
+  auto scales = MseSearchScales(w, config);
+  ASSERT_TRUE(scales.ok());
+  EXPECT_EQ(scales->sizes(), torch::IntArrayRef({16, 2}));
+  std::vector<float> want(32);
+  const torch::Tensor wc = w.contiguous();
+  MseSearchScales(wc.data_ptr<float>(), 16, 256, config, ShrinkSearch{}, want.data());
+  for (int64_t i = 0; i < 32; ++i) EXPECT_EQ(scales->reshape({-1})[i].item<float>(), want[i]);
+}
+
+}  // namespace
+}  // namespace quantd::kernels
