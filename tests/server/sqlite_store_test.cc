@@ -1,0 +1,244 @@
+// SqliteStore on real files: schema, group commit, reopening, recovery through the scheduler.
+#include "server/store/sqlite_store.h"
+
+#include <sqlite3.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <memory>
+
+#include "absl/synchronization/blocking_counter.h"
+#include "absl/synchronization/notification.h"
+#include "gtest/gtest.h"
+#include "server/core/scheduler.h"
+#include "tests/server/fakes.h"
+
+namespace quantd {
+namespace {
+
+class SqliteStoreTest : public ::testing::Test {
+ protected:
+  SqliteStoreTest() {
+    path_ = ::testing::TempDir() + "/quantd_store_" + std::to_string(getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name() + ".db";
+    Remove();
+  }
+  ~SqliteStoreTest() override { Remove(); }
+  void Remove() {
+    for (const char* suffix : {"", "-wal", "-shm"}) std::remove((path_ + suffix).c_str());
+  }
+  std::unique_ptr<SqliteStore> Open() {
+    SqliteStoreOptions options;
+    options.path = path_;
+    auto store = SqliteStore::Open(options);
+    EXPECT_TRUE(store.ok()) << store.status();
+    return store.ok() ? std::move(*store) : nullptr;
+  }
+  static absl::Status WriteAndWait(JobStore& store, WriteBatch batch) {
+    absl::Notification done;
+    absl::Status result;
+    store.Write(std::move(batch), [&](absl::Status status) {
+      result = status;
+      done.Notify();
+    });
+    done.WaitForNotification();
+    return result;
+  }
+  static v1::JobEvent Event(const std::string& job_id, int64_t sequence) {
+    v1::JobEvent event;
+    event.set_job_id(job_id);
+    event.set_sequence(sequence);
+    event.mutable_time()->set_seconds(1700000000 + sequence);
+    event.mutable_loss()->set_loss(1.0 / sequence);
+    return event;
+  }
+
+  std::string path_;
+};
+
+TEST_F(SqliteStoreTest, WritesSurviveReopening) {
+  {
+    auto store = Open();
+    ASSERT_NE(store, nullptr);
+    EXPECT_EQ(store->schema_version(), SqliteStore::kSchemaVersion);
+    WriteBatch batch;
+    StoredJob job;
+    job.job.set_job_id("j-000001");
+    job.job.set_owner("alice");
+    job.job.set_state(v1::JOB_STATE_RUNNING);
+    job.job.mutable_spec()->mutable_model()->set_path("/models/tiny");
+    job.job.mutable_spec()->set_priority(3);
+    job.submit_order = 1;
+    job.worker_sequence = 7;
+    job.device_ids = {"cuda:0", "cuda:1"};
+    job.is_new = true;
+    batch.jobs.push_back(job);
+    for (int i = 1; i <= 10; ++i) batch.events.push_back(Event("j-000001", i));
+    batch.keys.push_back({"alice", "req-1", "j-000001"});
+    WorkerRecord worker;
+    worker.worker_id = "w1";
+    worker.hello.set_hostname("node1");
+    worker.last_seen = absl::FromUnixSeconds(1700000000);
+    worker.connected = true;
+    batch.workers.push_back(worker);
+    ASSERT_TRUE(WriteAndWait(*store, std::move(batch)).ok());
+    // A later update of the job keeps its spec.
+    WriteBatch update;
+    job.is_new = false;
+    job.job.set_state(v1::JOB_STATE_SUCCEEDED);
+    update.jobs.push_back(job);
+    ASSERT_TRUE(WriteAndWait(*store, std::move(update)).ok());
+  }
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  auto snapshot = store->Load();
+  ASSERT_TRUE(snapshot.ok()) << snapshot.status();
+  ASSERT_EQ(snapshot->jobs.size(), 1u);
+  const StoredJob& job = snapshot->jobs[0];
+  EXPECT_EQ(job.job.state(), v1::JOB_STATE_SUCCEEDED);
+  EXPECT_EQ(job.job.spec().model().path(), "/models/tiny");
+  EXPECT_EQ(job.job.spec().priority(), 3);
+  EXPECT_EQ(job.worker_sequence, 7);
+  EXPECT_EQ(job.device_ids, (std::vector<std::string>{"cuda:0", "cuda:1"}));
+  ASSERT_EQ(snapshot->keys.size(), 1u);
+  EXPECT_EQ(snapshot->keys[0].request_id, "req-1");
+  ASSERT_EQ(snapshot->workers.size(), 1u);
+  EXPECT_EQ(snapshot->workers[0].hello.hostname(), "node1");
+
+  auto events = store->ReadEvents("j-000001", 4, 3);
+  ASSERT_TRUE(events.ok());
+  ASSERT_EQ(events->size(), 3u);
+  EXPECT_EQ((*events)[0].sequence(), 5);
+  EXPECT_EQ((*events)[2].sequence(), 7);
+  EXPECT_TRUE(store->ReadEvents("j-000001", 10, 100)->empty());
+  EXPECT_TRUE(store->ReadEvents("nope", 0, 100)->empty());
+}
+
+TEST_F(SqliteStoreTest, GroupCommitKeepsOrderAndSharesTransactions) {
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  constexpr int kBatches = 2000;
+  absl::BlockingCounter remaining(kBatches);
+  std::vector<int> order;
+  absl::Mutex mu;
+  for (int i = 0; i < kBatches; ++i) {
+    WriteBatch batch;
+    batch.events.push_back(Event("j-1", i + 1));
+    store->Write(std::move(batch), [&, i](absl::Status status) {
+      EXPECT_TRUE(status.ok()) << status;
+      {
+        absl::MutexLock lock(&mu);
+        order.push_back(i);
+      }
+      remaining.DecrementCount();
+    });
+  }
+  remaining.Wait();
+  for (int i = 0; i < kBatches; ++i) ASSERT_EQ(order[i], i);
+  EXPECT_LT(store->commits(), kBatches) << "batches were not grouped";
+  EXPECT_EQ(store->ReadEvents("j-1", 0, kBatches + 1)->size(), static_cast<size_t>(kBatches));
+}
+
+TEST_F(SqliteStoreTest, FailingBatchDoesNotTakeOthersDown) {
+  auto store = Open();
+  ASSERT_NE(store, nullptr);
+  WriteBatch first;
+  first.events.push_back(Event("j-1", 1));
+  ASSERT_TRUE(WriteAndWait(*store, std::move(first)).ok());
+  absl::BlockingCounter remaining(3);
+  std::vector<absl::Status> results(3);
+  for (int i = 0; i < 3; ++i) {
+    WriteBatch batch;
+    batch.events.push_back(Event("j-1", i == 1 ? 1 : 2 + i));  // i == 1 repeats sequence 1
+    store->Write(std::move(batch), [&, i](absl::Status status) {
+      results[i] = status;
+      remaining.DecrementCount();
+    });
+  }
+  remaining.Wait();
+  EXPECT_TRUE(results[0].ok());
+  EXPECT_FALSE(results[1].ok());
+  EXPECT_TRUE(results[2].ok());
+  EXPECT_EQ(store->ReadEvents("j-1", 0, 10)->size(), 3u);
+}
+
+TEST_F(SqliteStoreTest, RefusesNewerSchema) {
+  Open().reset();
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db, "PRAGMA user_version = 99", nullptr, nullptr, nullptr), SQLITE_OK);
+  sqlite3_close(db);
+  SqliteStoreOptions options;
+  options.path = path_;
+  auto store = SqliteStore::Open(options);
+  EXPECT_EQ(store.status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+TEST_F(SqliteStoreTest, SchedulerRecoversJobsAndEventsAfterReopen) {
+  testing::FakeClock clock;
+  EventBus bus;
+  SchedulerOptions options;
+  options.reattach_grace = absl::Seconds(30);
+  std::string job_id;
+  testing::RecordingLink link;
+  {
+    auto store = Open();
+    Scheduler scheduler(options, &clock, store.get(), &bus);
+    ASSERT_TRUE(scheduler.Recover().ok());
+    v1::JobSpec spec;
+    spec.mutable_model()->set_path("/models/tiny");
+    spec.mutable_calibration()->set_dataset_path("/data/a.txt");
+    absl::Notification submitted;
+    scheduler.Submit(Caller{"alice", false}, spec, "req-9",
+                     [&](absl::StatusOr<SubmitResult> result) {
+                       ASSERT_TRUE(result.ok()) << result.status();
+                       job_id = result->job.job_id();
+                       submitted.Notify();
+                     });
+    submitted.WaitForNotification();
+    v1::Hello hello;
+    hello.set_worker_id("w1");
+    hello.add_devices()->set_id("cuda:0");
+    ASSERT_TRUE(scheduler.ConnectWorker(hello, &link).ok());
+    v1::JobEvents events;
+    events.set_job_id(job_id);
+    events.set_first_worker_sequence(1);
+    for (int i = 0; i < 20; ++i) events.add_events()->mutable_loss()->set_step(i);
+    absl::Notification acked;
+    scheduler.IngestEvents("w1", &link, events, [&](absl::StatusOr<int64_t> ack) {
+      EXPECT_EQ(*ack, 20);
+      acked.Notify();
+    });
+    acked.WaitForNotification();
+  }  // the store commits what is queued and closes
+
+  auto store = Open();
+  Scheduler scheduler(options, &clock, store.get(), &bus);
+  ASSERT_TRUE(scheduler.Recover().ok());
+  auto job = scheduler.GetJob(Caller{"alice", false}, job_id);
+  ASSERT_TRUE(job.ok());
+  EXPECT_EQ(job->state(), v1::JOB_STATE_RUNNING);
+  EXPECT_EQ(job->last_sequence(), 23);  // QUEUED, ASSIGNED, RUNNING + 20 losses
+  auto events = store->ReadEvents(job_id, 0, 100);
+  ASSERT_EQ(events->size(), 23u);
+  for (size_t i = 0; i < events->size(); ++i) EXPECT_EQ((*events)[i].sequence(), int64_t(i + 1));
+
+  // The same request_id still deduplicates after the restart.
+  v1::JobSpec spec;
+  spec.mutable_model()->set_path("/models/tiny");
+  spec.mutable_calibration()->set_dataset_path("/data/a.txt");
+  absl::Notification again;
+  scheduler.Submit(Caller{"alice", false}, spec, "req-9",
+                   [&](absl::StatusOr<SubmitResult> result) {
+                     EXPECT_TRUE(result.ok() && result->deduplicated);
+                     again.Notify();
+                   });
+  again.WaitForNotification();
+
+  clock.Advance(absl::Seconds(31));
+  scheduler.Tick();
+  EXPECT_EQ(scheduler.GetJob(Caller{"alice", false}, job_id)->state(), v1::JOB_STATE_QUEUED);
+}
+
+}  // namespace
+}  // namespace quantd
