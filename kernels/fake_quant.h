@@ -18,6 +18,8 @@
 
 #include <cstdint>
 
+#include "kernels/device.h"
+
 namespace quantd::kernels {
 
 enum class QuantGranularity { kPerTensor, kPerToken, kPerGroup };
@@ -64,6 +66,18 @@ struct ShrinkSearch {
 };
 void MseSearchScales(const float* x, int64_t rows, int64_t cols, const FakeQuantConfig& config,
                      const ShrinkSearch& search, float* scales, float* best_shrink = nullptr);
+
+// CUDA twins (contract of kernels/device.h); x, out and scales are device pointers, `out` may
+// alias `x`, results equal the CPU functions' for fp32 (same operations in the same order).
+// Dynamic: one thread block per scale segment reduces max|x| and quantizes it, so a per-tensor
+// dynamic call runs on one block (meant for small tensors; calibrate, then use the static form).
+const char* FakeQuantizeDynamicCuda(const void* x, void* out, DeviceDType dtype, int64_t rows,
+                                    int64_t cols, const FakeQuantConfig& config, float clip_ratio,
+                                    float* scales, void* stream);
+// Static: elementwise with the given scales (layout above).
+const char* FakeQuantizeCuda(const void* x, void* out, DeviceDType dtype, int64_t rows,
+                             int64_t cols, const FakeQuantConfig& config, const float* scales,
+                             void* stream);
 
 }  // namespace quantd::kernels
 

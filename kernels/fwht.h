@@ -15,6 +15,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "kernels/device.h"
 #include "kernels/hadamard.h"
 
 namespace quantd::kernels {
@@ -30,6 +31,18 @@ void HadamardTransformRows(const HadamardFactors& factors, float* data, int64_t 
 inline float OrthonormalScale(int64_t n) {
   return static_cast<float>(1.0 / std::sqrt(static_cast<double>(n)));
 }
+
+// CUDA twin of HadamardTransformRows (contract of kernels/device.h), in place on `rows` rows of
+// `dtype` at `data`. One thread block per row holds the row in shared memory as fp32, so
+// n ≤ 32768 (128 KiB of shared memory: sm_80 and later). `base_device` is the k×k fp32 base of
+// `factors` in device memory (nullptr when factors.base_order is 1); k ≤ 1024.
+const char* HadamardTransformCuda(void* data, DeviceDType dtype, int64_t rows,
+                                  const HadamardFactors& factors, const float* base_device,
+                                  bool orthonormal, bool transpose, void* stream);
+
+// Power-of-two rows only: FWHT times `scale`, in place (n ≤ 32768).
+const char* FwhtCuda(void* data, DeviceDType dtype, int64_t rows, int64_t n, float scale,
+                     void* stream);
 
 }  // namespace quantd::kernels
 

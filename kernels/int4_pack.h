@@ -8,6 +8,8 @@
 
 #include <cstdint>
 
+#include "kernels/device.h"
+
 namespace quantd::kernels {
 
 // Bytes needed for `count` packed values.
@@ -16,9 +18,6 @@ inline int64_t PackedInt4Bytes(int64_t count) { return (count + 1) / 2; }
 // CPU. `packed` has PackedInt4Bytes(count) bytes.
 void PackInt4(const int8_t* values, int64_t count, uint8_t* packed);
 void UnpackInt4(const uint8_t* packed, int64_t count, int8_t* values);
-
-// True when this build has the CUDA kernels and a CUDA device is visible.
-bool CudaKernelsAvailable();
 
 // CUDA, on device pointers, enqueued on `stream` (a cudaStream_t; nullptr = the default
 // stream). Returns an empty string on success, otherwise the CUDA error text. Without a

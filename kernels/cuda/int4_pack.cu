@@ -1,5 +1,4 @@
-#include <cuda_runtime.h>
-
+#include "kernels/cuda/common.cuh"
 #include "kernels/int4_pack.h"
 
 namespace quantd::kernels {
@@ -23,21 +22,9 @@ __global__ void UnpackInt4Kernel(const uint8_t* packed, int64_t count, int8_t* v
 
 constexpr int kThreads = 256;
 
-const char* LaunchResult() {
-  const cudaError_t error = cudaGetLastError();
-  return error == cudaSuccess ? "" : cudaGetErrorString(error);
-}
+using cuda::LaunchResult;
 
 }  // namespace
-
-bool CudaKernelsAvailable() {
-  int devices = 0;
-  if (cudaGetDeviceCount(&devices) != cudaSuccess) {
-    cudaGetLastError();  // clear the sticky "no device" error
-    return false;
-  }
-  return devices > 0;
-}
 
 const char* PackInt4Cuda(const int8_t* values, int64_t count, uint8_t* packed, void* stream) {
   if (count <= 0) return "";
