@@ -1,0 +1,285 @@
+#include "worker/link/scheduler_link.h"
+
+#include <algorithm>
+#include <fstream>
+#include <random>
+#include <set>
+#include <sstream>
+
+#include "google/protobuf/util/time_util.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/security/credentials.h"
+#include "spdlog/spdlog.h"
+
+namespace quantd::link {
+namespace {
+
+using Stream = grpc::ClientReaderWriter<v1::WorkerMessage, v1::SchedulerMessage>;
+
+std::shared_ptr<grpc::ChannelCredentials> Credentials(const std::string& ca_cert_path) {
+  if (ca_cert_path.empty()) return grpc::InsecureChannelCredentials();
+  std::ifstream in(ca_cert_path);
+  std::stringstream pem;
+  pem << in.rdbuf();
+  grpc::SslCredentialsOptions ssl;
+  ssl.pem_root_certs = pem.str();
+  return grpc::SslCredentials(ssl);
+}
+
+}  // namespace
+
+SchedulerLink::SchedulerLink(LinkOptions options, LinkCallbacks callbacks, EventOutbox* outbox)
+    : options_(std::move(options)),
+      callbacks_(std::move(callbacks)),
+      outbox_(outbox),
+      heartbeat_interval_(options_.heartbeat_interval) {
+  grpc::ChannelArguments arguments;
+  arguments.SetMaxSendMessageSize(64 << 20);
+  // Reconnects are ours to pace; keep gRPC's own backoff short.
+  arguments.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS,
+                   static_cast<int>(options_.max_backoff.count()));
+  stub_ = v1::WorkerService::NewStub(grpc::CreateCustomChannel(
+      options_.scheduler_address, Credentials(options_.ca_cert_path), arguments));
+}
+
+SchedulerLink::~SchedulerLink() { Stop(); }
+
+void SchedulerLink::Start() { thread_ = std::thread([this] { ConnectLoop(); }); }
+
+void SchedulerLink::Stop() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+    if (context_ != nullptr) context_->TryCancel();
+  }
+  wake_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void SchedulerLink::Notify() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    work_ = true;
+  }
+  wake_.notify_all();
+}
+
+void SchedulerLink::Finish(const v1::JobFinished& finished) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    finishes_[finished.job_id()] = finished;
+    work_ = true;
+  }
+  wake_.notify_all();
+}
+
+void SchedulerLink::SetDraining(bool draining) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    draining_ = draining;
+    work_ = true;
+  }
+  wake_.notify_all();
+}
+
+bool SchedulerLink::connected() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return connected_;
+}
+
+int SchedulerLink::sessions() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return sessions_;
+}
+
+void SchedulerLink::ConnectLoop() {
+  std::mt19937 rng(std::random_device{}());
+  std::uniform_real_distribution<double> jitter(0.5, 1.5);
+  auto backoff = options_.min_backoff;
+  while (true) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (stopping_) return;
+    }
+    const bool welcomed = RunSession();
+    backoff = welcomed ? options_.min_backoff : std::min(backoff * 2, options_.max_backoff);
+    const auto wait = std::chrono::milliseconds(
+        static_cast<int64_t>(static_cast<double>(backoff.count()) * jitter(rng)));
+    std::unique_lock<std::mutex> lock(mu_);
+    if (wake_.wait_for(lock, wait, [this] { return stopping_; })) return;
+    spdlog::info("reconnecting to scheduler {}", options_.scheduler_address);
+  }
+}
+
+bool SchedulerLink::RunSession() {
+  grpc::ClientContext context;
+  if (!options_.token.empty()) context.AddMetadata("authorization", "Bearer " + options_.token);
+  std::set<std::string> finishes_in_hello;
+  v1::WorkerMessage hello_message;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) return false;
+    context_ = &context;
+    stream_broken_ = false;
+    for (const auto& [id, finished] : finishes_) finishes_in_hello.insert(id);
+  }
+  std::unique_ptr<Stream> stream = stub_->Connect(&context);
+
+  v1::Hello& hello = *hello_message.mutable_hello();
+  hello.set_worker_id(options_.worker_id);
+  hello.set_hostname(options_.hostname);
+  hello.set_version(options_.version);
+  hello.set_max_jobs(options_.max_jobs);
+  if (options_.devices) {
+    for (const auto& device : options_.devices()) *hello.add_devices() = device;
+  }
+  std::set<std::string> running(finishes_in_hello);
+  if (callbacks_.running_jobs) {
+    for (const auto& id : callbacks_.running_jobs()) running.insert(id);
+  }
+  for (const auto& id : running) {
+    auto* job = hello.add_running_jobs();
+    job->set_job_id(id);
+    job->set_acked_sequence(outbox_->acked(id));
+  }
+
+  bool welcomed = false;
+  std::thread reader;
+  if (stream->Write(hello_message)) {
+    reader = std::thread([&] {
+      v1::SchedulerMessage message;
+      while (stream->Read(&message)) {
+        switch (message.kind_case()) {
+          case v1::SchedulerMessage::kWelcome: {
+            const auto& welcome = message.welcome();
+            std::set<std::string> reattached;
+            for (const auto& job : welcome.reattached()) reattached.insert(job.job_id());
+            {
+              std::lock_guard<std::mutex> lock(mu_);
+              if (welcome.heartbeat_interval_seconds() > 0) {
+                heartbeat_interval_ = std::chrono::seconds(welcome.heartbeat_interval_seconds());
+              }
+              // Finishes the scheduler did not take back are already known to it.
+              for (const auto& id : finishes_in_hello) {
+                if (reattached.count(id) == 0) {
+                  finishes_.erase(id);
+                  outbox_->Forget(id);
+                }
+              }
+              connected_ = true;
+              welcomed = true;
+              ++sessions_;
+              work_ = true;
+            }
+            wake_.notify_all();
+            for (const auto& id : welcome.stop_jobs()) {
+              if (callbacks_.on_stop_job) callbacks_.on_stop_job(id);
+            }
+            spdlog::info("connected to scheduler {} ({} job(s) re-attached)",
+                         options_.scheduler_address, reattached.size());
+            break;
+          }
+          case v1::SchedulerMessage::kAssignment:
+            if (callbacks_.on_assignment) callbacks_.on_assignment(message.assignment());
+            break;
+          case v1::SchedulerMessage::kCancellation:
+            if (callbacks_.on_cancellation) callbacks_.on_cancellation(message.cancellation());
+            break;
+          case v1::SchedulerMessage::kAck:
+            outbox_->Ack(message.ack().job_id(), message.ack().worker_sequence());
+            Notify();
+            break;
+          case v1::SchedulerMessage::KIND_NOT_SET:
+            break;
+        }
+      }
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        stream_broken_ = true;
+        connected_ = false;
+      }
+      wake_.notify_all();
+    });
+  }
+
+  // Writer: heartbeats, events and finishes until the stream breaks or Stop.
+  std::map<std::string, int64_t> sent;
+  std::set<std::string> finishes_sent;
+  auto next_heartbeat = std::chrono::steady_clock::now();
+  bool healthy = reader.joinable();
+  while (healthy) {
+    std::map<std::string, v1::JobFinished> finishes;
+    bool draining = false;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      wake_.wait_until(lock, next_heartbeat,
+                       [this] { return stopping_ || stream_broken_ || work_; });
+      if (stopping_ || stream_broken_) break;
+      work_ = false;
+      finishes = finishes_;
+      draining = draining_;
+      if (std::chrono::steady_clock::now() >= next_heartbeat) {
+        next_heartbeat = std::chrono::steady_clock::now() + heartbeat_interval_;
+        v1::WorkerMessage beat;
+        auto* heartbeat = beat.mutable_heartbeat();
+        *heartbeat->mutable_time() = google::protobuf::util::TimeUtil::GetCurrentTime();
+        heartbeat->set_draining(draining);
+        lock.unlock();
+        if (options_.devices) {
+          for (const auto& device : options_.devices()) *heartbeat->add_devices() = device;
+        }
+        if (!stream->Write(beat)) break;
+        lock.lock();
+      }
+      if (!welcomed) continue;
+    }
+    bool more = false;
+    for (const std::string& job_id : outbox_->jobs()) {
+      auto it = sent.find(job_id);
+      const int64_t after = it == sent.end() ? outbox_->acked(job_id) : it->second;
+      auto pending = outbox_->Pending(job_id, after, options_.batch_size);
+      if (pending.empty()) continue;
+      v1::WorkerMessage message;
+      auto* batch = message.mutable_events();
+      batch->set_job_id(job_id);
+      batch->set_first_worker_sequence(pending.front().first);
+      for (auto& [sequence, event] : pending) *batch->add_events() = std::move(event);
+      if (!stream->Write(message)) {
+        healthy = false;
+        break;
+      }
+      sent[job_id] = pending.back().first;
+      more = more || pending.size() == options_.batch_size;
+    }
+    for (const auto& [job_id, finished] : finishes) {
+      if (!healthy || finishes_sent.count(job_id) > 0) continue;
+      auto it = sent.find(job_id);
+      const int64_t delivered = it == sent.end() ? outbox_->acked(job_id) : it->second;
+      if (delivered < outbox_->last(job_id)) continue;  // events first
+      v1::WorkerMessage message;
+      *message.mutable_finished() = finished;
+      if (!stream->Write(message)) {
+        healthy = false;
+        break;
+      }
+      finishes_sent.insert(job_id);
+    }
+    if (more) Notify();
+  }
+
+  context.TryCancel();
+  if (reader.joinable()) reader.join();
+  const grpc::Status status = stream->Finish();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    context_ = nullptr;
+    connected_ = false;
+  }
+  if (!status.ok() && status.error_code() != grpc::StatusCode::CANCELLED) {
+    spdlog::warn("scheduler stream ended: {} ({})", status.error_message(),
+                 static_cast<int>(status.error_code()));
+  }
+  return welcomed;
+}
+
+}  // namespace quantd::link

@@ -1,0 +1,109 @@
+// The worker's connection to the scheduler: one WorkerService.Connect stream, kept open.
+//
+// Sends Hello (devices, the jobs still running here with their acknowledged sequence),
+// heartbeats, the events queued in the EventOutbox (resending everything unacknowledged
+// after a reconnect) and job finishes; receives Welcome, assignments, cancellations and
+// acknowledgements. When the stream breaks it reconnects with exponential backoff and
+// jitter; running jobs never stop because of it.
+//
+// A finish stays pending until a later Welcome shows the scheduler no longer needs it
+// (the job is neither re-attached nor running there), so a finish sent just before a
+// break is never lost.
+//
+// Thread-safety: all public methods are thread-safe. Callbacks run on the link's reader
+// thread and must not block for long.
+#ifndef QUANTD_WORKER_LINK_SCHEDULER_LINK_H_
+#define QUANTD_WORKER_LINK_SCHEDULER_LINK_H_
+
+#include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "quantd/v1/worker_service.grpc.pb.h"
+#include "worker/link/event_outbox.h"
+
+namespace quantd::link {
+
+struct LinkOptions {
+  std::string scheduler_address;
+  // Worker token ("Bearer" is added); empty = none.
+  std::string token;
+  std::string ca_cert_path;
+  std::string worker_id;
+  std::string hostname;
+  std::string version;
+  int max_jobs = 1;
+  // Fresh device figures for Hello and every heartbeat.
+  std::function<std::vector<v1::Device>()> devices;
+  std::chrono::milliseconds min_backoff{100};
+  std::chrono::milliseconds max_backoff{10000};
+  // Used until the scheduler's Welcome says otherwise.
+  std::chrono::milliseconds heartbeat_interval{5000};
+  // Events per JobEvents message.
+  size_t batch_size = 512;
+};
+
+struct LinkCallbacks {
+  std::function<void(const v1::Assignment&)> on_assignment;
+  std::function<void(const v1::Cancellation&)> on_cancellation;
+  // Jobs running here that the scheduler does not want (Welcome.stop_jobs).
+  std::function<void(const std::string& job_id)> on_stop_job;
+  // Ids of the jobs running here now (for Hello).
+  std::function<std::vector<std::string>()> running_jobs;
+};
+
+class SchedulerLink {
+ public:
+  // `outbox` must outlive the link.
+  SchedulerLink(LinkOptions options, LinkCallbacks callbacks, EventOutbox* outbox);
+  ~SchedulerLink();
+
+  void Start();
+  // Closes the stream and joins the threads.
+  void Stop();
+
+  // New events are in the outbox.
+  void Notify();
+  // The job ended; sent after its events.
+  void Finish(const v1::JobFinished& finished);
+  // Heartbeats say "draining": the scheduler sends no new jobs.
+  void SetDraining(bool draining);
+
+  bool connected() const;
+  // Times a stream was established (1 after the first connect).
+  int sessions() const;
+
+ private:
+  void ConnectLoop();
+  // Runs one stream until it breaks or Stop; returns true when it got as far as Welcome.
+  bool RunSession();
+
+  const LinkOptions options_;
+  const LinkCallbacks callbacks_;
+  EventOutbox* const outbox_;
+  std::unique_ptr<v1::WorkerService::Stub> stub_;
+
+  mutable std::mutex mu_;
+  std::condition_variable wake_;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  bool connected_ ABSL_GUARDED_BY(mu_) = false;
+  bool stream_broken_ ABSL_GUARDED_BY(mu_) = false;
+  bool draining_ ABSL_GUARDED_BY(mu_) = false;
+  bool work_ ABSL_GUARDED_BY(mu_) = false;
+  int sessions_ ABSL_GUARDED_BY(mu_) = 0;
+  std::chrono::milliseconds heartbeat_interval_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, v1::JobFinished> finishes_ ABSL_GUARDED_BY(mu_);
+  grpc::ClientContext* context_ ABSL_GUARDED_BY(mu_) = nullptr;
+  std::thread thread_;
+};
+
+}  // namespace quantd::link
+
+#endif  // QUANTD_WORKER_LINK_SCHEDULER_LINK_H_
