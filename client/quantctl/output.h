@@ -8,9 +8,13 @@
 
 #include "absl/status/statusor.h"
 #include "google/protobuf/message.h"
+#include "client/format/event_format.h"
 #include "quantd/v1/job.pb.h"
 
 namespace quantd::quantctl {
+
+using format::FormatEventLine;
+using format::ShortName;
 
 enum class OutputFormat { kTable, kJson, kYaml };
 
@@ -22,14 +26,6 @@ std::string FormatMessage(const google::protobuf::Message& message, OutputFormat
 
 // squeue-like columns: JOB_ID OWNER STATE PHASE PROGRESS PRIO MODEL WORKER REASON.
 std::string FormatJobTable(const std::vector<v1::Job>& jobs);
-
-// "STATE" for JOB_STATE_STATE, "phase" names in lower case, and so on.
-std::string ShortName(v1::JobState state);
-std::string ShortName(v1::Phase phase);
-std::string ShortName(v1::FailureReason reason);
-
-// One human line per event, e.g. "#12 loss train_prefix epoch 0 step 3 loss 1.2345 ...".
-std::string FormatEventLine(const v1::JobEvent& event);
 
 }  // namespace quantd::quantctl
 

@@ -1,0 +1,150 @@
+#include "worker/daemon/worker_daemon.h"
+
+#include <filesystem>
+#include <fstream>
+
+#include "absl/strings/str_split.h"
+#include "proto/spec/spec_file.h"
+#include "spdlog/spdlog.h"
+
+namespace quantd::daemon {
+
+WorkerDaemon::WorkerDaemon(DaemonOptions options)
+    : options_(std::move(options)),
+      outbox_(options_.outbox_memory_events, options_.work_dir + "/outbox") {
+  link::LinkCallbacks callbacks;
+  callbacks.on_assignment = [this](const v1::Assignment& a) { OnAssignment(a); };
+  callbacks.on_cancellation = [this](const v1::Cancellation& c) { OnCancel(c.job_id()); };
+  callbacks.on_stop_job = [this](const std::string& job_id) { OnCancel(job_id); };
+  callbacks.running_jobs = [this] { return RunningJobIds(); };
+  link_ = std::make_unique<link::SchedulerLink>(options_.link, callbacks, &outbox_);
+}
+
+WorkerDaemon::~WorkerDaemon() { Stop(); }
+
+void WorkerDaemon::Start() {
+  std::filesystem::create_directories(options_.work_dir);
+  link_->Start();
+}
+
+void WorkerDaemon::Stop() {
+  std::vector<std::thread> threads;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) return;
+    stopping_ = true;
+    for (auto& [id, job] : jobs_) job.process->RequestCancel();
+  }
+  // Job threads remove themselves from jobs_ and park their std::thread in
+  // finished_threads_; wait for all of them.
+  while (true) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (auto& thread : finished_threads_) threads.push_back(std::move(thread));
+      finished_threads_.clear();
+      if (jobs_.empty()) break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  for (auto& thread : threads) thread.join();
+  // Give the link a moment to deliver the last events and finishes before closing.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+  while (std::chrono::steady_clock::now() < deadline) {
+    bool pending = false;
+    for (const auto& id : outbox_.jobs()) pending |= outbox_.acked(id) < outbox_.last(id);
+    if (!pending || !link_->connected()) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  link_->Stop();
+}
+
+int WorkerDaemon::running_jobs() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return static_cast<int>(jobs_.size());
+}
+
+std::vector<std::string> WorkerDaemon::RunningJobIds() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<std::string> ids;
+  for (const auto& [id, job] : jobs_) ids.push_back(id);
+  return ids;
+}
+
+void WorkerDaemon::OnAssignment(const v1::Assignment& assignment) {
+  const std::string job_id = assignment.job().job_id();
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto& thread : finished_threads_) thread.join();  // they only have to return
+  finished_threads_.clear();
+  if (stopping_ || jobs_.count(job_id) > 0) return;  // a repeated assignment after re-attach
+  const std::string dir = options_.work_dir + "/" + job_id;
+  std::error_code error;
+  std::filesystem::create_directories(dir, error);
+  const std::string job_path = dir + "/job.json";
+  std::ofstream(job_path) << ToJson(assignment, /*pretty=*/true);
+
+  runner::JobProcessOptions process_options;
+  process_options.argv = options_.job_command;
+  for (const std::string& extra : {std::string("--job"), job_path, std::string("--work_dir"), dir}) {
+    process_options.argv.push_back(extra);
+  }
+  process_options.log_path = dir + "/job.log";
+  process_options.cancel_grace = options_.cancel_grace;
+  process_options.log_tail_lines = options_.failure_log_lines;
+  auto process = runner::JobProcess::Start(process_options);
+  if (!process.ok()) {
+    spdlog::error("job {}: cannot start its process: {}", job_id, process.status().ToString());
+    v1::JobFinished finished;
+    finished.set_job_id(job_id);
+    finished.set_state(v1::JOB_STATE_FAILED);
+    finished.mutable_failure()->set_reason(v1::FAILURE_REASON_INTERNAL);
+    finished.mutable_failure()->set_message(std::string(process.status().message()));
+    link_->Finish(finished);
+    return;
+  }
+  spdlog::info("job {}: started (pid {})", job_id, (*process)->pid());
+  RunningJob& job = jobs_[job_id];
+  job.process = std::move(*process);
+  job.thread = std::thread(&WorkerDaemon::RunJob, this, job_id, job.process.get(),
+                           process_options.log_path);
+}
+
+void WorkerDaemon::OnCancel(const std::string& job_id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = jobs_.find(job_id);
+  if (it == jobs_.end()) return;
+  spdlog::info("job {}: cancelling", job_id);
+  it->second.process->RequestCancel();
+}
+
+void WorkerDaemon::RunJob(const std::string& job_id, runner::JobProcess* process,
+                          std::string log_path) {
+  const runner::JobOutcome outcome = process->Run([&](v1::JobEvent event) {
+    event.set_job_id(job_id);
+    outbox_.Add(job_id, event);
+    link_->Notify();
+  });
+  if (outcome.state == v1::JOB_STATE_FAILED) {
+    // Ship the end of the job's log so the failure can be read without shell access.
+    const std::string tail = runner::ReadLogTail(log_path, options_.failure_log_lines);
+    for (absl::string_view line : absl::StrSplit(tail, '\n', absl::SkipEmpty())) {
+      v1::JobEvent event;
+      event.set_job_id(job_id);
+      event.mutable_log()->set_level("error");
+      event.mutable_log()->set_message(std::string(line));
+      outbox_.Add(job_id, event);
+    }
+  }
+  spdlog::info("job {}: ended {}", job_id, v1::JobState_Name(outcome.state));
+  v1::JobFinished finished;
+  finished.set_job_id(job_id);
+  finished.set_state(outcome.state);
+  *finished.mutable_failure() = outcome.failure;
+  *finished.mutable_result() = outcome.result;
+  link_->Finish(finished);
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = jobs_.find(job_id);
+  finished_threads_.push_back(std::move(it->second.thread));
+  jobs_.erase(it);
+}
+
+}  // namespace quantd::daemon

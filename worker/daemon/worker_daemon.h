@@ -1,0 +1,72 @@
+// The long-running `quantd-worker connect` process: keeps the scheduler link open, runs
+// each assigned job in its own child process (runner/job_process.h), forwards the child's
+// events through the acknowledged outbox, and reports each job's end.
+//
+// A job's files live in <work_dir>/<job_id>/: job.json (the assignment), job.log (the
+// child's output) and whatever the pipeline writes. The child is started as
+// job_command + ["--job", <job.json>, "--work_dir", <dir>] (+ "--event_fd=3").
+//
+// Thread-safety: Start/Stop from one thread; the rest is internal.
+#ifndef QUANTD_WORKER_DAEMON_WORKER_DAEMON_H_
+#define QUANTD_WORKER_DAEMON_WORKER_DAEMON_H_
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "worker/link/event_outbox.h"
+#include "worker/link/scheduler_link.h"
+#include "worker/runner/job_process.h"
+
+namespace quantd::daemon {
+
+struct DaemonOptions {
+  link::LinkOptions link;
+  std::string work_dir;
+  // The job process command, e.g. {"/usr/bin/quantd-worker", "exec-job"}.
+  std::vector<std::string> job_command;
+  std::chrono::milliseconds cancel_grace{10000};
+  size_t outbox_memory_events = 100000;
+  // Lines of the job log shipped as log events when a job fails.
+  int failure_log_lines = 20;
+};
+
+class WorkerDaemon {
+ public:
+  explicit WorkerDaemon(DaemonOptions options);
+  ~WorkerDaemon();
+
+  void Start();
+  // Stops taking jobs, cancels the running ones, waits for them, closes the link.
+  void Stop();
+
+  int running_jobs() const;
+  link::SchedulerLink& scheduler_link() { return *link_; }
+
+ private:
+  struct RunningJob {
+    std::unique_ptr<runner::JobProcess> process;
+    std::thread thread;
+  };
+
+  void OnAssignment(const v1::Assignment& assignment);
+  void OnCancel(const std::string& job_id);
+  void RunJob(const std::string& job_id, runner::JobProcess* process, std::string log_path);
+  std::vector<std::string> RunningJobIds() const;
+
+  const DaemonOptions options_;
+  link::EventOutbox outbox_;
+  std::unique_ptr<link::SchedulerLink> link_;
+  mutable std::mutex mu_;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::map<std::string, RunningJob> jobs_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::thread> finished_threads_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace quantd::daemon
+
+#endif  // QUANTD_WORKER_DAEMON_WORKER_DAEMON_H_
