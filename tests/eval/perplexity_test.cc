@@ -1,0 +1,119 @@
+#include "worker/eval/perplexity.h"
+
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "tests/eval/eval_fixture.h"
+#include "worker/eval/token_stream.h"
+
+namespace quantd::eval {
+namespace {
+
+using testing::SharedData;
+using PerplexityTest = testing::Stories260KTest;
+
+std::vector<int32_t> Stream(const model::Tokenizer& tokenizer, const std::string& file,
+                            DocumentMode mode) {
+  auto text = ReadTextFile(SharedData(file));
+  EXPECT_TRUE(text.ok()) << text.status();
+  auto stream = BuildTokenStream(tokenizer, *text, mode);
+  EXPECT_TRUE(stream.ok()) << stream.status();
+  return stream.ok() ? *stream : std::vector<int32_t>{};
+}
+
+// Reference values: shared/data/README.md.
+TEST_F(PerplexityTest, TinyStoriesMatchesReference) {
+  auto tokens =
+      Stream(*tokenizer_, "text/tinystories-valid-subset.txt", DocumentMode::kBlankLine);
+  PerplexityOptions options;
+  options.seqlen = 256;
+  options.max_windows = 40;
+  options.batch_size = 8;
+  auto result = EvaluatePerplexity(*model_, tokens, options);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->windows, 40);
+  EXPECT_EQ(result->predictions, 10200);
+  EXPECT_NEAR(result->mean_nll, 1.4152, 2e-4);
+  EXPECT_NEAR(result->perplexity, 4.117, 0.002);
+}
+
+TEST_F(PerplexityTest, WikiTextMatchesReference) {
+  auto tokens = Stream(*tokenizer_, "text/wikitext2-test.raw", DocumentMode::kWholeFile);
+  PerplexityOptions options;
+  options.seqlen = 256;
+  options.max_windows = 40;
+  options.batch_size = 8;
+  auto result = EvaluatePerplexity(*model_, tokens, options);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_NEAR(result->perplexity, 99.43, 0.05);
+}
+
+TEST_F(PerplexityTest, BatchSizeDoesNotChangeTheResult) {
+  auto tokens =
+      Stream(*tokenizer_, "text/tinystories-valid-subset.txt", DocumentMode::kBlankLine);
+  PerplexityOptions options;
+  options.seqlen = 64;
+  options.max_windows = 6;
+  options.batch_size = 1;
+  auto one = EvaluatePerplexity(*model_, tokens, options);
+  options.batch_size = 4;  // 4 + 2: a partial last batch
+  auto four = EvaluatePerplexity(*model_, tokens, options);
+  ASSERT_TRUE(one.ok() && four.ok());
+  EXPECT_NEAR(one->mean_nll, four->mean_nll, 1e-5);
+  EXPECT_EQ(four->predictions, 6 * 63);
+}
+
+TEST_F(PerplexityTest, PrefixIsUnscoredContext) {
+  // The prefix changes the context, not what is scored.
+  auto tokens =
+      Stream(*tokenizer_, "text/tinystories-valid-subset.txt", DocumentMode::kBlankLine);
+  PerplexityOptions options;
+  options.seqlen = 32;
+  options.max_windows = 3;
+  auto plain = EvaluatePerplexity(*model_, tokens, options);
+  torch::NoGradGuard no_grad;
+  auto prefix = model_->BuildPrefixKv(torch::tensor({int64_t{1}}).view({1, 1}));
+  ASSERT_TRUE(prefix.ok());
+  options.prefix = &*prefix;
+  auto prefixed = EvaluatePerplexity(*model_, tokens, options);
+  ASSERT_TRUE(plain.ok() && prefixed.ok());
+  EXPECT_EQ(prefixed->predictions, plain->predictions);
+  EXPECT_NE(prefixed->mean_nll, plain->mean_nll);
+  EXPECT_TRUE(std::isfinite(prefixed->mean_nll));
+}
+
+TEST_F(PerplexityTest, RejectsStreamsWithoutAWindow) {
+  PerplexityOptions options;
+  options.seqlen = 16;
+  EXPECT_FALSE(EvaluatePerplexity(*model_, std::vector<int32_t>(15, 1), options).ok());
+  options.seqlen = 1;
+  EXPECT_FALSE(EvaluatePerplexity(*model_, std::vector<int32_t>(15, 1), options).ok());
+}
+
+TEST(TokenStreamTest, ReadsTextWithNormalizedLineEndings) {
+  const std::string path = std::string(QUANTD_BINARY_DIR) + "/token_stream_crlf.txt";
+  {
+    std::ofstream out(path, std::ios::binary);
+    out << "a\r\nb\rc\n\r\n";
+  }
+  auto text = ReadTextFile(path);
+  ASSERT_TRUE(text.ok());
+  EXPECT_EQ(*text, "a\nb\nc\n\n");
+  EXPECT_EQ(ReadTextFile(path + ".missing").status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST(TokenStreamTest, SplitsParagraphsOnBlankLines) {
+  const auto paragraphs = SplitParagraphs("  one\ntwo  \n\n \t\nthree\n\n\n  four  ");
+  ASSERT_EQ(paragraphs.size(), 3u);
+  EXPECT_EQ(paragraphs[0], "one\ntwo");
+  EXPECT_EQ(paragraphs[1], "three");
+  EXPECT_EQ(paragraphs[2], "four");
+  EXPECT_TRUE(SplitParagraphs("\n \n").empty());
+  EXPECT_TRUE(ParseDocumentMode("blank-line").ok());
+  EXPECT_FALSE(ParseDocumentMode("lines").ok());
+}
+
+}  // namespace
+}  // namespace quantd::eval

@@ -1,0 +1,59 @@
+#include "worker/eval/perplexity.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "proto/common/status_macros.h"
+
+namespace quantd::eval {
+
+absl::StatusOr<PerplexityResult> EvaluatePerplexity(model::LlamaModel& model,
+                                                    const std::vector<int32_t>& tokens,
+                                                    const PerplexityOptions& options) {
+  if (options.seqlen < 2) return absl::InvalidArgumentError("perplexity: seqlen must be >= 2");
+  if (options.batch_size < 1) {
+    return absl::InvalidArgumentError("perplexity: batch_size must be >= 1");
+  }
+  if (options.max_windows < 0) {
+    return absl::InvalidArgumentError("perplexity: max_windows must be >= 0");
+  }
+  int64_t windows = static_cast<int64_t>(tokens.size()) / options.seqlen;
+  if (options.max_windows > 0) windows = std::min(windows, options.max_windows);
+  if (windows == 0) {
+    return absl::InvalidArgumentError(absl::StrCat("perplexity: ", tokens.size(),
+                                                   " tokens hold no full window of ",
+                                                   options.seqlen));
+  }
+  torch::NoGradGuard no_grad;
+  const auto all = torch::tensor(std::vector<int64_t>(tokens.begin(),
+                                                      tokens.begin() + windows * options.seqlen),
+                                 torch::kInt64)
+                       .view({windows, options.seqlen});
+  double total_nll = 0.0;
+  for (int64_t first = 0; first < windows; first += options.batch_size) {
+    const int64_t count = std::min(options.batch_size, windows - first);
+    model::ForwardRequest request;
+    request.input_ids = all.narrow(0, first, count);
+    request.past = options.prefix;
+    ASSIGN_OR_RETURN(model::ForwardResult result, model.Forward(request));
+    try {
+      auto logits = result.logits.narrow(1, 0, options.seqlen - 1).to(torch::kFloat32);
+      auto targets = request.input_ids.narrow(1, 1, options.seqlen - 1).to(model.device());
+      auto log_probs = torch::log_softmax(logits, -1);
+      auto picked = log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1);
+      total_nll -= picked.to(torch::kFloat64).sum().item<double>();
+    } catch (const std::exception& e) {
+      return absl::InternalError(absl::StrCat("perplexity: scoring failed: ", e.what()));
+    }
+  }
+  PerplexityResult result;
+  result.windows = windows;
+  result.predictions = windows * (options.seqlen - 1);
+  result.mean_nll = total_nll / static_cast<double>(result.predictions);
+  result.perplexity = std::exp(result.mean_nll);
+  return result;
+}
+
+}  // namespace quantd::eval
