@@ -36,8 +36,7 @@ absl::StatusOr<torch::Tensor> FakeQuantizeStatic(const torch::Tensor& x,
 //   x̂ = s · clamp(v + (round(v) - v).detach(), QuantMin, QuantMax), v = x / s.
 // Gradients reach x (1 inside the range, 0 where clamped) and `scales` when it requires grad
 // (learnable scales, LSQ-style).
-absl::StatusOr<torch::Tensor> FakeQuantizeSte(const torch::Tensor& x,
-                                              const FakeQuantConfig& config,
+absl::StatusOr<torch::Tensor> FakeQuantizeSte(const torch::Tensor& x, const FakeQuantConfig& config,
                                               const torch::Tensor& scales);
 
 // Dynamic STE form: scales = clip_ratio · max|x| / QuantMax (clip_ratio a tensor broadcastable
@@ -49,8 +48,7 @@ absl::StatusOr<FakeQuantOutput> FakeQuantizeDynamicSte(const torch::Tensor& x,
 
 // `mse_init`: per-segment shrink search of kernels/fake_quant.h on the CPU; returns the scales
 // (layout shape, on x's device).
-absl::StatusOr<torch::Tensor> MseSearchScales(const torch::Tensor& x,
-                                              const FakeQuantConfig& config,
+absl::StatusOr<torch::Tensor> MseSearchScales(const torch::Tensor& x, const FakeQuantConfig& config,
                                               const ShrinkSearch& search = ShrinkSearch{});
 
 }  // namespace quantd::kernels

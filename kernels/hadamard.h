@@ -33,11 +33,11 @@ std::optional<std::vector<int8_t>> ConstructHadamard(int64_t n, std::string* con
 // M = base ⊗ H_{2^log2_pow2}, of order n = base_order · 2^log2_pow2, with M·Mᵀ = n·I.
 struct HadamardFactors {
   int64_t n = 1;
-  int64_t base_order = 1;       // k; 1 when n is a power of two
-  int log2_pow2 = 0;            // m
-  std::vector<float> base;      // k×k row-major, B·Bᵀ = k·I (±1 entries when is_hadamard)
-  bool is_hadamard = true;      // false for the random orthogonal fallback
-  std::string construction;     // e.g. "sylvester", "williamson(n'=43) x sylvester(64)"
+  int64_t base_order = 1;    // k; 1 when n is a power of two
+  int log2_pow2 = 0;         // m
+  std::vector<float> base;   // k×k row-major, B·Bᵀ = k·I (±1 entries when is_hadamard)
+  bool is_hadamard = true;   // false for the random orthogonal fallback
+  std::string construction;  // e.g. "sylvester", "williamson(n'=43) x sylvester(64)"
 };
 
 // Factors for order n ≥ 1, choosing the smallest base order k for which a direct construction

@@ -4,6 +4,8 @@
 #include <cmath>
 #include <limits>
 
+#include "kernels/cpu/multiversion.h"
+
 namespace quantd::kernels {
 namespace {
 
@@ -70,16 +72,19 @@ int64_t NumScales(const FakeQuantConfig& config, int64_t rows, int64_t cols) {
   return rows;
 }
 
-void ComputeScales(const float* x, int64_t rows, int64_t cols, const FakeQuantConfig& config,
-                   float clip_ratio, float* scales) {
+QUANTD_MULTIVERSION void ComputeScales(const float* x, int64_t rows, int64_t cols,
+                                       const FakeQuantConfig& config, float clip_ratio,
+                                       float* scales) {
   const int64_t seg = SegmentLength(config, rows, cols);
   const int64_t count = NumScales(config, rows, cols);
   const float qmax = static_cast<float>(QuantMax(config.bits));
-  for (int64_t s = 0; s < count; ++s) scales[s] = ScaleFor(MaxAbs(x + s * seg, seg), clip_ratio, qmax);
+  for (int64_t s = 0; s < count; ++s)
+    scales[s] = ScaleFor(MaxAbs(x + s * seg, seg), clip_ratio, qmax);
 }
 
-void FakeQuantize(const float* x, int64_t rows, int64_t cols, const FakeQuantConfig& config,
-                  const float* scales, float* out) {
+QUANTD_MULTIVERSION void FakeQuantize(const float* x, int64_t rows, int64_t cols,
+                                      const FakeQuantConfig& config, const float* scales,
+                                      float* out) {
   const int64_t seg = SegmentLength(config, rows, cols);
   const int64_t count = NumScales(config, rows, cols);
   const float qmin = static_cast<float>(QuantMin(config.bits));
@@ -95,8 +100,9 @@ void FakeQuantizeDynamic(const float* x, int64_t rows, int64_t cols, const FakeQ
   FakeQuantize(x, rows, cols, config, scales, out);
 }
 
-void QuantizeToInt8(const float* x, int64_t rows, int64_t cols, const FakeQuantConfig& config,
-                    const float* scales, int8_t* q) {
+QUANTD_MULTIVERSION void QuantizeToInt8(const float* x, int64_t rows, int64_t cols,
+                                        const FakeQuantConfig& config, const float* scales,
+                                        int8_t* q) {
   const int64_t seg = SegmentLength(config, rows, cols);
   const int64_t count = NumScales(config, rows, cols);
   const float qmin = static_cast<float>(QuantMin(config.bits));
@@ -109,8 +115,9 @@ void QuantizeToInt8(const float* x, int64_t rows, int64_t cols, const FakeQuantC
   }
 }
 
-void MseSearchScales(const float* x, int64_t rows, int64_t cols, const FakeQuantConfig& config,
-                     const ShrinkSearch& search, float* scales, float* best_shrink) {
+QUANTD_MULTIVERSION void MseSearchScales(const float* x, int64_t rows, int64_t cols,
+                                         const FakeQuantConfig& config, const ShrinkSearch& search,
+                                         float* scales, float* best_shrink) {
   const int64_t seg = SegmentLength(config, rows, cols);
   const int64_t count = NumScales(config, rows, cols);
   const float qmin = static_cast<float>(QuantMin(config.bits));

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <vector>
 
+#include "kernels/cpu/multiversion.h"
+
 namespace quantd::kernels {
 namespace {
 
@@ -73,9 +75,42 @@ void ScaleRow(float* __restrict x, int64_t n, float scale) {
   for (int64_t i = 0; i < n; ++i) x[i] *= scale;
 }
 
+// mixed[i] = scale · Σ_j b[i, j] · in[j] over k chunks of length p, b row-major k×k. With
+// p a multiple of kWidth, each output block of kWidth columns stays in registers while the k
+// input blocks stream from L1, instead of re-reading the whole output for every input chunk.
+QUANTD_MULTIVERSION void MixChunks(const float* b, int64_t k, int64_t p, float scale,
+                                   const float* in, float* mixed) {
+  constexpr int64_t kWidth = 16;
+  if (p % kWidth == 0) {
+    for (int64_t c0 = 0; c0 < p; c0 += kWidth) {
+      for (int64_t i = 0; i < k; ++i) {
+        float acc[kWidth] = {};
+        const float* b_row = b + i * k;
+        for (int64_t j = 0; j < k; ++j) {
+          const float* src = in + j * p + c0;
+          for (int64_t c = 0; c < kWidth; ++c) acc[c] += b_row[j] * src[c];
+        }
+        float* dst = mixed + i * p + c0;
+        for (int64_t c = 0; c < kWidth; ++c) dst[c] = acc[c] * scale;
+      }
+    }
+    return;
+  }
+  std::fill(mixed, mixed + k * p, 0.0f);
+  for (int64_t i = 0; i < k; ++i) {
+    float* __restrict out = mixed + i * p;
+    for (int64_t j = 0; j < k; ++j) {
+      const float coeff = b[i * k + j];
+      const float* __restrict src = in + j * p;
+      for (int64_t c = 0; c < p; ++c) out[c] += coeff * src[c];
+    }
+  }
+  for (int64_t e = 0; e < k * p; ++e) mixed[e] *= scale;
+}
+
 }  // namespace
 
-void FwhtRows(float* data, int64_t rows, int64_t n, float scale) {
+QUANTD_MULTIVERSION void FwhtRows(float* data, int64_t rows, int64_t n, float scale) {
   for (int64_t r = 0; r < rows; ++r) {
     float* row = data + r * n;
     FwhtRow(row, n);
@@ -96,19 +131,16 @@ void HadamardTransformRows(const HadamardFactors& factors, float* data, int64_t 
   // Row as a k×p matrix X (chunk i = X[i, :]): M·x = B·X·H_p, so FWHT every chunk, then mix
   // chunks with the k×k base, each output chunk an axpy sum over contiguous chunks.
   std::vector<float> mixed(n);
-  const float* base = factors.base.data();
+  std::vector<float> b(factors.base);
+  if (transpose) {
+    for (int64_t i = 0; i < k; ++i) {
+      for (int64_t j = 0; j < k; ++j) b[i * k + j] = factors.base[j * k + i];
+    }
+  }
   for (int64_t r = 0; r < rows; ++r) {
     float* row = data + r * n;
     if (p > 1) FwhtRows(row, k, p);
-    std::fill(mixed.begin(), mixed.end(), 0.0f);
-    for (int64_t i = 0; i < k; ++i) {
-      float* __restrict out = mixed.data() + i * p;
-      for (int64_t j = 0; j < k; ++j) {
-        const float b = (transpose ? base[j * k + i] : base[i * k + j]) * scale;
-        const float* __restrict in = row + j * p;
-        for (int64_t c = 0; c < p; ++c) out[c] += b * in[c];
-      }
-    }
+    MixChunks(b.data(), k, p, scale, row, mixed.data());
     std::copy(mixed.begin(), mixed.end(), row);
   }
 }

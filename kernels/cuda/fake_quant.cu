@@ -80,8 +80,7 @@ const char* LaunchDynamic(const void* x, void* out, int64_t rows, int64_t cols,
   const int threads = static_cast<int>(std::min<int64_t>(kThreads, (len + 31) / 32 * 32));
   DynamicKernel<T><<<static_cast<unsigned>(segments), threads, 0, stream>>>(
       static_cast<const T*>(x), static_cast<T*>(out), len, ratio,
-      static_cast<float>(QuantMin(config.bits)), static_cast<float>(QuantMax(config.bits)),
-      scales);
+      static_cast<float>(QuantMin(config.bits)), static_cast<float>(QuantMax(config.bits)), scales);
   return cuda::LaunchResult();
 }
 
@@ -92,8 +91,7 @@ const char* LaunchStatic(const void* x, void* out, int64_t rows, int64_t cols,
   const int64_t blocks = std::min<int64_t>((total + kThreads - 1) / kThreads, 65535 * 8);
   StaticKernel<T><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(
       static_cast<const T*>(x), static_cast<T*>(out), total, SegmentLength(config, rows, cols),
-      scales, static_cast<float>(QuantMin(config.bits)),
-      static_cast<float>(QuantMax(config.bits)));
+      scales, static_cast<float>(QuantMin(config.bits)), static_cast<float>(QuantMax(config.bits)));
   return cuda::LaunchResult();
 }
 

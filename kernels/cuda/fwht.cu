@@ -54,10 +54,10 @@ const char* Launch(T* data, int64_t rows, int64_t n, int64_t p, int64_t k, const
         HadamardRowsKernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
     if (error != cudaSuccess) return cudaGetErrorString(error);
   }
-  const int threads = static_cast<int>(std::min<int64_t>(1024, std::max<int64_t>(32, (n / 2 + 31) / 32 * 32)));
+  const int threads =
+      static_cast<int>(std::min<int64_t>(1024, std::max<int64_t>(32, (n / 2 + 31) / 32 * 32)));
   HadamardRowsKernel<T><<<static_cast<unsigned>(rows), threads, bytes, stream>>>(
-      data, static_cast<int>(n), static_cast<int>(p), static_cast<int>(k), base, scale,
-      transpose);
+      data, static_cast<int>(n), static_cast<int>(p), static_cast<int>(k), base, scale, transpose);
   return cuda::LaunchResult();
 }
 
@@ -86,8 +86,8 @@ const char* HadamardTransformCuda(void* data, DeviceDType dtype, int64_t rows,
                                   const HadamardFactors& factors, const float* base_device,
                                   bool orthonormal, bool transpose, void* stream) {
   const float scale = orthonormal ? OrthonormalScale(factors.n) : 1.0f;
-  return Dispatch(data, dtype, rows, factors.n, int64_t{1} << factors.log2_pow2,
-                  factors.base_order, base_device, scale, transpose, stream);
+  return Dispatch(data, dtype, rows, factors.n, int64_t{1} << factors.log2_pow2, factors.base_order,
+                  base_device, scale, transpose, stream);
 }
 
 const char* FwhtCuda(void* data, DeviceDType dtype, int64_t rows, int64_t n, float scale,

@@ -30,8 +30,7 @@ const char* PackInt4Cuda(const int8_t* values, int64_t count, uint8_t* packed, v
   if (count <= 0) return "";
   const int64_t bytes = (count + 1) / 2;
   const unsigned blocks = static_cast<unsigned>((bytes + kThreads - 1) / kThreads);
-  PackInt4Kernel<<<blocks, kThreads, 0, static_cast<cudaStream_t>(stream)>>>(values, count,
-                                                                            packed);
+  PackInt4Kernel<<<blocks, kThreads, 0, static_cast<cudaStream_t>(stream)>>>(values, count, packed);
   return LaunchResult();
 }
 
@@ -39,7 +38,7 @@ const char* UnpackInt4Cuda(const uint8_t* packed, int64_t count, int8_t* values,
   if (count <= 0) return "";
   const unsigned blocks = static_cast<unsigned>((count + kThreads - 1) / kThreads);
   UnpackInt4Kernel<<<blocks, kThreads, 0, static_cast<cudaStream_t>(stream)>>>(packed, count,
-                                                                              values);
+                                                                               values);
   return LaunchResult();
 }
 

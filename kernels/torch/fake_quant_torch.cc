@@ -12,7 +12,8 @@ struct Shape {
 };
 
 absl::StatusOr<Shape> CheckInput(const torch::Tensor& x, const FakeQuantConfig& config) {
-  if (x.dim() == 0) return absl::InvalidArgumentError("fake quantization needs a tensor of rank ≥ 1");
+  if (x.dim() == 0)
+    return absl::InvalidArgumentError("fake quantization needs a tensor of rank ≥ 1");
   const auto type = x.scalar_type();
   if (type != torch::kFloat && type != torch::kBFloat16 && type != torch::kHalf) {
     return absl::InvalidArgumentError("fake quantization supports fp32, bf16 and fp16 tensors");
@@ -56,7 +57,8 @@ torch::Tensor SegmentView(const torch::Tensor& x, const FakeQuantConfig& config)
 // Per-token view of the same memory: per-group segments are rows of length group_size.
 FakeQuantConfig AsRows(const FakeQuantConfig& config) {
   FakeQuantConfig rows = config;
-  if (config.granularity == QuantGranularity::kPerGroup) rows.granularity = QuantGranularity::kPerToken;
+  if (config.granularity == QuantGranularity::kPerGroup)
+    rows.granularity = QuantGranularity::kPerToken;
   return rows;
 }
 
@@ -152,8 +154,7 @@ absl::StatusOr<torch::Tensor> FakeQuantizeStatic(const torch::Tensor& x,
   return out.reshape(x.sizes()).to(x.scalar_type());
 }
 
-absl::StatusOr<torch::Tensor> FakeQuantizeSte(const torch::Tensor& x,
-                                              const FakeQuantConfig& config,
+absl::StatusOr<torch::Tensor> FakeQuantizeSte(const torch::Tensor& x, const FakeQuantConfig& config,
                                               const torch::Tensor& scales) {
   auto shape = CheckInput(x, config);
   if (!shape.ok()) return shape.status();
@@ -190,8 +191,7 @@ absl::StatusOr<FakeQuantOutput> FakeQuantizeDynamicSte(const torch::Tensor& x,
   return FakeQuantOutput{*values, scales};
 }
 
-absl::StatusOr<torch::Tensor> MseSearchScales(const torch::Tensor& x,
-                                              const FakeQuantConfig& config,
+absl::StatusOr<torch::Tensor> MseSearchScales(const torch::Tensor& x, const FakeQuantConfig& config,
                                               const ShrinkSearch& search) {
   auto shape = CheckInput(x, config);
   if (!shape.ok()) return shape.status();

@@ -55,10 +55,9 @@ class HadamardFunction : public torch::autograd::Function<HadamardFunction> {
     ctx->saved_data["n"] = f.n;
     ctx->saved_data["k"] = f.base_order;
     ctx->saved_data["m"] = static_cast<int64_t>(f.log2_pow2);
-    ctx->saved_data["base"] =
-        torch::from_blob(const_cast<float*>(f.base.data()), {static_cast<int64_t>(f.base.size())},
-                         torch::kFloat)
-            .clone();
+    ctx->saved_data["base"] = torch::from_blob(const_cast<float*>(f.base.data()),
+                                               {static_cast<int64_t>(f.base.size())}, torch::kFloat)
+                                  .clone();
     ctx->saved_data["orthonormal"] = orthonormal;
     ctx->saved_data["transpose"] = transpose;
     return TransformCpu(x, f, orthonormal, transpose);
@@ -98,10 +97,10 @@ absl::StatusOr<torch::Tensor> HadamardTransformTorchOps(const torch::Tensor& x,
     y = torch::stack({a + b, a - b}, 3).reshape({rows, k, p});
   }
   if (k > 1) {
-    torch::Tensor base = torch::from_blob(const_cast<float*>(factors.base.data()), {k, k},
-                                          torch::kFloat)
-                             .clone()
-                             .to(x.device());
+    torch::Tensor base =
+        torch::from_blob(const_cast<float*>(factors.base.data()), {k, k}, torch::kFloat)
+            .clone()
+            .to(x.device());
     if (transpose) base = base.t();
     y = torch::matmul(base, y);  // [k, k] x [rows, k, p]
   }
@@ -111,9 +110,9 @@ absl::StatusOr<torch::Tensor> HadamardTransformTorchOps(const torch::Tensor& x,
 
 torch::Tensor HadamardMatrix(const HadamardFactors& factors, bool orthonormal) {
   const std::vector<float> dense = DenseHadamard(factors);
-  torch::Tensor m = torch::from_blob(const_cast<float*>(dense.data()), {factors.n, factors.n},
-                                     torch::kFloat)
-                        .clone();
+  torch::Tensor m =
+      torch::from_blob(const_cast<float*>(dense.data()), {factors.n, factors.n}, torch::kFloat)
+          .clone();
   if (orthonormal) m.mul_(OrthonormalScale(factors.n));
   return m;
 }

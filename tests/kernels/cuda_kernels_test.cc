@@ -29,9 +29,8 @@ TEST(CudaKernelsTest, ArgumentChecksNeedNoDevice) {
   EXPECT_STRNE(FwhtCuda(nullptr, DeviceDType::kFloat32, 1, 65536, 1.0f, nullptr), "");
   EXPECT_STRNE(FwhtCuda(nullptr, DeviceDType::kFloat32, 1, 96, 1.0f, nullptr), "");
   const FakeQuantConfig bad{4, QuantGranularity::kPerGroup, 3};
-  EXPECT_STRNE(FakeQuantizeCuda(nullptr, nullptr, DeviceDType::kFloat32, 2, 8, bad, nullptr,
-                                nullptr),
-               "");
+  EXPECT_STRNE(
+      FakeQuantizeCuda(nullptr, nullptr, DeviceDType::kFloat32, 2, 8, bad, nullptr, nullptr), "");
 }
 
 #ifdef QUANTD_WITH_CUDA
@@ -75,10 +74,10 @@ TEST(CudaKernelsTest, HadamardTransform_CUDA) {
       HadamardTransformRows(f, want.data(), rows, /*orthonormal=*/true, transpose);
       DeviceBuffer<float> data(x);
       DeviceBuffer<float> base(f.base);
-      ASSERT_STREQ(HadamardTransformCuda(data.get(), DeviceDType::kFloat32, rows, f,
-                                         f.base_order > 1 ? base.get() : nullptr, true,
-                                         transpose, nullptr),
-                   "");
+      ASSERT_STREQ(
+          HadamardTransformCuda(data.get(), DeviceDType::kFloat32, rows, f,
+                                f.base_order > 1 ? base.get() : nullptr, true, transpose, nullptr),
+          "");
       ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
       const std::vector<float> got = data.ToHost();
       for (size_t i = 0; i < got.size(); ++i) ASSERT_NEAR(got[i], want[i], 1e-4) << n << " " << i;

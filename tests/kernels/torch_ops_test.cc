@@ -87,11 +87,10 @@ TEST(HadamardTorchTest, RejectsBadInputs) {
 }
 
 const std::vector<FakeQuantConfig>& Layouts() {
-  static const std::vector<FakeQuantConfig> layouts = {
-      {4, QuantGranularity::kPerTensor, 0},
-      {8, QuantGranularity::kPerToken, 0},
-      {4, QuantGranularity::kPerGroup, 16},
-      {3, QuantGranularity::kPerGroup, 64}};
+  static const std::vector<FakeQuantConfig> layouts = {{4, QuantGranularity::kPerTensor, 0},
+                                                       {8, QuantGranularity::kPerToken, 0},
+                                                       {4, QuantGranularity::kPerGroup, 16},
+                                                       {3, QuantGranularity::kPerGroup, 64}};
   return layouts;
 }
 
@@ -125,13 +124,13 @@ TEST(FakeQuantTorchTest, ScaleShapesFollowTheLayout) {
   EXPECT_EQ(per_tensor->scales.dim(), 0);
   EXPECT_EQ(per_token->scales.sizes(), torch::IntArrayRef({2, 3, 1}));
   EXPECT_EQ(per_group->scales.sizes(), torch::IntArrayRef({2, 3, 4}));
-  EXPECT_NEAR(per_token->scales[1][2][0].item<float>(),
-              x[1][2].abs().max().item<float>() / 127.0f, 1e-7);
+  EXPECT_NEAR(per_token->scales[1][2][0].item<float>(), x[1][2].abs().max().item<float>() / 127.0f,
+              1e-7);
   EXPECT_EQ(FakeQuantizeDynamic(x, {8, QuantGranularity::kPerGroup, 48}).status().code(),
             absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(FakeQuantizeStatic(x, {8, QuantGranularity::kPerToken, 0}, torch::ones({5})).status()
-                .code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      FakeQuantizeStatic(x, {8, QuantGranularity::kPerToken, 0}, torch::ones({5})).status().code(),
+      absl::StatusCode::kInvalidArgument);
 }
 
 TEST(FakeQuantTorchTest, SteGradientsReachInputsAndScales) {
@@ -145,7 +144,8 @@ TEST(FakeQuantTorchTest, SteGradientsReachInputsAndScales) {
   ASSERT_TRUE(y.ok());
   y->sum().backward();
   // d/dx: 1 where -8 <= x/s <= 7, else 0.
-  const torch::Tensor want_dx = torch::tensor({1.f, 1.f, 1.f, 0.f, 0.f, 1.f, 1.f, 0.f}).reshape({2, 4});
+  const torch::Tensor want_dx =
+      torch::tensor({1.f, 1.f, 1.f, 0.f, 0.f, 1.f, 1.f, 0.f}).reshape({2, 4});
   EXPECT_TRUE(torch::equal(x.grad(), want_dx));
   // d/ds: round(v) - v inside, the clamp bound outside.
   const float v00 = 0.26f / 0.25f, v01 = -0.74f / 0.25f, v02 = 1.1f / 0.25f;
