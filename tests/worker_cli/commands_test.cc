@@ -1,0 +1,119 @@
+// The generate and perplexity sub-commands, called as functions and through the real
+// quantd-worker executable, on the shared stories260K model.
+#include <cstdio>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "worker/cli/commands.h"
+
+namespace quantd::cli {
+namespace {
+
+using ::testing::HasSubstr;
+
+const std::string kModel = std::string(QUANTD_SHARED_DATA) + "/models/stories260K";
+const std::string kTiny = std::string(QUANTD_SHARED_DATA) + "/text/tinystories-valid-subset.txt";
+const std::string kWiki = std::string(QUANTD_SHARED_DATA) + "/text/wikitext2-test.raw";
+
+struct Run {
+  int code;
+  std::string out;
+  std::string err;
+};
+
+Run Call(int (*command)(const std::vector<std::string>&, std::ostream&, std::ostream&),
+         const std::vector<std::string>& args) {
+  std::ostringstream out, err;
+  const int code = command(args, out, err);
+  return {code, out.str(), err.str()};
+}
+
+// Runs the executable and captures stdout and the exit code.
+Run Exec(const std::string& args) {
+  const std::string command =
+      std::string(QUANTD_BINARY_DIR) + "/worker/quantd-worker " + args + " 2>/dev/null";
+  FILE* pipe = popen(command.c_str(), "r");
+  std::string out;
+  char buffer[4096];
+  size_t n;
+  while (pipe != nullptr && (n = fread(buffer, 1, sizeof(buffer), pipe)) > 0) out.append(buffer, n);
+  const int status = pipe != nullptr ? pclose(pipe) : -1;
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out, ""};
+}
+
+TEST(GenerateCommandTest, GreedyFromBosAsJson) {
+  auto run = Call(RunGenerate, {"--model", kModel, "--max-tokens", "40", "--output", "json"});
+  ASSERT_EQ(run.code, 0) << run.err;
+  auto j = nlohmann::json::parse(run.out);
+  EXPECT_EQ(j["prompt_ids"], nlohmann::json::array({1}));
+  const std::vector<int64_t> ids = j["generated_ids"].get<std::vector<int64_t>>();
+  ASSERT_EQ(ids.size(), 40u);
+  EXPECT_EQ(ids.front(), 403);
+  EXPECT_EQ(ids.back(), 352);
+  EXPECT_THAT(j["text"].get<std::string>(), HasSubstr("Once upon a time"));
+}
+
+TEST(GenerateCommandTest, PromptAndTextOutput) {
+  auto run = Call(RunGenerate, {"--model", kModel, "--prompt", "Once upon", "--max-tokens=5"});
+  ASSERT_EQ(run.code, 0) << run.err;
+  EXPECT_THAT(run.out, HasSubstr("prompt ids: 1 403 407\n"));
+  EXPECT_THAT(run.out, HasSubstr("text: Once upon"));
+}
+
+TEST(GenerateCommandTest, UsageAndLoadErrors) {
+  auto missing = Call(RunGenerate, {"--max-tokens", "3"});
+  EXPECT_EQ(missing.code, 2);
+  EXPECT_THAT(missing.err, HasSubstr("--model is required"));
+  EXPECT_EQ(Call(RunGenerate, {"--model", kModel, "--output", "yaml"}).code, 2);
+  EXPECT_EQ(Call(RunGenerate, {"--model", kModel, "--dtype", "int8"}).code, 2);
+  auto bad_dir = Call(RunGenerate, {"--model", "/nonexistent/model"});
+  EXPECT_EQ(bad_dir.code, 1);
+  EXPECT_THAT(bad_dir.err, HasSubstr("/nonexistent/model"));
+}
+
+TEST(PerplexityCommandTest, TinyStoriesBlankLineDocuments) {
+  auto run = Call(RunPerplexity, {"--model", kModel, "--text", kTiny, "--seqlen", "256",
+                                  "--max-windows", "40", "--documents", "blank-line",
+                                  "--batch-size", "8", "--output", "json"});
+  ASSERT_EQ(run.code, 0) << run.err;
+  auto j = nlohmann::json::parse(run.out);
+  EXPECT_EQ(j["windows"], 40);
+  EXPECT_EQ(j["predictions"], 10200);
+  EXPECT_NEAR(j["perplexity"].get<double>(), 4.117, 0.002);
+}
+
+TEST(PerplexityCommandTest, ExecutableWikiTextWholeFile) {
+  auto run = Exec("perplexity --model " + kModel + " --text " + kWiki +
+                  " --seqlen 256 --max-windows 40 --batch-size 8 --output json");
+  ASSERT_EQ(run.code, 0) << run.out;
+  auto j = nlohmann::json::parse(run.out);
+  EXPECT_EQ(j["windows"], 40);
+  EXPECT_NEAR(j["perplexity"].get<double>(), 99.43, 0.05);
+
+  auto text = Exec("perplexity --model " + kModel + " --text " + kTiny +
+                   " --seqlen 128 --max-windows 2 --documents blank-line");
+  EXPECT_EQ(text.code, 0);
+  EXPECT_THAT(text.out, HasSubstr("windows: 2 x 128\npredictions: 254\n"));
+  EXPECT_EQ(Exec("perplexity --model " + kModel).code, 2);
+  EXPECT_EQ(Exec("frobnicate").code, 2);
+}
+
+TEST(PerplexityCommandTest, ErrorsAreReported) {
+  auto no_file = Call(RunPerplexity, {"--model", kModel, "--text", "/nonexistent.txt"});
+  EXPECT_EQ(no_file.code, 1);
+  EXPECT_THAT(no_file.err, HasSubstr("/nonexistent.txt"));
+  auto bad_mode = Call(RunPerplexity,
+                       {"--model", kModel, "--text", kTiny, "--documents", "sentences"});
+  EXPECT_EQ(bad_mode.code, 2);
+  auto too_long = Call(RunPerplexity, {"--model", kModel, "--text", kTiny, "--seqlen",
+                                       "100000000"});
+  EXPECT_EQ(too_long.code, 1);
+  EXPECT_THAT(too_long.err, HasSubstr("no full window"));
+}
+
+}  // namespace
+}  // namespace quantd::cli

@@ -1,0 +1,78 @@
+#include <memory>
+
+#include "absl/strings/str_join.h"
+#include "nlohmann/json.hpp"
+#include "worker/cli/commands.h"
+#include "worker/cli/model_flags.h"
+#include "worker/eval/generate.h"
+#include "worker/model/tokenizer.h"
+
+namespace quantd::cli {
+namespace {
+
+absl::Status Generate(const std::vector<std::string>& argv, std::ostream& out, bool* usage) {
+  std::set<std::string> known = ModelFlagNames();
+  known.insert({"prompt", "max-tokens"});
+  *usage = true;
+  auto args = Args::Parse(argv, known);
+  if (!args.ok()) return args.status();
+  auto model_dir = args->Require("model");
+  if (!model_dir.ok()) return model_dir.status();
+  auto max_tokens = args->GetInt("max-tokens", 32, 0);
+  if (!max_tokens.ok()) return max_tokens.status();
+  bool json = false;
+  if (auto s = OutputFormatFromArgs(*args, &json); !s.ok()) return s;
+  auto options = LoadOptionsFromArgs(*args);
+  if (!options.ok()) return options.status();
+  *usage = false;
+
+  auto tokenizer = model::LoadTokenizer(*model_dir);
+  if (!tokenizer.ok()) return tokenizer.status();
+  auto llama = model::LlamaModel::Load(*model_dir, *options);
+  if (!llama.ok()) return llama.status();
+
+  const std::string prompt = args->Get("prompt");
+  auto prompt_ids = (*tokenizer)->Encode(prompt);
+  if (!prompt_ids.ok()) return prompt_ids.status();
+  std::vector<int64_t> input = {(*tokenizer)->bos_id()};
+  input.insert(input.end(), prompt_ids->begin(), prompt_ids->end());
+
+  eval::GenerateOptions generate;
+  generate.max_new_tokens = *max_tokens;
+  auto generated = eval::GreedyGenerate(**llama, input, generate);
+  if (!generated.ok()) return generated.status();
+  std::vector<int32_t> all(input.begin(), input.end());
+  all.insert(all.end(), generated->begin(), generated->end());
+  auto text = (*tokenizer)->Decode(all);
+  if (!text.ok()) return text.status();
+
+  if (json) {
+    nlohmann::json result = {{"model", *model_dir},
+                             {"prompt", prompt},
+                             {"prompt_ids", input},
+                             {"generated_ids", *generated},
+                             {"text", *text}};
+    out << result.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+  } else {
+    out << "prompt ids: " << absl::StrJoin(input, " ") << "\n"
+        << "generated ids: " << absl::StrJoin(*generated, " ") << "\n"
+        << "text: " << *text << "\n";
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+int RunGenerate(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
+  bool usage = false;
+  const absl::Status status = Generate(args, out, &usage);
+  if (status.ok()) return 0;
+  err << "quantd-worker generate: " << status.message() << "\n";
+  if (usage) {
+    err << "usage: quantd-worker generate --model DIR [--prompt TEXT] [--max-tokens N] "
+           "[--output text|json] [--dtype float32|bfloat16|float16] [--device cpu|cuda]\n";
+  }
+  return usage ? 2 : 1;
+}
+
+}  // namespace quantd::cli

@@ -1,0 +1,49 @@
+#include "worker/cli/model_flags.h"
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+
+namespace quantd::cli {
+
+std::set<std::string> ModelFlagNames() { return {"model", "dtype", "device", "output"}; }
+
+absl::StatusOr<model::LoadOptions> LoadOptionsFromArgs(const Args& args) {
+  model::LoadOptions options;
+  const std::string dtype = args.Get("dtype", "float32");
+  if (dtype == "float32") {
+    options.dtype = torch::kFloat32;
+  } else if (dtype == "bfloat16") {
+    options.dtype = torch::kBFloat16;
+  } else if (dtype == "float16") {
+    options.dtype = torch::kFloat16;
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--dtype must be float32, bfloat16 or float16, got \"", dtype, "\""));
+  }
+  const std::string device = args.Get("device", "cpu");
+  try {
+    options.device = torch::Device(device);
+  } catch (const std::exception&) {
+    return absl::InvalidArgumentError(absl::StrCat("--device \"", device, "\" is not a device"));
+  }
+  if (options.device.is_cuda() && !torch::cuda::is_available()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--device ", device, ": no CUDA device is available"));
+  }
+  if (!options.device.is_cpu() && !options.device.is_cuda()) {
+    return absl::InvalidArgumentError("--device must be cpu or cuda[:N]");
+  }
+  return options;
+}
+
+absl::Status OutputFormatFromArgs(const Args& args, bool* json) {
+  const std::string output = args.Get("output", "text");
+  if (output != "text" && output != "json") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--output must be text or json, got \"", output, "\""));
+  }
+  *json = output == "json";
+  return absl::OkStatus();
+}
+
+}  // namespace quantd::cli

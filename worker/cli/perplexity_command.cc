@@ -1,0 +1,90 @@
+#include <cstdio>
+#include <memory>
+
+#include "absl/strings/str_format.h"
+#include "nlohmann/json.hpp"
+#include "worker/cli/commands.h"
+#include "worker/cli/model_flags.h"
+#include "worker/eval/perplexity.h"
+#include "worker/eval/token_stream.h"
+#include "worker/model/tokenizer.h"
+
+namespace quantd::cli {
+namespace {
+
+absl::Status Perplexity(const std::vector<std::string>& argv, std::ostream& out, bool* usage) {
+  std::set<std::string> known = ModelFlagNames();
+  known.insert({"text", "seqlen", "max-windows", "documents", "batch-size"});
+  *usage = true;
+  auto args = Args::Parse(argv, known);
+  if (!args.ok()) return args.status();
+  auto model_dir = args->Require("model");
+  if (!model_dir.ok()) return model_dir.status();
+  auto text_path = args->Require("text");
+  if (!text_path.ok()) return text_path.status();
+  auto seqlen = args->GetInt("seqlen", 2048, 2);
+  if (!seqlen.ok()) return seqlen.status();
+  auto max_windows = args->GetInt("max-windows", 0, 0);
+  if (!max_windows.ok()) return max_windows.status();
+  auto batch_size = args->GetInt("batch-size", 4, 1);
+  if (!batch_size.ok()) return batch_size.status();
+  auto mode = eval::ParseDocumentMode(args->Get("documents", "whole-file"));
+  if (!mode.ok()) return mode.status();
+  bool json = false;
+  if (auto s = OutputFormatFromArgs(*args, &json); !s.ok()) return s;
+  auto options = LoadOptionsFromArgs(*args);
+  if (!options.ok()) return options.status();
+  *usage = false;
+
+  auto tokenizer = model::LoadTokenizer(*model_dir);
+  if (!tokenizer.ok()) return tokenizer.status();
+  auto llama = model::LlamaModel::Load(*model_dir, *options);
+  if (!llama.ok()) return llama.status();
+  auto text = eval::ReadTextFile(*text_path);
+  if (!text.ok()) return text.status();
+  auto tokens = eval::BuildTokenStream(**tokenizer, *text, *mode);
+  if (!tokens.ok()) return tokens.status();
+
+  eval::PerplexityOptions ppl;
+  ppl.seqlen = *seqlen;
+  ppl.max_windows = *max_windows;
+  ppl.batch_size = *batch_size;
+  auto result = eval::EvaluatePerplexity(**llama, *tokens, ppl);
+  if (!result.ok()) return result.status();
+
+  if (json) {
+    nlohmann::json j = {{"model", *model_dir},
+                        {"text", *text_path},
+                        {"documents", args->Get("documents", "whole-file")},
+                        {"tokens", tokens->size()},
+                        {"seqlen", *seqlen},
+                        {"windows", result->windows},
+                        {"predictions", result->predictions},
+                        {"mean_nll", result->mean_nll},
+                        {"perplexity", result->perplexity}};
+    out << j.dump() << "\n";
+  } else {
+    out << absl::StrFormat(
+        "tokens: %d\nwindows: %d x %d\npredictions: %d\nmean nll: %.6f\nperplexity: %.4f\n",
+        tokens->size(), result->windows, *seqlen, result->predictions, result->mean_nll,
+        result->perplexity);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+int RunPerplexity(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
+  bool usage = false;
+  const absl::Status status = Perplexity(args, out, &usage);
+  if (status.ok()) return 0;
+  err << "quantd-worker perplexity: " << status.message() << "\n";
+  if (usage) {
+    err << "usage: quantd-worker perplexity --model DIR --text FILE [--seqlen N] "
+           "[--max-windows K] [--documents whole-file|blank-line] [--batch-size B] "
+           "[--output text|json] [--dtype ...] [--device ...]\n";
+  }
+  return usage ? 2 : 1;
+}
+
+}  // namespace quantd::cli

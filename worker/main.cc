@@ -1,0 +1,39 @@
+// quantd-worker: dispatches to a sub-command.
+#include <cstring>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "proto/common/version.h"
+#include "worker/cli/commands.h"
+
+namespace {
+
+void Usage(std::ostream& out) {
+  out << "usage: quantd-worker <command> [flags]\n"
+         "commands:\n"
+         "  generate     greedy decoding with a local model\n"
+         "  perplexity   windowed perplexity of a local model on a text file\n"
+         "  version      print the version\n"
+         "Run a command with missing flags to see its flags.\n";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2 || std::strcmp(argv[1], "help") == 0 || std::strcmp(argv[1], "--help") == 0) {
+    Usage(argc < 2 ? std::cerr : std::cout);
+    return argc < 2 ? 2 : 0;
+  }
+  const std::string command = argv[1];
+  const std::vector<std::string> args(argv + 2, argv + argc);
+  if (command == "generate") return quantd::cli::RunGenerate(args, std::cout, std::cerr);
+  if (command == "perplexity") return quantd::cli::RunPerplexity(args, std::cout, std::cerr);
+  if (command == "version") {
+    std::cout << "quantd-worker " << quantd::VersionString() << "\n";
+    return 0;
+  }
+  std::cerr << "quantd-worker: unknown command \"" << command << "\"\n";
+  Usage(std::cerr);
+  return 2;
+}
