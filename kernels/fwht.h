@@ -32,17 +32,19 @@ inline float OrthonormalScale(int64_t n) {
   return static_cast<float>(1.0 / std::sqrt(static_cast<double>(n)));
 }
 
-// CUDA twin of HadamardTransformRows (contract of kernels/device.h), in place on `rows` rows of
-// `dtype` at `data`. One thread block per row holds the row in shared memory as fp32, so
-// n ≤ 32768 (128 KiB of shared memory: sm_80 and later). `base_device` is the k×k fp32 base of
-// `factors` in device memory (nullptr when factors.base_order is 1); k ≤ 1024.
-const char* HadamardTransformCuda(void* data, DeviceDType dtype, int64_t rows,
+// CUDA twin of HadamardTransformRows (contract of kernels/device.h): `rows` rows of `dtype`
+// from `in` to `out` (device pointers; in == out transforms in place, other overlaps are not
+// allowed). One thread block per row holds the row in shared memory as fp32, so n ≤ 32768
+// (128 KiB of shared memory: sm_80 and later). `base_device` is the k×k fp32 base of `factors`
+// in device memory (nullptr when factors.base_order is 1); k ≤ 1024. The caller makes the
+// pointers' device current.
+const char* HadamardTransformCuda(const void* in, void* out, DeviceDType dtype, int64_t rows,
                                   const HadamardFactors& factors, const float* base_device,
                                   bool orthonormal, bool transpose, void* stream);
 
-// Power-of-two rows only: FWHT times `scale`, in place (n ≤ 32768).
-const char* FwhtCuda(void* data, DeviceDType dtype, int64_t rows, int64_t n, float scale,
-                     void* stream);
+// Power-of-two rows only: FWHT times `scale` (n ≤ 32768), in place when in == out.
+const char* FwhtCuda(const void* in, void* out, DeviceDType dtype, int64_t rows, int64_t n,
+                     float scale, void* stream);
 
 }  // namespace quantd::kernels
 

@@ -14,12 +14,14 @@ const char* PackInt4Cuda(const int8_t*, int64_t, uint8_t*, void*) { return kNoCu
 
 const char* UnpackInt4Cuda(const uint8_t*, int64_t, int8_t*, void*) { return kNoCuda; }
 
-const char* HadamardTransformCuda(void*, DeviceDType, int64_t, const HadamardFactors&, const float*,
-                                  bool, bool, void*) {
+const char* HadamardTransformCuda(const void*, void*, DeviceDType, int64_t, const HadamardFactors&,
+                                  const float*, bool, bool, void*) {
   return kNoCuda;
 }
 
-const char* FwhtCuda(void*, DeviceDType, int64_t, int64_t, float, void*) { return kNoCuda; }
+const char* FwhtCuda(const void*, void*, DeviceDType, int64_t, int64_t, float, void*) {
+  return kNoCuda;
+}
 
 const char* FakeQuantizeDynamicCuda(const void*, void*, DeviceDType, int64_t, int64_t,
                                     const FakeQuantConfig&, float, float*, void*) {

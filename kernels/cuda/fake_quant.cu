@@ -54,6 +54,28 @@ __global__ void DynamicKernel(const T* x, T* out, int64_t seg_len, float ratio, 
   }
 }
 
+// Grid-wide max|x| for a per-tensor scale: block maxima meet in *max_bits through atomicMax on
+// the bit patterns (monotonic for non-negative floats).
+template <typename T>
+__global__ void AbsMaxKernel(const T* x, int64_t total, unsigned* max_bits) {
+  float m = 0.0f;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
+       i += stride) {
+    m = fmaxf(m, fabsf(cuda::ToFloat(x[i])));
+  }
+  m = BlockMax(m);
+  if (threadIdx.x == 0) atomicMax(max_bits, __float_as_uint(m));
+}
+
+// Turns the max stored in scales[0] (as bits) into the scale, in place.
+__global__ void ScaleFromMaxKernel(float* scales, float ratio, float qmax) {
+  const float m = __uint_as_float(*reinterpret_cast<unsigned*>(scales));
+  float s = ratio * m / qmax;
+  if (!(s > 0.0f)) s = 1.0f;
+  scales[0] = s;
+}
+
 template <typename T>
 __global__ void StaticKernel(const T* x, T* out, int64_t total, int64_t seg_len,
                              const float* scales, float qmin, float qmax) {
@@ -70,10 +92,36 @@ int64_t SegmentLength(const FakeQuantConfig& config, int64_t rows, int64_t cols)
   return cols;
 }
 
+int64_t StaticBlocks(int64_t total) {
+  return std::min<int64_t>((total + kThreads - 1) / kThreads, 65535 * 8);
+}
+
+template <typename T>
+const char* LaunchPerTensorDynamic(const void* x, void* out, int64_t total,
+                                   const FakeQuantConfig& config, float ratio, float* scales,
+                                   cudaStream_t stream) {
+  const cudaError_t error = cudaMemsetAsync(scales, 0, sizeof(float), stream);
+  if (error != cudaSuccess) return cudaGetErrorString(error);
+  const auto blocks = static_cast<unsigned>(StaticBlocks(total));
+  AbsMaxKernel<T><<<blocks, kThreads, 0, stream>>>(static_cast<const T*>(x), total,
+                                                   reinterpret_cast<unsigned*>(scales));
+  if (const char* launch = cuda::LaunchResult(); launch[0] != '\0') return launch;
+  const float qmax = static_cast<float>(QuantMax(config.bits));
+  ScaleFromMaxKernel<<<1, 1, 0, stream>>>(scales, ratio, qmax);
+  if (const char* launch = cuda::LaunchResult(); launch[0] != '\0') return launch;
+  StaticKernel<T><<<blocks, kThreads, 0, stream>>>(static_cast<const T*>(x), static_cast<T*>(out),
+                                                   total, total, scales,
+                                                   static_cast<float>(QuantMin(config.bits)), qmax);
+  return cuda::LaunchResult();
+}
+
 template <typename T>
 const char* LaunchDynamic(const void* x, void* out, int64_t rows, int64_t cols,
                           const FakeQuantConfig& config, float ratio, float* scales,
                           cudaStream_t stream) {
+  if (config.granularity == QuantGranularity::kPerTensor) {
+    return LaunchPerTensorDynamic<T>(x, out, rows * cols, config, ratio, scales, stream);
+  }
   const int64_t segments = NumScales(config, rows, cols);
   if (segments > 0x7fffffff) return "too many scale segments for one launch";
   const int64_t len = SegmentLength(config, rows, cols);
@@ -88,7 +136,7 @@ template <typename T>
 const char* LaunchStatic(const void* x, void* out, int64_t rows, int64_t cols,
                          const FakeQuantConfig& config, const float* scales, cudaStream_t stream) {
   const int64_t total = rows * cols;
-  const int64_t blocks = std::min<int64_t>((total + kThreads - 1) / kThreads, 65535 * 8);
+  const int64_t blocks = StaticBlocks(total);
   StaticKernel<T><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(
       static_cast<const T*>(x), static_cast<T*>(out), total, SegmentLength(config, rows, cols),
       scales, static_cast<float>(QuantMin(config.bits)), static_cast<float>(QuantMax(config.bits)));

@@ -26,8 +26,8 @@ std::vector<float> Gaussian(int64_t count, uint32_t seed) {
 }
 
 TEST(CudaKernelsTest, ArgumentChecksNeedNoDevice) {
-  EXPECT_STRNE(FwhtCuda(nullptr, DeviceDType::kFloat32, 1, 65536, 1.0f, nullptr), "");
-  EXPECT_STRNE(FwhtCuda(nullptr, DeviceDType::kFloat32, 1, 96, 1.0f, nullptr), "");
+  EXPECT_STRNE(FwhtCuda(nullptr, nullptr, DeviceDType::kFloat32, 1, 65536, 1.0f, nullptr), "");
+  EXPECT_STRNE(FwhtCuda(nullptr, nullptr, DeviceDType::kFloat32, 1, 96, 1.0f, nullptr), "");
   const FakeQuantConfig bad{4, QuantGranularity::kPerGroup, 3};
   EXPECT_STRNE(
       FakeQuantizeCuda(nullptr, nullptr, DeviceDType::kFloat32, 2, 8, bad, nullptr, nullptr), "");
@@ -73,13 +73,19 @@ TEST(CudaKernelsTest, HadamardTransform_CUDA) {
       std::vector<float> want = x;
       HadamardTransformRows(f, want.data(), rows, /*orthonormal=*/true, transpose);
       DeviceBuffer<float> data(x);
+      DeviceBuffer<float> result(x.size());
       DeviceBuffer<float> base(f.base);
+      // Out of place for M, in place for Mᵀ: both paths of the kernel.
+      float* out = transpose ? data.get() : result.get();
       ASSERT_STREQ(
-          HadamardTransformCuda(data.get(), DeviceDType::kFloat32, rows, f,
+          HadamardTransformCuda(data.get(), out, DeviceDType::kFloat32, rows, f,
                                 f.base_order > 1 ? base.get() : nullptr, true, transpose, nullptr),
           "");
       ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-      const std::vector<float> got = data.ToHost();
+      const std::vector<float> got = transpose ? data.ToHost() : result.ToHost();
+      if (!transpose) {
+        EXPECT_EQ(data.ToHost(), x) << "input changed out of place";
+      }
       for (size_t i = 0; i < got.size(); ++i) ASSERT_NEAR(got[i], want[i], 1e-4) << n << " " << i;
     }
   }
@@ -100,7 +106,8 @@ TEST(CudaKernelsTest, FwhtBf16_CUDA) {
   std::vector<float> want = rounded;
   FwhtRows(want.data(), rows, n, OrthonormalScale(n));
   DeviceBuffer<__nv_bfloat16> data(xb);
-  ASSERT_STREQ(FwhtCuda(data.get(), DeviceDType::kBFloat16, rows, n, OrthonormalScale(n), nullptr),
+  ASSERT_STREQ(FwhtCuda(data.get(), data.get(), DeviceDType::kBFloat16, rows, n,
+                        OrthonormalScale(n), nullptr),
                "");
   const auto got = data.ToHost();
   // One bf16 rounding of the output: relative 2^-8.
