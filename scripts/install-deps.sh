@@ -9,7 +9,7 @@ PACKAGES=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libspdlog-dev libfmt-dev prometheus-cpp-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  libsentencepiece-dev libsqlite3-dev nlohmann-json3-dev libyaml-cpp-dev
+  libsentencepiece-dev libsqlite3-dev nlohmann-json3-dev libyaml-cpp-dev libicu-dev
 )
 
 missing=()

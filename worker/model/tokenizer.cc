@@ -20,8 +20,7 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::string& mode
     return LoadSentencePieceTokenizer(model_dir + "/tokenizer.model");
   }
   if (IsFile(model_dir + "/tokenizer.json")) {
-    return absl::UnimplementedError(
-        absl::StrCat(model_dir, "/tokenizer.json: tokenizer.json is not supported yet"));
+    return LoadHfTokenizer(model_dir + "/tokenizer.json");
   }
   return absl::NotFoundError(absl::StrCat("no tokenizer.model or tokenizer.json in ", model_dir));
 }
