@@ -11,6 +11,7 @@
 
 #ifdef QUANTD_WITH_CUDA
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #endif
 
@@ -92,28 +93,87 @@ TEST(CudaKernelsTest, HadamardTransform_CUDA) {
 #endif
 }
 
-TEST(CudaKernelsTest, FwhtBf16_CUDA) {
+#ifdef QUANTD_WITH_CUDA
+// Host-side conversions of the 16-bit device types.
+float ToFloat(__nv_bfloat16 v) { return __bfloat162float(v); }
+float ToFloat(__half v) { return __half2float(v); }
+template <typename T>
+T FromFloat(float v);
+template <>
+__nv_bfloat16 FromFloat<__nv_bfloat16>(float v) {
+  return __float2bfloat16(v);
+}
+template <>
+__half FromFloat<__half>(float v) {
+  return __float2half(v);
+}
+
+// Rounds x to T; `rounded` receives the values the device will see.
+template <typename T>
+std::vector<T> ToHalfType(const std::vector<float>& x, std::vector<float>* rounded) {
+  std::vector<T> out(x.size());
+  rounded->resize(x.size());
+  for (size_t i = 0; i < x.size(); ++i) {
+    out[i] = FromFloat<T>(x[i]);
+    (*rounded)[i] = ToFloat(out[i]);
+  }
+  return out;
+}
+
+// 16-bit FWHT against the CPU on the same rounded inputs: one rounding of the output
+// (half an ulp: up to 2^-8 relative for bf16, 2^-11 for fp16; the tests allow twice that).
+template <typename T>
+void CheckFwhtHalf(DeviceDType dtype, float rel) {
+  const int64_t n = 4096, rows = 3;
+  std::vector<float> want;
+  const std::vector<T> xh = ToHalfType<T>(Gaussian(rows * n, 3), &want);
+  FwhtRows(want.data(), rows, n, OrthonormalScale(n));
+  DeviceBuffer<T> data(xh);
+  ASSERT_STREQ(FwhtCuda(data.get(), data.get(), dtype, rows, n, OrthonormalScale(n), nullptr), "");
+  const auto got = data.ToHost();
+  for (size_t i = 0; i < got.size(); ++i) {
+    ASSERT_NEAR(ToFloat(got[i]), want[i], std::fabs(want[i]) * rel + 1e-5) << i;
+  }
+}
+
+// 16-bit dynamic fake quantization: scales equal the CPU's on the rounded inputs (fp32 math);
+// values differ from the CPU's by at most the output rounding.
+template <typename T>
+void CheckFakeQuantHalf(DeviceDType dtype, float rel) {
+  const int64_t rows = 17, cols = 512;
+  const FakeQuantConfig config{4, QuantGranularity::kPerGroup, 128};
+  std::vector<float> rounded;
+  const std::vector<T> xh = ToHalfType<T>(Gaussian(rows * cols, 5), &rounded);
+  const int64_t count = NumScales(config, rows, cols);
+  std::vector<float> want(rounded.size()), want_scales(count);
+  FakeQuantizeDynamic(rounded.data(), rows, cols, config, 1.0f, want.data(), want_scales.data());
+  DeviceBuffer<T> in(xh);
+  DeviceBuffer<T> out(xh.size());
+  DeviceBuffer<float> scales(count);
+  ASSERT_STREQ(FakeQuantizeDynamicCuda(in.get(), out.get(), dtype, rows, cols, config, 1.0f,
+                                       scales.get(), nullptr),
+               "");
+  EXPECT_EQ(scales.ToHost(), want_scales);
+  const auto got = out.ToHost();
+  for (size_t i = 0; i < got.size(); ++i) {
+    ASSERT_NEAR(ToFloat(got[i]), want[i], std::fabs(want[i]) * rel) << i;
+  }
+}
+#endif
+
+TEST(CudaKernelsTest, FwhtHalfTypes_CUDA) {
   if (!CudaKernelsAvailable()) GTEST_SKIP() << "no CUDA device";
 #ifdef QUANTD_WITH_CUDA
-  const int64_t n = 4096, rows = 3;
-  const std::vector<float> x = Gaussian(rows * n, 3);
-  std::vector<__nv_bfloat16> xb(x.size());
-  std::vector<float> rounded(x.size());
-  for (size_t i = 0; i < x.size(); ++i) {
-    xb[i] = __float2bfloat16(x[i]);
-    rounded[i] = __bfloat162float(xb[i]);
-  }
-  std::vector<float> want = rounded;
-  FwhtRows(want.data(), rows, n, OrthonormalScale(n));
-  DeviceBuffer<__nv_bfloat16> data(xb);
-  ASSERT_STREQ(FwhtCuda(data.get(), data.get(), DeviceDType::kBFloat16, rows, n,
-                        OrthonormalScale(n), nullptr),
-               "");
-  const auto got = data.ToHost();
-  // One bf16 rounding of the output: relative 2^-8.
-  for (size_t i = 0; i < got.size(); ++i) {
-    ASSERT_NEAR(__bfloat162float(got[i]), want[i], std::fabs(want[i]) / 256 + 1e-5) << i;
-  }
+  CheckFwhtHalf<__nv_bfloat16>(DeviceDType::kBFloat16, 1.0f / 128);
+  CheckFwhtHalf<__half>(DeviceDType::kFloat16, 1.0f / 1024);
+#endif
+}
+
+TEST(CudaKernelsTest, FakeQuantizeHalfTypes_CUDA) {
+  if (!CudaKernelsAvailable()) GTEST_SKIP() << "no CUDA device";
+#ifdef QUANTD_WITH_CUDA
+  CheckFakeQuantHalf<__nv_bfloat16>(DeviceDType::kBFloat16, 1.0f / 128);
+  CheckFakeQuantHalf<__half>(DeviceDType::kFloat16, 1.0f / 1024);
 #endif
 }
 

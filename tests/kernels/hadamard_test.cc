@@ -49,7 +49,8 @@ TEST(HadamardTest, DirectConstructionsAreHadamard) {
       {1, "sylvester"},     {2, "sylvester"},       {8, "sylvester"},       {12, "paley1(q=11)"},
       {20, "paley1(q=19)"}, {28, "paley1(q=27)"},   {36, "paley2(q=17)"},   {52, "paley2(q=25)"},
       {92, "williamson"},   {108, "paley1(q=107)"}, {116, "williamson"},    {148, "paley2(q=73)"},
-      {156, "williamson"},  {172, "williamson"},    {344, "paley1(q=343)"}, {40, "x sylvester(2)"}};
+      {156, "williamson"},  {172, "williamson"},    {344, "paley1(q=343)"}, {40, "x sylvester(2)"},
+      {44, "paley1(q=43)"}, {60, "paley1(q=59)"},   {140, "paley1(q=139)"}};
   for (const auto& [n, expected] : cases) {
     std::string how;
     const auto h = ConstructHadamard(n, &how);
@@ -70,10 +71,11 @@ TEST(HadamardTest, LlamaAndStoriesSizesFactorIntoKnownMatrices) {
     int64_t n;
     int64_t base_order;
   };
-  // Hidden, intermediate and head sizes of Llama-2/3 7B-70B and stories260K.
-  const std::vector<Case> cases = {{8, 1},       {64, 1},     {128, 1},   {172, 172},
-                                   {4096, 1},    {5120, 20},  {8192, 1},  {11008, 172},
-                                   {13824, 108}, {14336, 28}, {28672, 28}};
+  // Hidden, intermediate and head sizes of Llama-2/3 7B-70B (Mistral-7B shares 14336) and
+  // stories260K, then Llama-3.2 1B/3B (2048, 3072) and TinyLlama (5632).
+  const std::vector<Case> cases = {{8, 1},      {64, 1},   {128, 1},     {172, 172},   {4096, 1},
+                                   {5120, 20},  {8192, 1}, {11008, 172}, {13824, 108}, {14336, 28},
+                                   {28672, 28}, {2048, 1}, {3072, 12},   {5632, 44}};
   for (const auto& c : cases) {
     const HadamardFactors f = FactorHadamard(c.n);
     EXPECT_TRUE(f.is_hadamard) << c.n;
