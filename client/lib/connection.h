@@ -17,8 +17,8 @@
 namespace quantd::client {
 
 struct ConnectionOptions {
-  // host:port of quantd. Default "127.0.0.1:50051".
-  std::string address = "127.0.0.1:50051";
+  // host:port of quantd. Default "127.0.0.1:7070".
+  std::string address = "127.0.0.1:7070";
   // Bearer token; empty = none (loopback demo servers run without auth).
   std::string token;
   // PEM file of the CA that signed the server certificate; empty = plaintext.

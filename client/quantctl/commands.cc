@@ -8,7 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "client/lib/connection.h"
-#include "client/quantctl/args.h"
+#include "proto/common/args.h"
 #include "client/quantctl/exit_codes.h"
 #include "client/quantctl/output.h"
 #include "proto/common/version.h"
@@ -35,7 +35,7 @@ commands:
   version           print the client version
 
 flags for every command:
-  --addr HOST:PORT  quantd address (env QUANTD_ADDR, default 127.0.0.1:50051)
+  --addr HOST:PORT  quantd address (env QUANTD_ADDR, default 127.0.0.1:7070)
   --token TOKEN     bearer token (env QUANTD_TOKEN)
   --ca-cert FILE    CA certificate for TLS (env QUANTD_CA_CERT)
   --timeout SECS    deadline of each call (default 10)

@@ -1,7 +1,7 @@
 #include <fstream>
 #include <sstream>
 
-#include "client/quantctl/args.h"
+#include "proto/common/args.h"
 #include "client/quantctl/commands.h"
 #include "client/quantctl/exit_codes.h"
 #include "gmock/gmock.h"

@@ -79,8 +79,10 @@ void WorkerDaemon::OnAssignment(const v1::Assignment& assignment) {
   const std::string dir = options_.work_dir + "/" + job_id;
   std::error_code error;
   std::filesystem::create_directories(dir, error);
-  const std::string job_path = dir + "/job.json";
-  std::ofstream(job_path) << ToJson(assignment, /*pretty=*/true);
+  // job.pb is what the job process reads; job.json is the same for people.
+  const std::string job_path = dir + "/job.pb";
+  std::ofstream(job_path, std::ios::binary) << assignment.SerializeAsString();
+  std::ofstream(dir + "/job.json") << ToJson(assignment, /*pretty=*/true);
 
   runner::JobProcessOptions process_options;
   process_options.argv = options_.job_command;

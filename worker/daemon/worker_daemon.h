@@ -2,8 +2,8 @@
 // each assigned job in its own child process (runner/job_process.h), forwards the child's
 // events through the acknowledged outbox, and reports each job's end.
 //
-// A job's files live in <work_dir>/<job_id>/: job.json (the assignment), job.log (the
-// child's output) and whatever the pipeline writes. The child is started as
+// A job's files live in <work_dir>/<job_id>/: job.pb (the Assignment, binary), job.json (the
+// same for people), job.log (the child's output) and whatever the pipeline writes. The child is started as
 // job_command + ["--job", <job.json>, "--work_dir", <dir>] (+ "--event_fd=3").
 //
 // Thread-safety: Start/Stop from one thread; the rest is internal.

@@ -1,7 +1,7 @@
-// A small command-line parser for "quantctl COMMAND [positional...] [--flag value|--flag=value
+// A small command-line parser for sub-commands: "COMMAND [positional...] [--flag value|--flag=value
 // |--switch]". Flags may appear anywhere after the command; repeated flags keep every value.
-#ifndef QUANTD_CLIENT_QUANTCTL_ARGS_H_
-#define QUANTD_CLIENT_QUANTCTL_ARGS_H_
+#ifndef QUANTD_PROTO_COMMON_ARGS_H_
+#define QUANTD_PROTO_COMMON_ARGS_H_
 
 #include <map>
 #include <set>
@@ -10,7 +10,7 @@
 
 #include "absl/status/statusor.h"
 
-namespace quantd::quantctl {
+namespace quantd {
 
 class Args {
  public:
@@ -31,6 +31,6 @@ class Args {
   std::map<std::string, std::vector<std::string>> flags_;
 };
 
-}  // namespace quantd::quantctl
+}  // namespace quantd
 
-#endif  // QUANTD_CLIENT_QUANTCTL_ARGS_H_
+#endif  // QUANTD_PROTO_COMMON_ARGS_H_

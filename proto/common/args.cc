@@ -1,6 +1,6 @@
-#include "client/quantctl/args.h"
+#include "proto/common/args.h"
 
-namespace quantd::quantctl {
+namespace quantd {
 
 absl::StatusOr<Args> Args::Parse(const std::vector<std::string>& argv,
                                  const std::set<std::string>& known,
@@ -46,4 +46,4 @@ std::vector<std::string> Args::GetAll(const std::string& flag) const {
   return it == flags_.end() ? std::vector<std::string>{} : it->second;
 }
 
-}  // namespace quantd::quantctl
+}  // namespace quantd
