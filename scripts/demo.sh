@@ -20,21 +20,42 @@ step "1. The demo job, validated locally with every default filled in"
 has_command() { [ -x "$1" ] && "$1" help 2>&1 | grep -qE "^ +$2( |$)"; }
 
 if [ -x "$SCHEDULER" ] && has_command "$WORKER" connect; then
-  step "2. Scheduler + one worker on loopback; submit and watch"
-  tmp=$(mktemp -d)
-  port_file="$tmp/port"
-  cleanup() { kill "${worker_pid:-}" "${scheduler_pid:-}" 2>/dev/null || true; wait 2>/dev/null || true; }
-  trap cleanup EXIT INT TERM
-  "$SCHEDULER" --listen 127.0.0.1:0 --port_file "$port_file" --db "$tmp/quantd.db" \
-      --allow_unauthenticated_loopback > "$tmp/quantd.log" 2>&1 &
+  step "2. quantd (scheduler) and one quantd-worker on loopback"
+  tmp=$(mktemp -d "${TMPDIR:-/tmp}/quantd-demo.XXXXXX")
+  cleanup() {
+    [ -n "${worker_pid:-}" ] && kill -TERM "$worker_pid" 2>/dev/null
+    [ -n "${scheduler_pid:-}" ] && kill -TERM "$scheduler_pid" 2>/dev/null
+    wait 2>/dev/null || true
+  }
+  trap cleanup EXIT
+  trap 'echo; echo "interrupted: stopping quantd and the worker"; exit 130' INT TERM
+  "$SCHEDULER" --listen 127.0.0.1:0 --metrics_listen 127.0.0.1:0 --db "$tmp/quantd.db" \
+      > "$tmp/quantd.out" 2> "$tmp/quantd.log" &
   scheduler_pid=$!
-  for _ in $(seq 50); do [ -s "$port_file" ] && break; sleep 0.1; done
-  addr="127.0.0.1:$(cat "$port_file")"
-  "$WORKER" connect --scheduler "$addr" --work_dir "$tmp/work" > "$tmp/worker.log" 2>&1 &
+  for _ in $(seq 100); do grep -q "ready port=" "$tmp/quantd.out" 2>/dev/null && break; sleep 0.1; done
+  port=$(sed -n 's/.*ready port=\([0-9]*\).*/\1/p' "$tmp/quantd.out")
+  [ -n "$port" ] || { echo "quantd did not start; see $tmp/quantd.log"; exit 1; }
+  addr="127.0.0.1:$port"
+  echo "   quantd on $addr (log $tmp/quantd.log), metrics: $(sed -n 's/.*metrics_port=\([0-9]*\).*/http:\/\/127.0.0.1:\1\/metrics/p' "$tmp/quantd.out")"
+  "$WORKER" connect --scheduler "$addr" --work_dir "$tmp/work" --worker_id demo-worker \
+      > "$tmp/worker.log" 2>&1 &
   worker_pid=$!
+  echo "   quantd-worker demo-worker (log $tmp/worker.log, job files $tmp/work)"
+
+  step "3. Submit the job and watch its events stream"
   job_id=$("$QUANTCTL" submit "$JOB" --addr "$addr")
-  echo "submitted $job_id"
-  "$QUANTCTL" watch "$job_id" --addr "$addr"
+  echo "   submitted $job_id"
+  status=0
+  "$QUANTCTL" watch "$job_id" --addr "$addr" || status=$?
+
+  step "4. The job as the scheduler records it"
+  "$QUANTCTL" get "$job_id" --addr "$addr"
+  echo
+  echo "Job files: $tmp/work/$job_id (job.json, job.log). Scheduler database: $tmp/quantd.db"
+  echo "Still to come (issues 6-9): rotation, outlier-token prefix, quantization, prefix"
+  echo "training and fine-tuning, export, and the plot; today the job measures the"
+  echo "full-precision baseline."
+  exit "$status"
 elif has_command "$WORKER" run; then
   step "2. The job run locally by the worker (no scheduler yet)"
   "$WORKER" run --spec "$JOB"
