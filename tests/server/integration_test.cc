@@ -1,0 +1,374 @@
+// quantd over real gRPC on loopback: a real quantd process, scripted fake workers and
+// watchers. Waits are on events with deadlines.
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <memory>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "server/core/job_state.h"
+#include "tests/server/harness.h"
+
+namespace quantd {
+namespace {
+
+using ::testing::HasSubstr;
+using testing::FakeWorker;
+using testing::QuantdProcess;
+using testing::Watcher;
+
+constexpr absl::Duration kWait = absl::Seconds(20);
+
+class IntegrationTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = ::testing::TempDir() + "/quantd_it_" + std::to_string(getpid()) + "_" +
+           ::testing::UnitTest::GetInstance()->current_test_info()->name();
+    std::string command = "rm -rf '" + dir_ + "' && mkdir -p '" + dir_ + "'";
+    ASSERT_EQ(std::system(command.c_str()), 0);
+    std::ofstream tokens(dir_ + "/tokens");
+    tokens << "# token name role\n"
+              "alice-token alice user\n"
+              "bob-token bob user\n"
+              "root-token root admin\n"
+              "worker-token workers worker\n";
+  }
+  void TearDown() override {
+    if (HasFailure()) {
+      std::ifstream log(dir_ + "/quantd.log");
+      std::cerr << "---- quantd.log ----\n" << log.rdbuf() << "\n";
+    }
+    process_.reset();
+    std::string command = "rm -rf '" + dir_ + "'";
+    (void)std::system(command.c_str());
+  }
+
+  void StartQuantd(std::vector<std::string> extra = {}) {
+    std::vector<std::string> args = {"--db=" + dir_ + "/quantd.db",
+                                     "--tokens_file=" + dir_ + "/tokens",
+                                     "--store_sync=normal", "--shutdown_grace=1s"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    auto process = QuantdProcess::Start(testing::QuantdBinary(), args, dir_ + "/quantd.log");
+    ASSERT_TRUE(process.ok()) << process.status();
+    process_ = std::move(*process);
+    channel_ = grpc::CreateChannel(process_->address(), grpc::InsecureChannelCredentials());
+    stub_ = v1::QuantizeService::NewStub(channel_);
+  }
+
+  grpc::Status Submit(const std::string& token, const v1::JobSpec& spec, v1::Job* job,
+                      const std::string& request_id = "") {
+    v1::SubmitJobRequest request;
+    *request.mutable_spec() = spec;
+    request.set_request_id(request_id);
+    v1::SubmitJobResponse response;
+    grpc::Status status = stub_->SubmitJob(testing::Context(token).get(), request, &response);
+    if (job != nullptr) *job = response.job();
+    return status;
+  }
+  grpc::Status Get(const std::string& token, const std::string& job_id, v1::Job* job) {
+    v1::GetJobRequest request;
+    request.set_job_id(job_id);
+    return stub_->GetJob(testing::Context(token).get(), request, job);
+  }
+  grpc::Status Cancel(const std::string& token, const std::string& job_id, v1::Job* job) {
+    v1::CancelJobRequest request;
+    request.set_job_id(job_id);
+    request.set_reason("test");
+    return stub_->CancelJob(testing::Context(token).get(), request, job);
+  }
+  std::unique_ptr<FakeWorker> Worker(const std::string& id) {
+    auto worker = std::make_unique<FakeWorker>(process_->address(), "worker-token", id);
+    worker->Connect();
+    return worker;
+  }
+  // The sequences must be first, first+1, ... with nothing missing or repeated.
+  static void ExpectContiguous(const std::vector<v1::JobEvent>& events, int64_t first) {
+    for (size_t i = 0; i < events.size(); ++i) {
+      ASSERT_EQ(events[i].sequence(), first + static_cast<int64_t>(i)) << "at index " << i;
+    }
+  }
+
+  std::string dir_;
+  std::unique_ptr<QuantdProcess> process_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::QuantizeService::Stub> stub_;
+};
+
+TEST_F(IntegrationTest, SubmitAssignEventsWatchFromTheMiddleSucceeds) {
+  StartQuantd();
+  auto worker = Worker("node1-gpu0");
+  v1::Job job;
+  ASSERT_TRUE(Submit("alice-token", testing::MinimalSpec(), &job).ok());
+  EXPECT_EQ(job.owner(), "alice");
+  auto assignment = worker->TakeAssignment(kWait);
+  ASSERT_TRUE(assignment.has_value());
+  ASSERT_EQ(assignment->job().job_id(), job.job_id());
+  EXPECT_EQ(assignment->device_ids_size(), 1);
+
+  ASSERT_TRUE(worker->SendEvents(job.job_id(), 1, 10));
+  ASSERT_TRUE(worker->WaitAck(job.job_id(), 10, kWait));
+  // QUEUED, ASSIGNED, RUNNING, then 10 losses: 13 events. Watch from the middle.
+  Watcher watcher(process_->address(), "alice-token", job.job_id(), 7);
+  ASSERT_TRUE(watcher.WaitForSequence(13, kWait));
+  ASSERT_TRUE(worker->SendEvents(job.job_id(), 11, 10));
+  ASSERT_TRUE(worker->SendFinished(job.job_id(), v1::JOB_STATE_SUCCEEDED));
+  auto status = watcher.WaitDone(kWait);
+  ASSERT_TRUE(status.has_value());
+  EXPECT_TRUE(status->ok()) << status->error_message();
+  const auto events = watcher.events();
+  ASSERT_EQ(events.size(), 24u - 7u);
+  ExpectContiguous(events, 8);
+  EXPECT_EQ(events.back().state_change().to(), v1::JOB_STATE_SUCCEEDED);
+
+  v1::Job done;
+  ASSERT_TRUE(Get("alice-token", job.job_id(), &done).ok());
+  EXPECT_EQ(done.state(), v1::JOB_STATE_SUCCEEDED);
+  EXPECT_EQ(done.last_sequence(), 24);
+  EXPECT_DOUBLE_EQ(done.result().metrics().at("ppl/test/quantized"), 6.2);
+
+  v1::GetJobMetricsRequest metrics_request;
+  metrics_request.set_job_id(job.job_id());
+  v1::JobMetrics metrics;
+  ASSERT_TRUE(
+      stub_->GetJobMetrics(testing::Context("alice-token").get(), metrics_request, &metrics).ok());
+  EXPECT_EQ(metrics.loss_size(), 20);
+
+  v1::ListJobsRequest list;
+  list.add_states(v1::JOB_STATE_SUCCEEDED);
+  v1::ListJobsResponse listed;
+  ASSERT_TRUE(stub_->ListJobs(testing::Context("alice-token").get(), list, &listed).ok());
+  ASSERT_EQ(listed.jobs_size(), 1);
+  EXPECT_EQ(listed.jobs(0).job_id(), job.job_id());
+
+  // A finished job's watch replays and ends.
+  Watcher late(process_->address(), "alice-token", job.job_id(), 20);
+  ASSERT_TRUE(late.WaitDone(kWait).has_value());
+  EXPECT_EQ(late.events().size(), 4u);
+
+  auto scraped = testing::HttpGet(process_->metrics_port(), "/metrics");
+  ASSERT_TRUE(scraped.ok()) << scraped.status();
+  EXPECT_THAT(*scraped, HasSubstr("quantd_jobs_submitted_total 1"));
+  EXPECT_THAT(*scraped, HasSubstr("quantd_jobs_finished_total{outcome=\"succeeded\"} 1"));
+  EXPECT_THAT(*scraped, HasSubstr("quantd_events_ingested_total 20"));
+  EXPECT_THAT(*scraped, HasSubstr("quantd_workers_connected 1"));
+  EXPECT_THAT(*scraped, HasSubstr("quantd_jobs{state=\"succeeded\"} 1"));
+}
+
+TEST_F(IntegrationTest, CancelRunningJobWaitsForTheWorker) {
+  StartQuantd();
+  auto worker = Worker("w1");
+  v1::Job job;
+  ASSERT_TRUE(Submit("alice-token", testing::MinimalSpec(), &job).ok());
+  ASSERT_TRUE(worker->TakeAssignment(kWait).has_value());
+  ASSERT_TRUE(worker->SendEvents(job.job_id(), 1, 2));
+  ASSERT_TRUE(worker->WaitAck(job.job_id(), 2, kWait));
+  Watcher watcher(process_->address(), "alice-token", job.job_id(), 0);
+
+  v1::Job cancelling;
+  ASSERT_TRUE(Cancel("alice-token", job.job_id(), &cancelling).ok());
+  EXPECT_EQ(cancelling.state(), v1::JOB_STATE_CANCELLING);
+  auto cancellation = worker->Take(
+      [](const v1::SchedulerMessage& m) { return m.has_cancellation(); }, kWait);
+  ASSERT_TRUE(cancellation.has_value());
+  EXPECT_EQ(cancellation->cancellation().job_id(), job.job_id());
+  ASSERT_TRUE(worker->SendFinished(job.job_id(), v1::JOB_STATE_CANCELLED));
+  ASSERT_TRUE(watcher.WaitDone(kWait).has_value());
+  v1::Job cancelled;
+  ASSERT_TRUE(Get("alice-token", job.job_id(), &cancelled).ok());
+  EXPECT_EQ(cancelled.state(), v1::JOB_STATE_CANCELLED);
+  EXPECT_EQ(cancelled.failure().reason(), v1::FAILURE_REASON_CANCELLED);
+  EXPECT_EQ(watcher.events().back().state_change().to(), v1::JOB_STATE_CANCELLED);
+  ExpectContiguous(watcher.events(), 1);
+
+  // A queued job (no free worker) is cancelled at once.
+  v1::Job queued;
+  ASSERT_TRUE(Submit("alice-token", testing::MinimalSpec(), &queued).ok());
+  ASSERT_TRUE(worker->TakeAssignment(kWait).has_value());
+  v1::Job waiting;
+  ASSERT_TRUE(Submit("alice-token", testing::MinimalSpec(), &waiting).ok());
+  EXPECT_EQ(waiting.state(), v1::JOB_STATE_QUEUED);
+  EXPECT_EQ(waiting.pending_reason(), "all workers busy");
+  v1::Job result;
+  ASSERT_TRUE(Cancel("alice-token", waiting.job_id(), &result).ok());
+  EXPECT_EQ(result.state(), v1::JOB_STATE_CANCELLED);
+}
+
+TEST_F(IntegrationTest, VanishedWorkerIsLostAndSecondWorkerFinishes) {
+  StartQuantd({"--heartbeat_interval=1s", "--worker_lost_after=1s"});
+  auto first = Worker("w1");
+  v1::Job job;
+  ASSERT_TRUE(Submit("alice-token", testing::MinimalSpec(), &job).ok());
+  ASSERT_TRUE(first->TakeAssignment(kWait).has_value());
+  ASSERT_TRUE(first->SendEvents(job.job_id(), 1, 5));
+  ASSERT_TRUE(first->WaitAck(job.job_id(), 5, kWait));
+  Watcher watcher(process_->address(), "alice-token", job.job_id(), 0);
+  first->Vanish();
+
+  auto second = Worker("w2");
+  // The second worker heartbeats (as real workers do) while the first one is being lost.
+  std::optional<v1::Assignment> assignment;
+  const absl::Time deadline = absl::Now() + kWait;
+  while (!assignment.has_value() && absl::Now() < deadline) {
+    ASSERT_TRUE(second->SendHeartbeat());
+    assignment = second->TakeAssignment(absl::Milliseconds(200));
+  }
+  ASSERT_TRUE(assignment.has_value()) << "job was not requeued";
+  EXPECT_EQ(assignment->job().job_id(), job.job_id());
+  EXPECT_EQ(assignment->job().attempt(), 1);
+  ASSERT_TRUE(second->SendEvents(job.job_id(), 1, 5));
+  ASSERT_TRUE(second->SendFinished(job.job_id(), v1::JOB_STATE_SUCCEEDED));
+  auto status = watcher.WaitDone(kWait);
+  ASSERT_TRUE(status.has_value());
+  EXPECT_TRUE(status->ok());
+  const auto events = watcher.events();
+  ExpectContiguous(events, 1);
+  bool saw_lost = false;
+  for (const auto& event : events) {
+    if (event.has_state_change() && event.state_change().to() == v1::JOB_STATE_QUEUED &&
+        event.state_change().failure().reason() == v1::FAILURE_REASON_WORKER_LOST) {
+      saw_lost = true;
+    }
+  }
+  EXPECT_TRUE(saw_lost);
+  EXPECT_EQ(events.back().state_change().to(), v1::JOB_STATE_SUCCEEDED);
+}
+
+TEST_F(IntegrationTest, SigkillAndRestartKeepJobEventsAndWatchersResume) {
+  StartQuantd({"--store_sync=full"});
+  v1::Job job;
+  std::vector<v1::JobEvent> seen;
+  {
+    auto worker = Worker("w1");
+    ASSERT_TRUE(Submit("alice-token", testing::MinimalSpec(), &job, "req-kill").ok());
+    ASSERT_TRUE(worker->TakeAssignment(kWait).has_value());
+    ASSERT_TRUE(worker->SendEvents(job.job_id(), 1, 50));
+    ASSERT_TRUE(worker->WaitAck(job.job_id(), 50, kWait));
+    Watcher watcher(process_->address(), "alice-token", job.job_id(), 0);
+    ASSERT_TRUE(watcher.WaitForSequence(53, kWait));
+    process_->Kill();
+    ASSERT_TRUE(watcher.WaitDone(kWait).has_value());
+    seen = watcher.events();
+    ASSERT_GE(seen.size(), 53u);
+    ExpectContiguous(seen, 1);
+  }
+  StartQuantd({"--store_sync=full"});
+  v1::Job recovered;
+  ASSERT_TRUE(Get("alice-token", job.job_id(), &recovered).ok());
+  EXPECT_EQ(recovered.state(), v1::JOB_STATE_RUNNING);
+  EXPECT_EQ(recovered.last_sequence(), 53);
+  EXPECT_EQ(recovered.spec().model().path(), "/models/tiny-llama");
+  // The idempotency key survived too.
+  v1::Job again;
+  ASSERT_TRUE(Submit("alice-token", testing::MinimalSpec(), &again, "req-kill").ok());
+  EXPECT_EQ(again.job_id(), job.job_id());
+
+  Watcher resumed(process_->address(), "alice-token", job.job_id(), seen.back().sequence());
+  FakeWorker worker(process_->address(), "worker-token", "w1");
+  v1::RunningJob running;
+  running.set_job_id(job.job_id());
+  running.set_acked_sequence(50);
+  worker.Connect({running});
+  auto welcome = worker.Take([](const v1::SchedulerMessage& m) { return m.has_welcome(); }, kWait);
+  ASSERT_TRUE(welcome.has_value());
+  ASSERT_EQ(welcome->welcome().reattached_size(), 1);
+  EXPECT_EQ(welcome->welcome().reattached(0).acked_sequence(), 50);
+  // Resending 48..60: only 51..60 are new.
+  ASSERT_TRUE(worker.SendEvents(job.job_id(), 48, 13));
+  ASSERT_TRUE(worker.SendFinished(job.job_id(), v1::JOB_STATE_SUCCEEDED));
+  auto status = resumed.WaitDone(kWait);
+  ASSERT_TRUE(status.has_value());
+  EXPECT_TRUE(status->ok()) << status->error_message();
+  std::vector<v1::JobEvent> all = seen;
+  for (const auto& event : resumed.events()) all.push_back(event);
+  ExpectContiguous(all, 1);
+  EXPECT_EQ(all.size(), 53u + 10u + 1u);
+  EXPECT_EQ(all.back().state_change().to(), v1::JOB_STATE_SUCCEEDED);
+}
+
+TEST_F(IntegrationTest, AuthenticationAndOwnership) {
+  StartQuantd();
+  v1::Job job;
+  EXPECT_EQ(Submit("", testing::MinimalSpec(), &job).error_code(),
+            grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(Submit("wrong-token", testing::MinimalSpec(), &job).error_code(),
+            grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(Submit("worker-token", testing::MinimalSpec(), &job).error_code(),
+            grpc::StatusCode::UNAUTHENTICATED);
+  ASSERT_TRUE(Submit("alice-token", testing::MinimalSpec(), &job).ok());
+
+  v1::Job seen;
+  EXPECT_EQ(Get("bob-token", job.job_id(), &seen).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(Cancel("bob-token", job.job_id(), &seen).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+  Watcher denied(process_->address(), "bob-token", job.job_id(), 0);
+  auto status = denied.WaitDone(kWait);
+  ASSERT_TRUE(status.has_value());
+  EXPECT_EQ(status->error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(Get("alice-token", "j-999999", &seen).error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_TRUE(Get("root-token", job.job_id(), &seen).ok());
+
+  v1::ListJobsRequest list;
+  v1::ListJobsResponse listed;
+  ASSERT_TRUE(stub_->ListJobs(testing::Context("bob-token").get(), list, &listed).ok());
+  EXPECT_EQ(listed.jobs_size(), 0);
+  list.set_owner("alice");
+  EXPECT_EQ(stub_->ListJobs(testing::Context("bob-token").get(), list, &listed).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+
+  // Workers need a worker token.
+  FakeWorker intruder(process_->address(), "alice-token", "w-bad");
+  intruder.Connect();
+  EXPECT_EQ(intruder.Finish(kWait).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+}
+
+TEST_F(IntegrationTest, BadRequestsGetTheRightCodes) {
+  StartQuantd();
+  v1::JobSpec spec = testing::MinimalSpec();
+  spec.mutable_quant()->set_wbits(9);
+  v1::Job job;
+  grpc::Status status = Submit("alice-token", spec, &job);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("quant.wbits"));
+  spec = testing::MinimalSpec();
+  spec.mutable_model()->clear_path();
+  status = Submit("alice-token", spec, &job);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("model.path"));
+
+  ASSERT_TRUE(Submit("alice-token", testing::MinimalSpec(), &job, "req-1").ok());
+  v1::JobSpec other = testing::MinimalSpec();
+  other.set_priority(4);
+  EXPECT_EQ(Submit("alice-token", other, nullptr, "req-1").error_code(),
+            grpc::StatusCode::ALREADY_EXISTS);
+
+  v1::ListJobsRequest list;
+  list.set_page_token("not-a-token");
+  v1::ListJobsResponse listed;
+  EXPECT_EQ(stub_->ListJobs(testing::Context("alice-token").get(), list, &listed).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  Watcher negative(process_->address(), "alice-token", job.job_id(), -1);
+  auto watch_status = negative.WaitDone(kWait);
+  ASSERT_TRUE(watch_status.has_value());
+  EXPECT_EQ(watch_status->error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+
+  // A Hello without a worker id is refused.
+  FakeWorker rude(process_->address(), "worker-token", "");
+  rude.Connect();
+  EXPECT_EQ(rude.Finish(kWait).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+TEST_F(IntegrationTest, SigtermShutsDownCleanly) {
+  StartQuantd();
+  v1::Job job;
+  ASSERT_TRUE(Submit("alice-token", testing::MinimalSpec(), &job).ok());
+  Watcher watcher(process_->address(), "alice-token", job.job_id(), 0);
+  ASSERT_TRUE(watcher.WaitForSequence(1, kWait));
+  EXPECT_EQ(process_->Terminate(kWait), 0);
+  EXPECT_TRUE(watcher.WaitDone(kWait).has_value());
+}
+
+}  // namespace
+}  // namespace quantd
