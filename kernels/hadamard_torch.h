@@ -22,8 +22,9 @@ absl::StatusOr<torch::Tensor> HadamardTransform(const torch::Tensor& x,
                                                 const HadamardFactors& factors, bool orthonormal,
                                                 bool transpose = false);
 
-// The same transform from plain torch ops (log2 of the power-of-two part butterfly stages and
-// one k×k matmul), for any device, differentiable by autograd. Same contract as above.
+// The same transform from plain torch ops — the Sylvester part as a Kronecker product of dense
+// factors of order ≤ 128 (one batched matmul each), then one k×k matmul — for any device,
+// differentiable by autograd. Same contract as above.
 absl::StatusOr<torch::Tensor> HadamardTransformTorchOps(const torch::Tensor& x,
                                                         const HadamardFactors& factors,
                                                         bool orthonormal, bool transpose = false);

@@ -11,6 +11,8 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
+constexpr int kMaxFactorLog2 = 7;
+
 absl::Status CheckInput(const torch::Tensor& x, const HadamardFactors& factors) {
   if (x.dim() == 0 || x.size(-1) != factors.n) {
     return absl::InvalidArgumentError("Hadamard transform of order " + std::to_string(factors.n) +
@@ -90,12 +92,20 @@ absl::StatusOr<torch::Tensor> HadamardTransformTorchOps(const torch::Tensor& x,
   const int64_t p = int64_t{1} << factors.log2_pow2;
   torch::Tensor y = x.to(torch::kFloat).reshape({-1, k, p});
   const int64_t rows = y.size(0);
-  for (int64_t h = 1; h < p; h *= 2) {
-    const torch::Tensor pairs = y.reshape({rows, k, p / (2 * h), 2, h});
-    const torch::Tensor a = pairs.select(3, 0);
-    const torch::Tensor b = pairs.select(3, 1);
-    y = torch::stack({a + b, a - b}, 3).reshape({rows, k, p});
+  // H_p = H_{2^m1} ⊗ H_{2^m2} ⊗ ... (Sylvester), each factor of order ≤ 128 applied as one small
+  // dense matmul along its axis: at most three matmuls for p ≤ 2^21 instead of log2(p) passes.
+  const int m = factors.log2_pow2;
+  const int parts = (m + kMaxFactorLog2 - 1) / kMaxFactorLog2;
+  int64_t before = 1;  // product of the factor orders to the left of the current one
+  for (int part = 0; part < parts; ++part) {
+    const int bits = m / parts + (part < m % parts ? 1 : 0);
+    const int64_t order = int64_t{1} << bits;
+    const int64_t after = p / (before * order);
+    const torch::Tensor h = HadamardMatrix(FactorHadamard(order), false).to(x.device());
+    y = torch::matmul(h, y.reshape({rows * k * before, order, after}));
+    before *= order;
   }
+  y = y.reshape({rows, k, p});
   if (k > 1) {
     torch::Tensor base =
         torch::from_blob(const_cast<float*>(factors.base.data()), {k, k}, torch::kFloat)

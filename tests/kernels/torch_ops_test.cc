@@ -46,7 +46,7 @@ TEST(HadamardTorchTest, MatchesDenseMatmulForEachDtype) {
 
 TEST(HadamardTorchTest, TorchOpsPathAgreesWithKernelPath) {
   torch::manual_seed(1);
-  for (int64_t n : {2, 172, 5120, 11008}) {
+  for (int64_t n : {2, 172, 4096, 5120, 11008, 32768}) {  // 1, 2 and 3 Kronecker factors
     const HadamardFactors f = FactorHadamard(n);
     const torch::Tensor x = torch::randn({4, n});
     for (bool orthonormal : {false, true}) {
