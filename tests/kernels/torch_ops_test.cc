@@ -4,6 +4,7 @@
 
 #include "gtest/gtest.h"
 #include "kernels/fake_quant_torch.h"
+#include "kernels/fwht.h"
 #include "kernels/hadamard_torch.h"
 
 namespace quantd::kernels {
@@ -75,6 +76,20 @@ TEST(HadamardTorchTest, GradientIsTheTransposedTransform) {
       const torch::Tensor want = torch::matmul(w, transpose ? m.t() : m);
       EXPECT_TRUE(torch::allclose(x.grad(), want, 1e-5, 1e-5)) << transpose << torch_ops;
     }
+  }
+}
+
+TEST(HadamardTorchTest, ParallelRowsMatchTheSerialKernel) {
+  at::set_num_threads(2);
+  torch::manual_seed(5);
+  for (int64_t n : {64, 172, 5120}) {
+    const HadamardFactors f = FactorHadamard(n);
+    const torch::Tensor x = torch::randn({301, n});
+    auto y = HadamardTransform(x, f, /*orthonormal=*/true);
+    ASSERT_TRUE(y.ok());
+    torch::Tensor want = x.clone();
+    HadamardTransformRows(f, want.data_ptr<float>(), 301, /*orthonormal=*/true);
+    EXPECT_TRUE(torch::equal(*y, want)) << n;
   }
 }
 
