@@ -1,7 +1,7 @@
 #include "kernels/hadamard_torch.h"
 
+#include <algorithm>
 #include <string>
-#include <utility>
 
 #include "kernels/fwht.h"
 
@@ -38,7 +38,8 @@ HadamardFactors FactorsFromSaved(AutogradContext* ctx) {
 
 torch::Tensor TransformCpu(const torch::Tensor& x, const HadamardFactors& f, bool orthonormal,
                            bool transpose) {
-  torch::Tensor work = x.to(torch::kFloat).contiguous().clone();
+  // One fp32 copy (a second only for non-contiguous input); the transform runs in place on it.
+  torch::Tensor work = x.to(torch::kFloat, /*non_blocking=*/false, /*copy=*/true).contiguous();
   const int64_t n = f.n;
   const int64_t rows = work.numel() / n;
   float* data = work.data_ptr<float>();
