@@ -78,8 +78,9 @@ QUANTD_MULTIVERSION void ComputeScales(const float* x, int64_t rows, int64_t col
   const int64_t seg = SegmentLength(config, rows, cols);
   const int64_t count = NumScales(config, rows, cols);
   const float qmax = static_cast<float>(QuantMax(config.bits));
-  for (int64_t s = 0; s < count; ++s)
+  for (int64_t s = 0; s < count; ++s) {
     scales[s] = ScaleFor(MaxAbs(x + s * seg, seg), clip_ratio, qmax);
+  }
 }
 
 QUANTD_MULTIVERSION void FakeQuantize(const float* x, int64_t rows, int64_t cols,

@@ -47,8 +47,9 @@ std::vector<int8_t> Jacobsthal(const GaloisField& field) {
   const int64_t q = field.order();
   std::vector<int8_t> jac(q * q);
   for (int64_t i = 0; i < q; ++i) {
-    for (int64_t j = 0; j < q; ++j)
+    for (int64_t j = 0; j < q; ++j) {
       jac[i * q + j] = static_cast<int8_t>(field.Chi(field.Sub(j, i)));
+    }
   }
   return jac;
 }

@@ -12,8 +12,9 @@ struct Shape {
 };
 
 absl::StatusOr<Shape> CheckInput(const torch::Tensor& x, const FakeQuantConfig& config) {
-  if (x.dim() == 0)
+  if (x.dim() == 0) {
     return absl::InvalidArgumentError("fake quantization needs a tensor of rank ≥ 1");
+  }
   const auto type = x.scalar_type();
   if (type != torch::kFloat && type != torch::kBFloat16 && type != torch::kHalf) {
     return absl::InvalidArgumentError("fake quantization supports fp32, bf16 and fp16 tensors");
@@ -57,8 +58,9 @@ torch::Tensor SegmentView(const torch::Tensor& x, const FakeQuantConfig& config)
 // Per-token view of the same memory: per-group segments are rows of length group_size.
 FakeQuantConfig AsRows(const FakeQuantConfig& config) {
   FakeQuantConfig rows = config;
-  if (config.granularity == QuantGranularity::kPerGroup)
+  if (config.granularity == QuantGranularity::kPerGroup) {
     rows.granularity = QuantGranularity::kPerToken;
+  }
   return rows;
 }
 
