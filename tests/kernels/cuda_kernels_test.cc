@@ -18,14 +18,6 @@
 namespace quantd::kernels {
 namespace {
 
-std::vector<float> Gaussian(int64_t count, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> dist(0.0f, 1.0f);
-  std::vector<float> x(count);
-  for (auto& v : x) v = dist(rng);
-  return x;
-}
-
 TEST(CudaKernelsTest, ArgumentChecksNeedNoDevice) {
   EXPECT_STRNE(FwhtCuda(nullptr, nullptr, DeviceDType::kFloat32, 1, 65536, 1.0f, nullptr), "");
   EXPECT_STRNE(FwhtCuda(nullptr, nullptr, DeviceDType::kFloat32, 1, 96, 1.0f, nullptr), "");
@@ -35,6 +27,14 @@ TEST(CudaKernelsTest, ArgumentChecksNeedNoDevice) {
 }
 
 #ifdef QUANTD_WITH_CUDA
+std::vector<float> Gaussian(int64_t count, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  std::vector<float> x(count);
+  for (auto& v : x) v = dist(rng);
+  return x;
+}
+
 // Device buffer of T, freed on scope exit.
 template <typename T>
 class DeviceBuffer {
