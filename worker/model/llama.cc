@@ -15,15 +15,16 @@ void Notify(ActivationObserver* observer, int layer, ActivationSite site,
   if (observer != nullptr && observer->Wants(layer, site)) observer->Observe(layer, site, x);
 }
 
-// Additive mask [tokens, past + tokens]: query i (absolute position past + i) sees key j when
-// j <= past + i and, with a sliding window w, past + i - j < w.
-torch::Tensor CausalMask(int64_t past, int64_t tokens, int64_t window,
-                         const torch::Device& device) {
-  auto query = torch::arange(past, past + tokens, torch::kInt64).unsqueeze(1);
+// Additive mask [rep * tokens, past + tokens] for `rep` query heads stacked along the token
+// axis: row r is query token i = r % tokens (absolute position past + i), which sees key j
+// when j <= past + i and, with a sliding window w, past + i - j < w.
+torch::Tensor CausalMask(int64_t past, int64_t tokens, int64_t rep, int64_t window,
+                         torch::ScalarType dtype, const torch::Device& device) {
+  auto query = torch::arange(past, past + tokens, torch::kInt64).repeat({rep}).unsqueeze(1);
   auto key = torch::arange(0, past + tokens, torch::kInt64).unsqueeze(0);
   auto blocked = key > query;
   if (window > 0) blocked = blocked.logical_or(query - key >= window);
-  auto mask = torch::zeros({tokens, past + tokens}, torch::kFloat32);
+  auto mask = torch::zeros({rep * tokens, past + tokens}, dtype);
   mask.masked_fill_(blocked, -std::numeric_limits<float>::infinity());
   return mask.to(device);
 }
@@ -72,14 +73,17 @@ torch::Tensor LlamaModel::RunBlock(int layer, const torch::Tensor& hidden, int64
   if (present != nullptr) *present = LayerKv{k, v};
   const int64_t keys = past_len + tokens;
 
-  // Grouped-query attention without repeating K/V: query heads that share a KV head are
-  // stacked along the token axis.
-  auto qg = q.reshape({batch, kv_heads, rep * tokens, head_dim});
-  auto scores = torch::matmul(qg, k.transpose(2, 3)) * (1.0 / std::sqrt(double(head_dim)));
-  scores = scores.view({batch, kv_heads, rep, tokens, keys}).to(torch::kFloat32) +
-           CausalMask(past_len, tokens, config_.sliding_window, hidden.device());
-  auto probs = torch::softmax(scores, -1).to(hidden.scalar_type());
-  auto attn = torch::matmul(probs.view({batch, kv_heads, rep * tokens, keys}), v);
+  // Grouped-query attention without repeating K/V: the query heads that share a KV head are
+  // stacked along the token axis. One fused scale-and-mask product and one softmax buffer
+  // per layer keep the large [.., tokens, keys] intermediates to two.
+  auto qg = q.reshape({batch * kv_heads, rep * tokens, head_dim});
+  auto kt = k.reshape({batch * kv_heads, keys, head_dim}).transpose(1, 2);
+  auto mask = CausalMask(past_len, tokens, rep, config_.sliding_window, hidden.scalar_type(),
+                         hidden.device());
+  auto scores = torch::baddbmm(mask, qg, kt, /*beta=*/1.0,
+                               /*alpha=*/1.0 / std::sqrt(static_cast<double>(head_dim)));
+  auto probs = torch::softmax(scores, -1, torch::kFloat32).to(hidden.scalar_type());
+  auto attn = torch::bmm(probs, v.reshape({batch * kv_heads, keys, head_dim}));
   attn = attn.view({batch, heads, tokens, head_dim}).transpose(1, 2).reshape(
       {batch, tokens, heads * head_dim});
   Notify(observer, layer, ActivationSite::kOProjInput, attn);
