@@ -5,8 +5,10 @@
 // fp32 with the shape that broadcasts over the layout:
 //   kPerTensor: []   kPerToken: [..., 1]   kPerGroup: [..., cols / group_size]
 // Results keep x's dtype and device (fp32 arithmetic). CPU tensors use the kernels/fake_quant.h
-// loops, split across ATen's intra-op threads; other devices use torch ops with the same
-// formula. Errors: InvalidArgument for a bad config, shape or dtype.
+// loops, split across ATen's intra-op threads; CUDA tensors use the CUDA twins when this build
+// has them and the device's default stream is current; otherwise torch ops with the same
+// formula. Errors: InvalidArgument for a bad config, shape or dtype; Internal for a failed
+// CUDA launch.
 #ifndef QUANTD_KERNELS_FAKE_QUANT_TORCH_H_
 #define QUANTD_KERNELS_FAKE_QUANT_TORCH_H_
 

@@ -5,9 +5,11 @@
 // i.e. every last-dim vector v becomes s·M·v (kernels/fwht.h). Results keep x's dtype and
 // device; the arithmetic is fp32 (bf16/fp16 inputs are widened, the result rounded once).
 // Differentiable w.r.t. x: the backward pass applies the transposed transform.
-// CPU tensors use the kernels/fwht.h loops with rows split across ATen's intra-op threads; other
-// devices use HadamardTransformTorchOps. Errors: InvalidArgument for a last dim ≠ factors.n or
-// an unsupported dtype. Thread-safe; `factors` is copied where the backward pass needs it.
+// CPU tensors use the kernels/fwht.h loops with rows split across ATen's intra-op threads; CUDA
+// tensors use the CUDA twin (n ≤ 32768) when this build has it and the device's default stream
+// is current; everything else uses HadamardTransformTorchOps. Errors: InvalidArgument for a last
+// dim ≠ factors.n or an unsupported dtype; Internal for a failed CUDA launch. Thread-safe;
+// `factors` is copied where the backward pass needs it.
 #ifndef QUANTD_KERNELS_HADAMARD_TORCH_H_
 #define QUANTD_KERNELS_HADAMARD_TORCH_H_
 

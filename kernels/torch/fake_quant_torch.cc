@@ -3,6 +3,8 @@
 #include <string>
 #include <vector>
 
+#include "kernels/torch/cuda_scope.h"
+
 namespace quantd::kernels {
 namespace {
 
@@ -91,6 +93,17 @@ absl::StatusOr<FakeQuantOutput> FakeQuantizeDynamic(const torch::Tensor& x,
   auto shape = CheckInput(x, config);
   if (!shape.ok()) return shape.status();
   torch::NoGradGuard no_grad;
+  if (CudaKernelScope scope(x); scope.usable()) {
+    const torch::Tensor in = x.contiguous();
+    torch::Tensor out = torch::empty_like(in);
+    torch::Tensor scales = torch::empty({NumScales(config, shape->rows, shape->cols)},
+                                        in.options().dtype(torch::kFloat));
+    const char* error = FakeQuantizeDynamicCuda(in.data_ptr(), out.data_ptr(), DeviceDTypeOf(in),
+                                                shape->rows, shape->cols, config, clip_ratio,
+                                                scales.data_ptr<float>(), scope.stream());
+    if (error[0] != '\0') return absl::InternalError(std::string("fake quantization: ") + error);
+    return FakeQuantOutput{out.reshape(x.sizes()), scales.reshape(ScaleShape(x, config))};
+  }
   if (!x.device().is_cpu()) {
     auto out = FakeQuantizeDynamicSte(x, config, torch::tensor(clip_ratio, x.device()));
     if (!out.ok()) return out.status();
@@ -133,6 +146,15 @@ absl::StatusOr<torch::Tensor> FakeQuantizeStatic(const torch::Tensor& x,
   } catch (const c10::Error& e) {
     return absl::InvalidArgumentError(std::string("fake quantization: scales do not broadcast: ") +
                                       e.what_without_backtrace());
+  }
+  if (CudaKernelScope scope(x); scope.usable()) {
+    const torch::Tensor in = x.contiguous();
+    torch::Tensor out = torch::empty_like(in);
+    const char* error =
+        FakeQuantizeCuda(in.data_ptr(), out.data_ptr(), DeviceDTypeOf(in), shape->rows, shape->cols,
+                         config, full.data_ptr<float>(), scope.stream());
+    if (error[0] != '\0') return absl::InternalError(std::string("fake quantization: ") + error);
+    return out.reshape(x.sizes());
   }
   if (!x.device().is_cpu()) return SteFormula(x, config, full.reshape({-1, 1}));
   torch::Tensor work = x.to(torch::kFloat).contiguous();

@@ -4,6 +4,7 @@
 #include <string>
 
 #include "kernels/fwht.h"
+#include "kernels/torch/cuda_scope.h"
 
 namespace quantd::kernels {
 namespace {
@@ -51,6 +52,39 @@ torch::Tensor TransformCpu(const torch::Tensor& x, const HadamardFactors& f, boo
   return work.to(x.scalar_type());
 }
 
+// CUDA tensors the raw kernels can take (see CudaKernelScope).
+bool CudaKernelFits(const torch::Tensor& x, const HadamardFactors& f) {
+  return x.is_cuda() && f.n <= 32768 && f.base_order <= 1024 && CudaKernelScope(x).usable();
+}
+
+torch::Tensor TransformCuda(const torch::Tensor& x, const HadamardFactors& f, bool orthonormal,
+                            bool transpose) {
+  CudaKernelScope scope(x);
+  if (!scope.usable() || f.n > 32768 || f.base_order > 1024) {
+    return HadamardTransformTorchOps(x, f, orthonormal, transpose).value();
+  }
+  const torch::Tensor in = x.contiguous();
+  torch::Tensor out = torch::empty_like(in);
+  torch::Tensor base;
+  if (f.base_order > 1) {
+    base = torch::from_blob(const_cast<float*>(f.base.data()), {f.base_order, f.base_order},
+                            torch::kFloat)
+               .to(x.device());
+  }
+  const char* error = HadamardTransformCuda(
+      in.data_ptr(), out.data_ptr(), DeviceDTypeOf(in), in.numel() / f.n, f,
+      base.defined() ? base.data_ptr<float>() : nullptr, orthonormal, transpose, scope.stream());
+  TORCH_CHECK(error[0] == '\0', "CUDA Hadamard transform: ", error);
+  return out;
+}
+
+// The kernel for x's device: kernels/fwht.h loops on the CPU, the CUDA twin on a GPU.
+torch::Tensor TransformKernel(const torch::Tensor& x, const HadamardFactors& f, bool orthonormal,
+                              bool transpose) {
+  return x.is_cuda() ? TransformCuda(x, f, orthonormal, transpose)
+                     : TransformCpu(x, f, orthonormal, transpose);
+}
+
 class HadamardFunction : public torch::autograd::Function<HadamardFunction> {
  public:
   static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x,
@@ -63,14 +97,14 @@ class HadamardFunction : public torch::autograd::Function<HadamardFunction> {
                                   .clone();
     ctx->saved_data["orthonormal"] = orthonormal;
     ctx->saved_data["transpose"] = transpose;
-    return TransformCpu(x, f, orthonormal, transpose);
+    return TransformKernel(x, f, orthonormal, transpose);
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
     const HadamardFactors f = FactorsFromSaved(ctx);
     const bool orthonormal = ctx->saved_data["orthonormal"].toBool();
     const bool transpose = ctx->saved_data["transpose"].toBool();
-    torch::Tensor grad = TransformCpu(grad_outputs[0], f, orthonormal, !transpose);
+    torch::Tensor grad = TransformKernel(grad_outputs[0], f, orthonormal, !transpose);
     return {grad, torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };
@@ -81,8 +115,14 @@ absl::StatusOr<torch::Tensor> HadamardTransform(const torch::Tensor& x,
                                                 const HadamardFactors& factors, bool orthonormal,
                                                 bool transpose) {
   if (absl::Status s = CheckInput(x, factors); !s.ok()) return s;
-  if (!x.device().is_cpu()) return HadamardTransformTorchOps(x, factors, orthonormal, transpose);
-  return HadamardFunction::apply(x, factors, orthonormal, transpose);
+  if (!x.device().is_cpu() && !CudaKernelFits(x, factors)) {
+    return HadamardTransformTorchOps(x, factors, orthonormal, transpose);
+  }
+  try {
+    return HadamardFunction::apply(x, factors, orthonormal, transpose);
+  } catch (const c10::Error& e) {
+    return absl::InternalError(e.what_without_backtrace());
+  }
 }
 
 absl::StatusOr<torch::Tensor> HadamardTransformTorchOps(const torch::Tensor& x,

@@ -3,6 +3,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "kernels/device.h"
 #include "kernels/fake_quant_torch.h"
 #include "kernels/fwht.h"
 #include "kernels/hadamard_torch.h"
@@ -183,6 +184,69 @@ TEST(FakeQuantTorchTest, MseSearchMatchesTheKernel) {
   const torch::Tensor wc = w.contiguous();
   MseSearchScales(wc.data_ptr<float>(), 16, 256, config, ShrinkSearch{}, want.data());
   for (int64_t i = 0; i < 32; ++i) EXPECT_EQ(scales->reshape({-1})[i].item<float>(), want[i]);
+}
+
+// LibTorch with CUDA and this build's CUDA kernels, both needed for the *_CUDA tests below.
+bool TorchAndKernelsOnCuda() { return torch::cuda::is_available() && CudaKernelsAvailable(); }
+
+TEST(HadamardTorchTest, CudaTensorsMatchTheCpu_CUDA) {
+  if (!TorchAndKernelsOnCuda()) GTEST_SKIP() << "no CUDA device for LibTorch and the kernels";
+  torch::manual_seed(6);
+  for (int64_t n : {172, 4096, 11008, 28672}) {
+    const HadamardFactors f = FactorHadamard(n);
+    for (auto type : {torch::kFloat, torch::kBFloat16, torch::kHalf}) {
+      const torch::Tensor x = torch::randn({3, 5, n}).to(type);
+      auto cpu = HadamardTransform(x, f, true, /*transpose=*/true);
+      auto gpu = HadamardTransform(x.to(torch::kCUDA), f, true, /*transpose=*/true);
+      ASSERT_TRUE(cpu.ok() && gpu.ok()) << cpu.status() << gpu.status();
+      ASSERT_TRUE(gpu->is_cuda());
+      // Both round their own fp32 result once: two roundings apart at most.
+      const Tolerance tol = ToleranceFor(type);
+      EXPECT_TRUE(torch::allclose(gpu->cpu().to(torch::kDouble), cpu->to(torch::kDouble),
+                                  2 * tol.rtol, 2 * tol.atol))
+          << n << " " << type;
+    }
+    // Gradients through the CUDA kernel.
+    const torch::Tensor w = torch::randn({2, n});
+    const torch::Tensor x_cpu = torch::randn({2, n}).requires_grad_(true);
+    const torch::Tensor x_gpu = x_cpu.detach().to(torch::kCUDA).requires_grad_(true);
+    (HadamardTransform(x_cpu, f, true).value() * w).sum().backward();
+    (HadamardTransform(x_gpu, f, true).value() * w.to(torch::kCUDA)).sum().backward();
+    EXPECT_TRUE(torch::allclose(x_gpu.grad().cpu(), x_cpu.grad(), 1e-5, 1e-4)) << n;
+  }
+}
+
+TEST(HadamardTorchTest, NonDefaultStreamTakesTheTorchOpsPath_CUDA) {
+  if (!TorchAndKernelsOnCuda()) GTEST_SKIP() << "no CUDA device for LibTorch and the kernels";
+  const HadamardFactors f = FactorHadamard(5120);
+  const torch::Tensor x = torch::randn({4, 5120});
+  const c10::Device device(torch::kCUDA, 0);
+  const c10::Stream side =
+      c10::impl::getDeviceGuardImpl(c10::DeviceType::CUDA)->getStreamFromGlobalPool(device);
+  torch::Tensor got;
+  {
+    c10::StreamGuard guard(side);
+    got = HadamardTransform(x.to(device), f, true).value().cpu();
+  }
+  EXPECT_TRUE(torch::allclose(got, HadamardTransform(x, f, true).value(), 1e-5, 1e-4));
+}
+
+TEST(FakeQuantTorchTest, CudaTensorsMatchTheCpu_CUDA) {
+  if (!TorchAndKernelsOnCuda()) GTEST_SKIP() << "no CUDA device for LibTorch and the kernels";
+  torch::manual_seed(7);
+  for (const FakeQuantConfig& config : Layouts()) {
+    const torch::Tensor x = torch::randn({4, 7, 256});
+    auto cpu = FakeQuantizeDynamic(x, config, 0.95f);
+    auto gpu = FakeQuantizeDynamic(x.to(torch::kCUDA), config, 0.95f);
+    ASSERT_TRUE(cpu.ok() && gpu.ok()) << cpu.status() << gpu.status();
+    ASSERT_TRUE(gpu->values.is_cuda());
+    // Same fp32 operations in the same order: equal results.
+    EXPECT_TRUE(torch::equal(gpu->scales.cpu(), cpu->scales));
+    EXPECT_TRUE(torch::equal(gpu->values.cpu(), cpu->values));
+    auto fixed = FakeQuantizeStatic(x.to(torch::kCUDA), config, gpu->scales);
+    ASSERT_TRUE(fixed.ok()) << fixed.status();
+    EXPECT_TRUE(torch::equal(fixed->cpu(), cpu->values));
+  }
 }
 
 }  // namespace
