@@ -48,6 +48,12 @@ absl::StatusOr<FakeQuantOutput> FakeQuantizeDynamicSte(const torch::Tensor& x,
                                                        const FakeQuantConfig& config,
                                                        const torch::Tensor& clip_ratio);
 
+// The integer grid values clamp(round(x / s), QuantMin, QuantMax) as an int8 CPU tensor of x's
+// shape (bits ≤ 8), for export and int4 packing (kernels/int4_pack.h); values · scales gives
+// FakeQuantizeStatic's result up to the rounding of x's dtype.
+absl::StatusOr<torch::Tensor> QuantizeInt8(const torch::Tensor& x, const FakeQuantConfig& config,
+                                           const torch::Tensor& scales);
+
 // `mse_init`: per-segment shrink search of kernels/fake_quant.h on the CPU; returns the scales
 // (layout shape, on x's device).
 absl::StatusOr<torch::Tensor> MseSearchScales(const torch::Tensor& x, const FakeQuantConfig& config,

@@ -215,6 +215,26 @@ absl::StatusOr<FakeQuantOutput> FakeQuantizeDynamicSte(const torch::Tensor& x,
   return FakeQuantOutput{*values, scales};
 }
 
+absl::StatusOr<torch::Tensor> QuantizeInt8(const torch::Tensor& x, const FakeQuantConfig& config,
+                                           const torch::Tensor& scales) {
+  auto shape = CheckInput(x, config);
+  if (!shape.ok()) return shape.status();
+  if (config.bits > 8) return absl::InvalidArgumentError("QuantizeInt8 needs bits <= 8");
+  torch::NoGradGuard no_grad;
+  const torch::Tensor work = x.detach().to(torch::kCPU, torch::kFloat).contiguous();
+  torch::Tensor full;
+  try {
+    full = ExpandScales(scales.detach().cpu(), work, ScaleShape(x, config)).contiguous();
+  } catch (const c10::Error& e) {
+    return absl::InvalidArgumentError(std::string("fake quantization: scales do not broadcast: ") +
+                                      e.what_without_backtrace());
+  }
+  torch::Tensor q = torch::empty(work.sizes(), torch::kChar);
+  QuantizeToInt8(work.data_ptr<float>(), shape->rows, shape->cols, config, full.data_ptr<float>(),
+                 q.data_ptr<int8_t>());
+  return q;
+}
+
 absl::StatusOr<torch::Tensor> MseSearchScales(const torch::Tensor& x, const FakeQuantConfig& config,
                                               const ShrinkSearch& search) {
   auto shape = CheckInput(x, config);

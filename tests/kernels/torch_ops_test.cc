@@ -173,6 +173,32 @@ TEST(FakeQuantTorchTest, SteGradientsReachInputsAndScales) {
   EXPECT_NEAR(s.grad()[1][0].item<float>(), want_s1, 1e-5);
 }
 
+TEST(FakeQuantTorchTest, IntegerValuesTimesScalesGiveTheFakeQuantizedTensor) {
+  torch::manual_seed(8);
+  const torch::Tensor w = torch::randn({8, 256});
+  for (const FakeQuantConfig& config : Layouts()) {
+    auto fq = FakeQuantizeDynamic(w, config);
+    ASSERT_TRUE(fq.ok());
+    auto q = QuantizeInt8(w, config, fq->scales);
+    ASSERT_TRUE(q.ok()) << q.status();
+    EXPECT_EQ(q->scalar_type(), torch::kChar);
+    EXPECT_LE(q->max().item<int>(), QuantMax(config.bits));
+    EXPECT_GE(q->min().item<int>(), QuantMin(config.bits));
+    // Dequantize with the layout's broadcast shape.
+    torch::Tensor deq;
+    if (config.granularity == QuantGranularity::kPerGroup) {
+      deq = (q->to(torch::kFloat).reshape({8, -1, config.group_size}) * fq->scales.unsqueeze(-1))
+                .reshape({8, 256});
+    } else {
+      deq = q->to(torch::kFloat) * fq->scales;
+    }
+    EXPECT_TRUE(torch::equal(deq, fq->values));
+  }
+  EXPECT_EQ(
+      QuantizeInt8(w, {16, QuantGranularity::kPerToken, 0}, torch::ones({8, 1})).status().code(),
+      absl::StatusCode::kInvalidArgument);
+}
+
 TEST(FakeQuantTorchTest, MseSearchMatchesTheKernel) {
   torch::manual_seed(4);
   const torch::Tensor w = torch::randn({16, 256}) * 0.02;
