@@ -42,7 +42,8 @@ struct HadamardFactors {
 
 // Factors for order n ≥ 1, choosing the smallest base order k for which a direct construction
 // exists. `fallback_seed` seeds the random orthogonal base when none exists (deterministic for a
-// given seed on every platform).
+// given seed on every platform; warned about on every call, so build the factors once per size
+// and reuse them). Cost: O(k²) plus the GF(q) set-up, microseconds to milliseconds.
 HadamardFactors FactorHadamard(int64_t n, uint64_t fallback_seed = 0);
 
 // Entry (row, col) of M, computed without forming M.
