@@ -138,8 +138,9 @@ v1::Job Scheduler::View(const JobEntry& entry) const {
     int32_t position = 0;
     for (auto it = queue_.begin(); it != queue_.end() && *it < key; ++it) ++position;
     job.set_queue_position(position);
-    job.set_pending_reason(entry.pending_reason.empty() ? global_pending_reason_
-                                                        : entry.pending_reason);
+    job.set_pending_reason(entry.reason_pass == dispatch_pass_ && !entry.pending_reason.empty()
+                               ? entry.pending_reason
+                               : global_pending_reason_);
   }
   return job;
 }
@@ -299,26 +300,15 @@ bool Scheduler::AnyCapacity() const {
 }
 
 void Scheduler::Dispatch() {
+  ++dispatch_pass_;
   bool any_connected = false;
   for (const auto& [id, worker] : workers_) any_connected |= worker.link != nullptr;
   global_pending_reason_ = any_connected ? "all workers busy" : "no worker connected";
-  if (!any_connected) {
-    for (const QueueKey& key : queue_) {
-      JobEntry* entry = Find(std::get<2>(key));
-      if (entry != nullptr) entry->pending_reason.clear();
-    }
-    return;
-  }
+  if (!any_connected) return;
   auto it = queue_.begin();
   while (it != queue_.end()) {
-    if (!AnyCapacity()) {
-      // The rest waits for the same reason; View() shows global_pending_reason_.
-      for (; it != queue_.end(); ++it) {
-        JobEntry* entry = Find(std::get<2>(*it));
-        if (entry != nullptr) entry->pending_reason.clear();
-      }
-      break;
-    }
+    // Without capacity the rest waits for the scheduler-wide reason.
+    if (!AnyCapacity()) break;
     JobEntry& entry = jobs_.at(std::get<2>(*it));
     ++it;  // Transition() erases the current key.
     v1::Job& job = entry.stored.job;
@@ -327,12 +317,14 @@ void Scheduler::Dispatch() {
       const int running = active == active_by_owner_.end() ? 0 : active->second;
       if (running >= options_.max_running_per_owner) {
         entry.pending_reason = absl::StrCat("owner at limit (", running, " running)");
+        entry.reason_pass = dispatch_pass_;
         continue;
       }
     }
     PlacementDecision decision = Place(job.spec().resources(), Candidates(entry));
     if (!decision.placed) {
       entry.pending_reason = decision.pending_reason;
+      entry.reason_pass = dispatch_pass_;
       continue;
     }
     const absl::Duration waited = clock_->Now() - entry.queued_since;

@@ -141,7 +141,10 @@ class Scheduler {
   struct JobEntry {
     StoredJob stored;
     absl::Time queued_since;
+    // Why it waits, as found by the Dispatch() pass numbered `reason_pass`; older reasons
+    // are stale and the scheduler-wide reason applies.
     std::string pending_reason;
+    int64_t reason_pass = 0;
     std::set<std::string> rejected_by;
   };
   struct WorkerEntry {
@@ -198,6 +201,7 @@ class Scheduler {
   std::map<std::string, int> active_by_owner_ ABSL_GUARDED_BY(mu_);
   std::map<v1::JobState, int64_t> state_counts_ ABSL_GUARDED_BY(mu_);
   std::string global_pending_reason_ ABSL_GUARDED_BY(mu_);
+  int64_t dispatch_pass_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t next_job_number_ ABSL_GUARDED_BY(mu_) = 1;
   int64_t next_submit_order_ ABSL_GUARDED_BY(mu_) = 1;
 

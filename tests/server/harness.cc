@@ -15,6 +15,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "grpcpp/generic/generic_stub.h"
 
 namespace quantd::testing {
 namespace {
@@ -350,6 +351,42 @@ std::vector<v1::JobEvent> Watcher::events() const {
 int64_t Watcher::last_sequence() const {
   absl::MutexLock lock(&mu_);
   return events_.empty() ? 0 : events_.back().sequence();
+}
+
+// ---------------------------------------------------------------- health
+
+absl::StatusOr<int> HealthStatus(const std::string& address, const std::string& service) {
+  auto channel = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+  grpc::GenericStub stub(channel);
+  // HealthCheckRequest{service = 1}, encoded by hand (no generated health stubs here).
+  std::string request_bytes;
+  if (!service.empty()) {
+    request_bytes.push_back(0x0a);
+    request_bytes.push_back(static_cast<char>(service.size()));
+    request_bytes += service;
+  }
+  grpc::Slice slice(request_bytes);
+  grpc::ByteBuffer request(&slice, 1);
+  grpc::ByteBuffer response;
+  auto context = Context("", absl::Seconds(10));
+  absl::Mutex mu;
+  std::optional<grpc::Status> status;
+  stub.UnaryCall(context.get(), "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request,
+                 &response, [&](grpc::Status result) {
+                   absl::MutexLock lock(&mu);
+                   status = result;
+                 });
+  absl::MutexLock lock(&mu);
+  auto done = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) { return status.has_value(); };
+  mu.Await(absl::Condition(&done));
+  if (!status->ok()) return absl::UnavailableError(status->error_message());
+  std::vector<grpc::Slice> slices;
+  if (!response.Dump(&slices).ok()) return absl::DataLossError("bad health response");
+  std::string bytes;
+  for (const auto& s : slices) bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  // HealthCheckResponse{status = 1}: 0x08 <status>; empty = UNKNOWN (0).
+  if (bytes.size() >= 2 && bytes[0] == 0x08) return static_cast<int>(bytes[1]);
+  return 0;
 }
 
 // ---------------------------------------------------------------- HTTP

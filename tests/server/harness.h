@@ -139,6 +139,9 @@ class Watcher : public grpc::ClientReadReactor<v1::JobEvent> {
   std::optional<grpc::Status> status_ ABSL_GUARDED_BY(mu_);
 };
 
+// grpc.health.v1.Health/Check of `service` ("" = the server): 1 SERVING, 2 NOT_SERVING.
+absl::StatusOr<int> HealthStatus(const std::string& address, const std::string& service);
+
 // GET http://127.0.0.1:<port><path>; the body.
 absl::StatusOr<std::string> HttpGet(int port, const std::string& path);
 

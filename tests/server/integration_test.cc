@@ -362,6 +362,9 @@ TEST_F(IntegrationTest, BadRequestsGetTheRightCodes) {
 
 TEST_F(IntegrationTest, SigtermShutsDownCleanly) {
   StartQuantd();
+  auto health = testing::HealthStatus(process_->address(), "");
+  ASSERT_TRUE(health.ok()) << health.status();
+  EXPECT_EQ(*health, 1) << "SERVING";
   v1::Job job;
   ASSERT_TRUE(Submit("alice-token", testing::MinimalSpec(), &job).ok());
   Watcher watcher(process_->address(), "alice-token", job.job_id(), 0);
