@@ -1,6 +1,9 @@
 #include "client/quantctl/commands.h"
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
 #include <chrono>
 #include <thread>
 
@@ -10,6 +13,7 @@
 #include "client/lib/connection.h"
 #include "proto/common/args.h"
 #include "client/quantctl/exit_codes.h"
+#include "client/plot/svg_plot.h"
 #include "client/quantctl/output.h"
 #include "proto/common/version.h"
 #include "proto/spec/defaults.h"
@@ -31,6 +35,8 @@ commands:
   list              jobs, newest first [--state STATE ...] [--owner NAME] [--limit N]
   cancel JOB_ID     stop a job [--reason TEXT]
   watch JOB_ID      follow a job's events until it ends [--after SEQ]
+  logs JOB_ID       the job's log lines [--follow]
+  plot JOB_ID       loss curves and perplexities as an image [--out FILE.svg|FILE.png]
   validate JOB.yaml check a job file without a server [--set path=value ...]
   version           print the client version
 
@@ -48,8 +54,8 @@ exit codes: 0 ok / job succeeded, 1 job failed, 2 job cancelled, 64 usage,
 
 const std::set<std::string> kValueFlags = {"addr",   "token",      "ca-cert", "timeout",
                                            "output", "set",        "request-id", "state",
-                                           "owner",  "limit",      "reason",  "after"};
-const std::set<std::string> kSwitches = {"watch", "help"};
+                                           "owner",  "limit",      "reason",  "after", "out"};
+const std::set<std::string> kSwitches = {"watch", "help", "follow"};
 
 struct Session {
   client::ConnectionOptions options;
@@ -292,6 +298,93 @@ int RunWatch(const Args& args, std::ostream& out, std::ostream& err) {
   return Watch(*session, args.positional()[0], after, out, err);
 }
 
+int RunLogs(const Args& args, std::ostream& out, std::ostream& err) {
+  if (args.positional().size() != 1) return Fail(err, absl::InvalidArgumentError("logs JOB_ID"), "");
+  auto session = OpenSession(args);
+  if (!session.ok()) return Fail(err, session.status(), "");
+  const std::string job_id = args.positional()[0];
+  int64_t until = INT64_MAX;
+  if (!args.Has("follow")) {
+    grpc::ClientContext context;
+    client::PrepareContext(session->options, /*with_deadline=*/true, &context);
+    v1::GetJobRequest request;
+    request.set_job_id(job_id);
+    v1::Job job;
+    const absl::Status status = client::ToAbslStatus(session->stub->GetJob(&context, request, &job));
+    if (!status.ok()) return Fail(err, status, "logs " + job_id);
+    until = job.last_sequence();
+  }
+  grpc::ClientContext context;
+  client::PrepareContext(session->options, /*with_deadline=*/false, &context);
+  v1::WatchJobRequest request;
+  request.set_job_id(job_id);
+  auto reader = session->stub->WatchJob(&context, request);
+  v1::JobEvent event;
+  while (until > 0 && reader->Read(&event)) {
+    const bool failure = event.has_state_change() && event.state_change().has_failure();
+    if (event.has_log() || failure) {
+      if (session->format == OutputFormat::kJson) {
+        out << ToJson(event, /*pretty=*/false) << "\n";
+      } else if (event.has_log()) {
+        out << event.log().level() << " " << event.log().message() << "\n";
+      } else {
+        out << "error " << ShortName(event.state_change().failure().reason()) << ": "
+            << event.state_change().failure().message() << "\n";
+      }
+      out.flush();
+    }
+    if (event.sequence() >= until) {
+      context.TryCancel();
+      break;
+    }
+  }
+  const grpc::Status status = reader->Finish();
+  if (!status.ok() && status.error_code() != grpc::StatusCode::CANCELLED) {
+    return Fail(err, client::ToAbslStatus(status), "logs " + job_id);
+  }
+  return kExitOk;
+}
+
+int RunPlot(const Args& args, std::ostream& out, std::ostream& err) {
+  if (args.positional().size() != 1) return Fail(err, absl::InvalidArgumentError("plot JOB_ID"), "");
+  const std::string job_id = args.positional()[0];
+  const std::string path = args.Get("out", job_id + ".svg");
+  const bool png = path.size() > 4 && path.substr(path.size() - 4) == ".png";
+  if (!png && !(path.size() > 4 && path.substr(path.size() - 4) == ".svg")) {
+    return Fail(err, absl::InvalidArgumentError("--out must end in .svg or .png"), "plot");
+  }
+  auto session = OpenSession(args);
+  if (!session.ok()) return Fail(err, session.status(), "");
+  grpc::ClientContext context;
+  client::PrepareContext(session->options, /*with_deadline=*/true, &context);
+  v1::GetJobMetricsRequest request;
+  request.set_job_id(job_id);
+  v1::JobMetrics metrics;
+  const absl::Status status =
+      client::ToAbslStatus(session->stub->GetJobMetrics(&context, request, &metrics));
+  if (!status.ok()) return Fail(err, status, "plot " + job_id);
+  const std::string svg = plot::RenderJobSvg(metrics, "quantd job " + job_id);
+  const std::string svg_path = png ? path + ".svg" : path;
+  {
+    std::ofstream file(svg_path);
+    file << svg;
+    if (!file) return Fail(err, absl::NotFoundError("cannot write " + svg_path), "plot");
+  }
+  if (png) {
+    const std::string command = "rsvg-convert -o '" + path + "' '" + svg_path + "' 2>&1";
+    const int code = std::system(command.c_str());
+    std::remove(svg_path.c_str());
+    if (code != 0) {
+      return Fail(err,
+                  absl::FailedPreconditionError("PNG needs rsvg-convert (Debian package "
+                                                "librsvg2-bin); or write .svg"),
+                  "plot");
+    }
+  }
+  out << path << "\n";
+  return kExitOk;
+}
+
 }  // namespace
 
 int RunQuantctl(const std::vector<std::string>& argv, std::ostream& out, std::ostream& err) {
@@ -319,6 +412,8 @@ int RunQuantctl(const std::vector<std::string>& argv, std::ostream& out, std::os
   if (command == "list") return RunList(*args, out, err);
   if (command == "cancel") return RunCancel(*args, out, err);
   if (command == "watch") return RunWatch(*args, out, err);
+  if (command == "logs") return RunLogs(*args, out, err);
+  if (command == "plot") return RunPlot(*args, out, err);
   err << "quantctl: unknown command \"" << command << "\"\n\n" << kUsage;
   return kExitUsage;
 }

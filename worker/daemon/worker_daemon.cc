@@ -33,7 +33,10 @@ void WorkerDaemon::Stop() {
     std::lock_guard<std::mutex> lock(mu_);
     if (stopping_) return;
     stopping_ = true;
-    for (auto& [id, job] : jobs_) job.process->RequestCancel();
+    for (auto& [id, job] : jobs_) {
+      job.cancel_requested = true;
+      if (job.process != nullptr) job.process->RequestCancel();
+    }
   }
   // Job threads remove themselves from jobs_ and park their std::thread in
   // finished_threads_; wait for all of them.
@@ -92,22 +95,9 @@ void WorkerDaemon::OnAssignment(const v1::Assignment& assignment) {
   process_options.log_path = dir + "/job.log";
   process_options.cancel_grace = options_.cancel_grace;
   process_options.log_tail_lines = options_.failure_log_lines;
-  auto process = runner::JobProcess::Start(process_options);
-  if (!process.ok()) {
-    spdlog::error("job {}: cannot start its process: {}", job_id, process.status().ToString());
-    v1::JobFinished finished;
-    finished.set_job_id(job_id);
-    finished.set_state(v1::JOB_STATE_FAILED);
-    finished.mutable_failure()->set_reason(v1::FAILURE_REASON_INTERNAL);
-    finished.mutable_failure()->set_message(std::string(process.status().message()));
-    link_->Finish(finished);
-    return;
-  }
-  spdlog::info("job {}: started (pid {})", job_id, (*process)->pid());
-  RunningJob& job = jobs_[job_id];
-  job.process = std::move(*process);
-  job.thread = std::thread(&WorkerDaemon::RunJob, this, job_id, job.process.get(),
-                           process_options.log_path);
+  // The job's own thread forks the child: the child's parent-death signal is tied to the
+  // forking thread, so it must live exactly as long as the job.
+  jobs_[job_id].thread = std::thread(&WorkerDaemon::RunJob, this, job_id, process_options);
 }
 
 void WorkerDaemon::OnCancel(const std::string& job_id) {
@@ -115,17 +105,39 @@ void WorkerDaemon::OnCancel(const std::string& job_id) {
   auto it = jobs_.find(job_id);
   if (it == jobs_.end()) return;
   spdlog::info("job {}: cancelling", job_id);
-  it->second.process->RequestCancel();
+  it->second.cancel_requested = true;
+  if (it->second.process != nullptr) it->second.process->RequestCancel();
 }
 
-void WorkerDaemon::RunJob(const std::string& job_id, runner::JobProcess* process,
-                          std::string log_path) {
-  const runner::JobOutcome outcome = process->Run([&](v1::JobEvent event) {
-    event.set_job_id(job_id);
-    outbox_.Add(job_id, event);
-    link_->Notify();
-  });
-  if (outcome.state == v1::JOB_STATE_FAILED) {
+void WorkerDaemon::RunJob(const std::string& job_id, runner::JobProcessOptions process_options) {
+  auto started = runner::JobProcess::Start(process_options);
+  runner::JobProcess* process = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    RunningJob& job = jobs_[job_id];
+    if (started.ok()) {
+      job.process = std::move(*started);
+      process = job.process.get();
+      if (job.cancel_requested || stopping_) process->RequestCancel();
+    }
+  }
+  runner::JobOutcome outcome;
+  if (process == nullptr) {
+    spdlog::error("job {}: cannot start its process: {}", job_id, started.status().ToString());
+    outcome.state = v1::JOB_STATE_FAILED;
+    outcome.failure.set_reason(v1::FAILURE_REASON_INTERNAL);
+    outcome.failure.set_message("cannot start the job process: " +
+                                std::string(started.status().message()));
+  } else {
+    spdlog::info("job {}: started (pid {})", job_id, process->pid());
+    outcome = process->Run([&](v1::JobEvent event) {
+      event.set_job_id(job_id);
+      outbox_.Add(job_id, event);
+      link_->Notify();
+    });
+  }
+  const std::string& log_path = process_options.log_path;
+  if (outcome.state == v1::JOB_STATE_FAILED && process != nullptr) {
     // Ship the end of the job's log so the failure can be read without shell access.
     const std::string tail = runner::ReadLogTail(log_path, options_.failure_log_lines);
     for (absl::string_view line : absl::StrSplit(tail, '\n', absl::SkipEmpty())) {

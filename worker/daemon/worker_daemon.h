@@ -49,13 +49,15 @@ class WorkerDaemon {
 
  private:
   struct RunningJob {
-    std::unique_ptr<runner::JobProcess> process;
+    std::unique_ptr<runner::JobProcess> process;  // null until the job's thread started it
+    bool cancel_requested = false;
     std::thread thread;
   };
 
   void OnAssignment(const v1::Assignment& assignment);
   void OnCancel(const std::string& job_id);
-  void RunJob(const std::string& job_id, runner::JobProcess* process, std::string log_path);
+  // The job's thread: starts the child, forwards its events, reports the outcome.
+  void RunJob(const std::string& job_id, runner::JobProcessOptions process_options);
   std::vector<std::string> RunningJobIds() const;
 
   const DaemonOptions options_;

@@ -11,6 +11,9 @@
 // child had already succeeded. Cancel sends SIGTERM to the process group, then SIGKILL
 // after the grace period. The child is always reaped: no zombie survives Run().
 //
+// The child gets SIGKILL when the thread that called Start() exits (PR_SET_PDEATHSIG), so a
+// worker killed with -9 takes its jobs down; call Start() from a thread that outlives the job.
+//
 // Thread safety: Run() on one thread; RequestCancel() from any thread.
 #ifndef QUANTD_WORKER_RUNNER_JOB_PROCESS_H_
 #define QUANTD_WORKER_RUNNER_JOB_PROCESS_H_

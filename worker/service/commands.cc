@@ -74,6 +74,37 @@ class ConsoleSink : public EventSink {
   int64_t sequence_ = 0;
 };
 
+// Test hooks of the job process, read from the environment (tests of job isolation):
+//   QUANTD_TEST_EVENT_DELAY_MS=N       sleep N ms after every event (a slow job)
+//   QUANTD_TEST_CRASH_AFTER_EVENTS=N   die with SIGSEGV after N events (a crashing job)
+class TestHookSink : public EventSink {
+ public:
+  explicit TestHookSink(EventSink& inner) : inner_(inner) {
+    if (const char* delay = std::getenv("QUANTD_TEST_EVENT_DELAY_MS")) {
+      (void)absl::SimpleAtoi(delay, &delay_ms_);
+    }
+    if (const char* crash = std::getenv("QUANTD_TEST_CRASH_AFTER_EVENTS")) {
+      (void)absl::SimpleAtoi(crash, &crash_after_);
+    }
+  }
+  absl::Status Emit(const v1::JobEvent& event) override {
+    const absl::Status status = inner_.Emit(event);
+    if (crash_after_ > 0 && ++emitted_ >= crash_after_) {
+      std::fprintf(stderr, "test hook: crashing after %d events\n", emitted_);
+      std::fflush(stderr);
+      ::raise(SIGSEGV);
+    }
+    if (delay_ms_ > 0) std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms_));
+    return status;
+  }
+
+ private:
+  EventSink& inner_;
+  int delay_ms_ = 0;
+  int crash_after_ = 0;
+  int emitted_ = 0;
+};
+
 }  // namespace
 
 const char* ServiceCommandsUsage() { return kUsage; }
@@ -164,7 +195,8 @@ int RunExecJobCommand(const std::vector<std::string>& argv) {
     return Usage(absl::InvalidArgumentError("--event_fd is required"));
   }
   (void)InitLogging("quantd-job", LogFormat::kText, "info");
-  runner::PipeEventSink sink(event_fd);
+  runner::PipeEventSink pipe_sink(event_fd);
+  TestHookSink sink(pipe_sink);
   CancellationToken cancel;
   runner::CancelOnTermination(&cancel);
 

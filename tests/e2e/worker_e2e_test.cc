@@ -1,0 +1,275 @@
+// quantd + real quantd-worker processes on loopback, running real jobs on the shared
+// stories260K model: success with every event in order, worker killed -> requeue on the
+// other worker, scheduler killed -> re-attach and a gapless event log, cancel, crash.
+#include <signal.h>
+
+#include <filesystem>
+#include <regex>
+#include <thread>
+
+#include "gmock/gmock.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "quantd/v1/quantize_service.grpc.pb.h"
+#include "tests/e2e/processes.h"
+
+namespace quantd::e2e {
+namespace {
+
+using namespace std::chrono_literals;
+using ::testing::HasSubstr;
+
+const std::string kQuantd = std::string(QUANTD_BINARY_DIR) + "/server/quantd";
+const std::string kWorker = std::string(QUANTD_BINARY_DIR) + "/worker/quantd-worker";
+const std::string kData = QUANTD_SHARED_DATA;
+
+bool IsTerminal(v1::JobState state) {
+  return state == v1::JOB_STATE_SUCCEEDED || state == v1::JOB_STATE_FAILED ||
+         state == v1::JOB_STATE_CANCELLED;
+}
+
+class WorkerE2ETest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = ::testing::TempDir() + "/quantd_e2e_" +
+           ::testing::UnitTest::GetInstance()->current_test_info()->name() + "_" +
+           std::to_string(::getpid());
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
+  }
+
+  void StartScheduler(int port = 0) {
+    const std::string log = dir_ + "/quantd." + std::to_string(++scheduler_starts_) + ".log";
+    auto process = Process::Start(
+        {kQuantd, "--listen=127.0.0.1:" + std::to_string(port), "--metrics_listen=127.0.0.1:0",
+         "--db=" + dir_ + "/quantd.db", "--heartbeat_interval=1s", "--worker_lost_after=3s",
+         "--reattach_grace=30s", "--shutdown_grace=1s"},
+        log);
+    ASSERT_TRUE(process.ok()) << process.status();
+    scheduler_ = std::move(*process);
+    std::smatch match;
+    const std::regex ready("ready port=([0-9]+)");
+    ASSERT_TRUE(WaitFor(
+        [&] {
+          const std::string output = scheduler_->Output();
+          return std::regex_search(output, match, ready);
+        },
+        20s))
+        << scheduler_->Output();
+    port_ = std::stoi(match[1]);
+    stub_ = v1::QuantizeService::NewStub(
+        grpc::CreateChannel("127.0.0.1:" + std::to_string(port_), grpc::InsecureChannelCredentials()));
+  }
+
+  std::unique_ptr<Process> StartWorker(const std::string& name,
+                                       const std::map<std::string, std::string>& env = {}) {
+    auto process = Process::Start(
+        {kWorker, "connect", "--scheduler=127.0.0.1:" + std::to_string(port_),
+         "--work_dir=" + dir_ + "/" + name, "--worker_id=" + name, "--cancel_grace_seconds=2"},
+        dir_ + "/" + name + ".log", env);
+    EXPECT_TRUE(process.ok()) << process.status();
+    return process.ok() ? std::move(*process) : nullptr;
+  }
+
+  static v1::JobSpec Spec(int windows) {
+    v1::JobSpec spec;
+    spec.mutable_model()->set_path(kData + "/models/stories260K");
+    spec.mutable_calibration()->set_dataset_path(kData + "/text/tinystories-valid-subset.txt");
+    spec.mutable_calibration()->set_documents("blank-line");
+    spec.mutable_eval()->set_eval_ppl(true);
+    spec.mutable_eval()->set_ppl_seqlen(256);
+    spec.mutable_eval()->set_ppl_max_windows(windows);
+    return spec;
+  }
+
+  std::string Submit(const v1::JobSpec& spec) {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + 10s);
+    v1::SubmitJobRequest request;
+    *request.mutable_spec() = spec;
+    v1::SubmitJobResponse response;
+    const grpc::Status status = stub_->SubmitJob(&context, request, &response);
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    return response.job().job_id();
+  }
+
+  // The job, or a job with state UNSPECIFIED when the scheduler cannot be reached.
+  v1::Job Get(const std::string& job_id) {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + 2s);
+    v1::GetJobRequest request;
+    request.set_job_id(job_id);
+    v1::Job job;
+    if (!stub_->GetJob(&context, request, &job).ok()) job.Clear();
+    return job;
+  }
+
+  bool WaitForJob(const std::string& job_id, const std::function<bool(const v1::Job&)>& done,
+                  std::chrono::milliseconds timeout) {
+    return WaitFor([&] { return done(Get(job_id)); }, timeout);
+  }
+
+  // Every event of the job from the beginning to its terminal state, resuming after
+  // broken streams (as quantctl watch does).
+  std::vector<v1::JobEvent> WatchToEnd(const std::string& job_id,
+                                       std::chrono::milliseconds timeout) {
+    std::vector<v1::JobEvent> events;
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < deadline) {
+      grpc::ClientContext context;
+      context.set_deadline(std::chrono::system_clock::now() + timeout);
+      v1::WatchJobRequest request;
+      request.set_job_id(job_id);
+      request.set_after_sequence(events.empty() ? 0 : events.back().sequence());
+      auto reader = stub_->WatchJob(&context, request);
+      v1::JobEvent event;
+      while (reader->Read(&event)) events.push_back(event);
+      const grpc::Status status = reader->Finish();
+      if (status.ok()) break;
+      std::this_thread::sleep_for(100ms);
+    }
+    return events;
+  }
+
+  static void ExpectGapless(const std::vector<v1::JobEvent>& events) {
+    for (size_t i = 0; i < events.size(); ++i) {
+      ASSERT_EQ(events[i].sequence(), static_cast<int64_t>(i + 1)) << "event " << i;
+    }
+  }
+
+  static v1::JobState FinalState(const std::vector<v1::JobEvent>& events) {
+    for (auto it = events.rbegin(); it != events.rend(); ++it) {
+      if (it->has_state_change()) return it->state_change().to();
+    }
+    return v1::JOB_STATE_UNSPECIFIED;
+  }
+
+  std::string dir_;
+  int scheduler_starts_ = 0;
+  std::unique_ptr<Process> scheduler_;
+  int port_ = 0;
+  std::unique_ptr<v1::QuantizeService::Stub> stub_;
+};
+
+TEST_F(WorkerE2ETest, JobSucceedsAndTheWatcherGetsEveryEventInOrder) {
+  StartScheduler();
+  auto first = StartWorker("w1");
+  auto second = StartWorker("w2");
+  const std::string job_id = Submit(Spec(10));
+  const auto events = WatchToEnd(job_id, 120s);
+  ExpectGapless(events);
+  EXPECT_EQ(FinalState(events), v1::JOB_STATE_SUCCEEDED);
+  int loss_points = 0;
+  double ppl = 0;
+  for (const auto& event : events) {
+    if (event.has_loss()) {
+      EXPECT_EQ(event.loss().step(), loss_points++);
+    }
+    if (event.has_metric()) ppl = event.metric().value();
+  }
+  EXPECT_EQ(loss_points, 10);
+  EXPECT_GT(ppl, 3.0);
+  EXPECT_LT(ppl, 6.0);
+  const v1::Job job = Get(job_id);
+  EXPECT_EQ(job.state(), v1::JOB_STATE_SUCCEEDED);
+  EXPECT_GT(job.result().metrics().at("ppl/tinystories-valid-subset.txt/fp"), 3.0);
+}
+
+TEST_F(WorkerE2ETest, KilledWorkerIsReplacedAndTheOtherWorkerFinishesTheJob) {
+  StartScheduler();
+  std::map<std::string, std::unique_ptr<Process>> workers;
+  workers["w1"] = StartWorker("w1", {{"QUANTD_TEST_EVENT_DELAY_MS", "100"}});
+  workers["w2"] = StartWorker("w2", {{"QUANTD_TEST_EVENT_DELAY_MS", "100"}});
+  const std::string job_id = Submit(Spec(20));
+  std::string running_on;
+  ASSERT_TRUE(WaitForJob(
+      job_id,
+      [&](const v1::Job& job) {
+        running_on = job.worker_id();
+        return job.state() == v1::JOB_STATE_RUNNING && job.progress().fraction() > 0.1;
+      },
+      60s));
+  workers.at(running_on)->Kill();
+  ASSERT_TRUE(WaitForJob(job_id, [](const v1::Job& job) { return IsTerminal(job.state()); }, 120s));
+  const v1::Job job = Get(job_id);
+  EXPECT_EQ(job.state(), v1::JOB_STATE_SUCCEEDED);
+  EXPECT_NE(job.worker_id(), running_on);
+  const auto events = WatchToEnd(job_id, 10s);
+  ExpectGapless(events);
+  bool lost = false;
+  for (const auto& event : events) {
+    if (event.has_state_change() && event.state_change().failure().reason() ==
+                                        v1::FAILURE_REASON_WORKER_LOST) {
+      lost = true;
+    }
+  }
+  EXPECT_TRUE(lost) << "no WORKER_LOST requeue event";
+}
+
+TEST_F(WorkerE2ETest, SchedulerKilledMidJobWorkerReattachesAndTheLogStaysGapless) {
+  StartScheduler();
+  auto worker = StartWorker("w1", {{"QUANTD_TEST_EVENT_DELAY_MS", "100"}});
+  const std::string job_id = Submit(Spec(30));
+  ASSERT_TRUE(WaitForJob(
+      job_id,
+      [](const v1::Job& job) {
+        return job.state() == v1::JOB_STATE_RUNNING && job.progress().fraction() > 0.2;
+      },
+      60s));
+  const int port = port_;
+  scheduler_->Kill();
+  StartScheduler(port);
+  const auto events = WatchToEnd(job_id, 120s);
+  ExpectGapless(events);
+  EXPECT_EQ(FinalState(events), v1::JOB_STATE_SUCCEEDED);
+  int loss_points = 0;
+  for (const auto& event : events) {
+    if (event.has_loss()) {
+      EXPECT_EQ(event.loss().step(), loss_points++);
+    }
+  }
+  EXPECT_EQ(loss_points, 30);  // none lost, none duplicated across the restart
+}
+
+TEST_F(WorkerE2ETest, CancelEndsARunningJobAndItsProcess) {
+  StartScheduler();
+  auto worker = StartWorker("w1", {{"QUANTD_TEST_EVENT_DELAY_MS", "200"}});
+  const std::string job_id = Submit(Spec(40));
+  ASSERT_TRUE(WaitForJob(
+      job_id, [](const v1::Job& job) { return job.state() == v1::JOB_STATE_RUNNING; }, 60s));
+  std::smatch match;
+  const std::regex started("job " + job_id + ": started \\(pid ([0-9]+)\\)");
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        const std::string output = worker->Output();
+        return std::regex_search(output, match, started);
+      },
+      10s));
+  const pid_t child = std::stoi(match[1]);
+  grpc::ClientContext context;
+  v1::CancelJobRequest request;
+  request.set_job_id(job_id);
+  v1::Job cancelled;
+  ASSERT_TRUE(stub_->CancelJob(&context, request, &cancelled).ok());
+  const auto start = std::chrono::steady_clock::now();
+  ASSERT_TRUE(WaitForJob(
+      job_id, [](const v1::Job& job) { return job.state() == v1::JOB_STATE_CANCELLED; }, 15s));
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 10s);
+  EXPECT_TRUE(WaitFor([&] { return ProcessGone(child); }, 5s)) << "job process " << child;
+}
+
+TEST_F(WorkerE2ETest, CrashingJobProcessFailsTheJobWithTheReason) {
+  StartScheduler();
+  auto worker = StartWorker("w1", {{"QUANTD_TEST_CRASH_AFTER_EVENTS", "3"}});
+  const std::string job_id = Submit(Spec(5));
+  ASSERT_TRUE(WaitForJob(job_id, [](const v1::Job& job) { return IsTerminal(job.state()); }, 60s));
+  const v1::Job job = Get(job_id);
+  EXPECT_EQ(job.state(), v1::JOB_STATE_FAILED);
+  EXPECT_EQ(job.failure().reason(), v1::FAILURE_REASON_INTERNAL);
+  EXPECT_THAT(job.failure().message(), HasSubstr("signal 11"));
+  EXPECT_THAT(job.failure().message(), HasSubstr("crashing after 3 events"));
+  EXPECT_FALSE(ProcessGone(worker->pid())) << "the worker itself must survive the crash";
+}
+
+}  // namespace
+}  // namespace quantd::e2e
