@@ -66,7 +66,9 @@ void WatchReactor::OnCancel() {
 }
 
 void WatchReactor::OnDone() {
-  session_.Stop();
+  session_.Stop();  // no wake-up after this
+  // The thread that called Finish() may still be leaving Pump(): wait for it.
+  { absl::MutexLock lock(&mu_); }
   delete this;
 }
 
