@@ -305,6 +305,50 @@ TEST_F(SchedulerTest, CancelAssignedAndRunningWaitsForTheWorker) {
   ExpectContiguous(running);
 }
 
+TEST_F(SchedulerTest, CancelOfFinishedJobsIsANoOp) {
+  const std::string succeeded = SubmitOk("alice");
+  const std::string failed = SubmitOk("alice");
+  RecordingLink* link = Connect("w1", 2, 80, 2);
+  ASSERT_TRUE(Finish("w1", link, succeeded, v1::JOB_STATE_SUCCEEDED).ok());
+  ASSERT_TRUE(Finish("w1", link, failed, v1::JOB_STATE_FAILED).ok());
+  for (const auto& [job, state] : {std::pair{succeeded, v1::JOB_STATE_SUCCEEDED},
+                                   std::pair{failed, v1::JOB_STATE_FAILED}}) {
+    const int64_t before = Get(job).last_sequence();
+    auto result = Cancel("alice", job);
+    ASSERT_TRUE(result.ok());
+    EXPECT_EQ(result->state(), state);
+    EXPECT_EQ(Get(job).last_sequence(), before) << "no event for a no-op";
+  }
+  EXPECT_TRUE(link->Cancellations().empty());
+}
+
+TEST_F(SchedulerTest, OwnerLimitReleasesWhenAJobEnds) {
+  SchedulerOptions options;
+  options.max_running_per_owner = 1;
+  Make(options);
+  const std::string first = SubmitOk("alice");
+  const std::string second = SubmitOk("alice");
+  RecordingLink* link = Connect("w1", 2, 80, 2);
+  EXPECT_EQ(Get(second).state(), v1::JOB_STATE_QUEUED);
+  ASSERT_TRUE(Finish("w1", link, first, v1::JOB_STATE_SUCCEEDED).ok());
+  EXPECT_EQ(Get(second).state(), v1::JOB_STATE_ASSIGNED);
+}
+
+TEST_F(SchedulerTest, CancelWhileWorkerIsAwayIsResentOnReattach) {
+  const std::string job = SubmitOk("alice");
+  RecordingLink* first = Connect("w1");
+  ASSERT_TRUE(Events("w1", first, job, 1, 1).ok());
+  scheduler_->DisconnectWorker("w1", first);
+  ASSERT_EQ(Cancel("alice", job)->state(), v1::JOB_STATE_CANCELLING);
+  v1::RunningJob running;
+  running.set_job_id(job);
+  RecordingLink* second = Connect("w1", 1, 80, 1, {running});
+  ASSERT_EQ(second->Cancellations().size(), 1u);
+  EXPECT_EQ(second->Cancellations()[0].job_id(), job);
+  ASSERT_TRUE(Finish("w1", second, job, v1::JOB_STATE_CANCELLED).ok());
+  EXPECT_EQ(Get(job).state(), v1::JOB_STATE_CANCELLED);
+}
+
 TEST_F(SchedulerTest, CancelOfAnotherOwnersJobIsDenied) {
   const std::string job = SubmitOk("alice");
   EXPECT_EQ(Cancel("bob", job).status().code(), absl::StatusCode::kPermissionDenied);
