@@ -91,6 +91,10 @@ TEST(HadamardTorchTest, ParallelRowsMatchTheSerialKernel) {
     torch::Tensor want = x.clone();
     HadamardTransformRows(f, want.data_ptr<float>(), 301, /*orthonormal=*/true);
     EXPECT_TRUE(torch::equal(*y, want)) << n;
+    // A non-contiguous view gives the same result.
+    auto from_view = HadamardTransform(x.t().contiguous().t(), f, /*orthonormal=*/true);
+    ASSERT_TRUE(from_view.ok());
+    EXPECT_TRUE(torch::equal(*from_view, want)) << n;
   }
 }
 
