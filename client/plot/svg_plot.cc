@@ -15,7 +15,8 @@ namespace {
 
 constexpr int kWidth = 960;
 constexpr int kPanelHeight = 380;
-constexpr int kLeft = 80, kRight = 220, kTop = 50, kBottom = 50;
+constexpr int kLeft = 80, kRight = 250, kTop = 50, kBottom = 50;
+constexpr size_t kLegendChars = 32;
 const char* const kColors[] = {"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
                                "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"};
 
@@ -134,7 +135,9 @@ std::string LossPanel(const v1::JobMetrics& metrics, double top) {
       svg += absl::StrFormat(
           "<line x1=\"%d\" y1=\"%.1f\" x2=\"%d\" y2=\"%.1f\" stroke=\"%s\" stroke-width=\"3\"/>\n",
           kWidth - kRight + 15, legend_y, kWidth - kRight + 40, legend_y, color);
-      svg += Text(kWidth - kRight + 46, legend_y + 4, series[i].name, "font-size=\"12\"");
+      std::string label = series[i].name;
+      if (label.size() > kLegendChars) label = label.substr(0, kLegendChars - 3) + "...";
+      svg += Text(kWidth - kRight + 46, legend_y + 4, label, "font-size=\"12\"");
     }
   }
   return svg;
@@ -166,10 +169,10 @@ std::string PerplexityPanel(const v1::JobMetrics& metrics, double top) {
   std::string svg =
       DrawFrame(frame, {}, y_ticks, "Perplexity (lower is better)", "dataset", "perplexity");
   const double group_width = (kWidth - kLeft - kRight) / groups;
-  const double bar = group_width * 0.8 / static_cast<double>(variants.size());
+  const double bar = std::min(90.0, group_width * 0.8 / static_cast<double>(variants.size()));
   double g = 0;
   for (const auto& [dataset, values] : by_dataset) {
-    const double start = kLeft + g * group_width + group_width * 0.1;
+    const double start = kLeft + (g + 0.5) * group_width - bar * variants.size() / 2.0;
     for (size_t v = 0; v < variants.size(); ++v) {
       auto it = values.find(variants[v]);
       if (it == values.end()) continue;

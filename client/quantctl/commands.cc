@@ -1,10 +1,15 @@
 #include "client/quantctl/commands.h"
 
+#include <sys/ioctl.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <iostream>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <chrono>
+#include <map>
 #include <thread>
 
 #include "absl/strings/numbers.h"
@@ -14,6 +19,7 @@
 #include "proto/common/args.h"
 #include "client/quantctl/exit_codes.h"
 #include "client/plot/svg_plot.h"
+#include "client/quantctl/live_view.h"
 #include "client/quantctl/output.h"
 #include "proto/common/version.h"
 #include "proto/spec/defaults.h"
@@ -125,8 +131,23 @@ int ExitCodeForJob(v1::JobState state) {
   }
 }
 
+// The live view when a person watches in a terminal; plain lines otherwise.
+std::unique_ptr<LiveView> MaybeLiveView(const Session& session, const std::string& job_id,
+                                        std::ostream& out) {
+  if (session.format != OutputFormat::kTable || &out != &std::cout || !::isatty(STDOUT_FILENO)) {
+    return nullptr;
+  }
+  winsize size{};
+  const int width = ::ioctl(STDOUT_FILENO, TIOCGWINSZ, &size) == 0 && size.ws_col > 0
+                        ? size.ws_col
+                        : 80;
+  return std::make_unique<LiveView>(out, job_id, width);
+}
+
 int Watch(Session& session, const std::string& job_id, int64_t after, std::ostream& out,
           std::ostream& err) {
+  std::unique_ptr<LiveView> live = MaybeLiveView(session, job_id, out);
+  std::map<std::string, double> metrics;
   v1::JobState last_state = v1::JOB_STATE_UNSPECIFIED;
   int attempts_without_progress = 0;
   while (true) {
@@ -142,6 +163,11 @@ int Watch(Session& session, const std::string& job_id, int64_t after, std::ostre
       progressed = true;
       after = event.sequence();
       if (event.has_state_change()) last_state = event.state_change().to();
+      if (event.has_metric()) metrics[event.metric().name()] = event.metric().value();
+      if (live != nullptr) {
+        live->Update(event);
+        continue;
+      }
       if (session.format == OutputFormat::kJson) {
         out << ToJson(event, /*pretty=*/false) << "\n";
       } else {
@@ -160,6 +186,11 @@ int Watch(Session& session, const std::string& job_id, int64_t after, std::ostre
     err << "quantctl: connection lost (" << status.message() << "); resuming after #" << after
         << "\n";
     std::this_thread::sleep_for(backoff);
+  }
+  if (live != nullptr) {
+    live->Finish();
+  } else if (session.format == OutputFormat::kTable && !metrics.empty()) {
+    out << "\n" << LiveView::MetricsTable(metrics);
   }
   if (!IsTerminal(last_state)) {
     grpc::ClientContext context;

@@ -1,0 +1,64 @@
+#include "client/quantctl/live_view.h"
+
+#include <sstream>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace quantd::quantctl {
+namespace {
+
+using ::testing::HasSubstr;
+
+TEST(LiveViewTest, SparklineSpansLowestToHighest) {
+  EXPECT_EQ(LiveView::Sparkline({1, 2, 3, 4, 5, 6, 7, 8}, 10), "▁▂▃▄▅▆▇█");
+  EXPECT_EQ(LiveView::Sparkline({3, 3}, 10), "▅▅");          // flat: middle
+  EXPECT_EQ(LiveView::Sparkline({1, 8, 1, 8}, 2), "▁█");      // only the last `width` points
+  EXPECT_EQ(LiveView::Sparkline({}, 10), "");
+}
+
+TEST(LiveViewTest, MetricsTablePutsVariantsSideBySide) {
+  const std::string table = LiveView::MetricsTable({{"ppl/wiki/quantized", 6.2},
+                                                    {"ppl/wiki/fp", 5.47},
+                                                    {"ppl/wiki/rtn", 900.5},
+                                                    {"prefix/count", 3}});
+  EXPECT_THAT(table, HasSubstr("dataset"));
+  // fp before quantized before the baselines, on one row per dataset.
+  const size_t fp = table.find("fp"), quantized = table.find("quantized"), rtn = table.find("rtn");
+  EXPECT_LT(fp, quantized);
+  EXPECT_LT(quantized, rtn);
+  EXPECT_THAT(table, HasSubstr("wiki           5.4700        6.2000      900.5000"));
+  EXPECT_THAT(table, HasSubstr("prefix/count"));
+}
+
+TEST(LiveViewTest, ShowsStateProgressLossAndFinalTable) {
+  std::ostringstream out;
+  LiveView view(out, "j-000007", 80);
+  v1::JobEvent event;
+  event.mutable_state_change()->set_to(v1::JOB_STATE_RUNNING);
+  view.Update(event);
+  v1::JobEvent progress;
+  progress.mutable_progress()->set_fraction(0.5);
+  progress.mutable_progress()->set_eta_seconds(125);
+  view.Update(progress);
+  v1::JobEvent loss;
+  loss.mutable_loss()->set_phase(v1::PHASE_TRAIN_PREFIX);
+  loss.mutable_loss()->set_block(-1);
+  loss.mutable_loss()->set_step(3);
+  loss.mutable_loss()->set_loss(0.25);
+  (*loss.mutable_loss()->mutable_components())["outlier"] = 0.2;
+  view.Update(loss);
+  v1::JobEvent metric;
+  metric.mutable_metric()->set_name("ppl/tiny/fp");
+  metric.mutable_metric()->set_value(4.117);
+  view.Update(metric);
+  view.Finish();
+  const std::string screen = out.str();
+  EXPECT_THAT(screen, HasSubstr("RUNNING"));
+  EXPECT_THAT(screen, HasSubstr(" 50.0%  eta 2m05s"));
+  EXPECT_THAT(screen, HasSubstr("loss train_prefix step 3: 0.25  outlier 0.2"));
+  EXPECT_THAT(screen, HasSubstr("4.1170"));
+}
+
+}  // namespace
+}  // namespace quantd::quantctl
