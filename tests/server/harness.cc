@@ -44,8 +44,10 @@ std::string QuantdBinary() { return std::string(QUANTD_BINARY_DIR) + "/server/qu
 absl::StatusOr<std::unique_ptr<QuantdProcess>> QuantdProcess::Start(
     const std::string& binary, std::vector<std::string> args, const std::string& log_path,
     absl::Duration timeout) {
+  bool has_listen = false;
+  for (const std::string& arg : args) has_listen |= arg.rfind("--listen=", 0) == 0;
   args.insert(args.begin(), binary);
-  args.push_back("--listen=127.0.0.1:0");
+  if (!has_listen) args.push_back("--listen=127.0.0.1:0");
   args.push_back("--metrics_listen=127.0.0.1:0");
   std::vector<char*> argv;
   for (std::string& arg : args) argv.push_back(arg.data());
@@ -351,6 +353,21 @@ std::vector<v1::JobEvent> Watcher::events() const {
 int64_t Watcher::last_sequence() const {
   absl::MutexLock lock(&mu_);
   return events_.empty() ? 0 : events_.back().sequence();
+}
+
+int FreePort() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof(address);
+  if (fd < 0 || bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0 ||
+      getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
+    if (fd >= 0) close(fd);
+    return 0;
+  }
+  close(fd);
+  return ntohs(address.sin_port);
 }
 
 // ---------------------------------------------------------------- health

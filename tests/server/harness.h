@@ -27,7 +27,8 @@ namespace quantd::testing {
 // A quantd child process listening on loopback ports chosen by the kernel.
 class QuantdProcess {
  public:
-  // Runs `binary` with `args` plus --listen/--metrics_listen on port 0 and waits (up to
+  // Runs `binary` with `args` plus --metrics_listen on port 0 (and --listen on port 0 unless
+  // `args` has a --listen) and waits (up to
   // `timeout`) for its ready line. Its stderr goes to `log_path`.
   static absl::StatusOr<std::unique_ptr<QuantdProcess>> Start(
       const std::string& binary, std::vector<std::string> args, const std::string& log_path,
@@ -138,6 +139,10 @@ class Watcher : public grpc::ClientReadReactor<v1::JobEvent> {
   std::vector<v1::JobEvent> events_ ABSL_GUARDED_BY(mu_);
   std::optional<grpc::Status> status_ ABSL_GUARDED_BY(mu_);
 };
+
+// A loopback TCP port that was free a moment ago (for a server that must keep its port
+// across restarts); 0 on failure.
+int FreePort();
 
 // grpc.health.v1.Health/Check of `service` ("" = the server): 1 SERVING, 2 NOT_SERVING.
 absl::StatusOr<int> HealthStatus(const std::string& address, const std::string& service);

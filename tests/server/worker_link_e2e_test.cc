@@ -1,0 +1,152 @@
+// The worker's real SchedulerLink and EventOutbox (worker/link) against a real quantd:
+// assignment, acknowledged events, a scheduler killed with SIGKILL and restarted on the same
+// port, re-attach with resend, and the finish.
+#include <unistd.h>
+
+#include <fstream>
+#include <memory>
+
+#include "gtest/gtest.h"
+#include "tests/server/harness.h"
+#include "worker/link/event_outbox.h"
+#include "worker/link/scheduler_link.h"
+
+namespace quantd {
+namespace {
+
+using testing::QuantdProcess;
+using testing::Watcher;
+
+constexpr absl::Duration kWait = absl::Seconds(30);
+
+class WorkerLinkE2eTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = ::testing::TempDir() + "/quantd_link_e2e_" + std::to_string(getpid());
+    std::string command = "rm -rf '" + dir_ + "' && mkdir -p '" + dir_ + "/spill'";
+    ASSERT_EQ(std::system(command.c_str()), 0);
+    std::ofstream(dir_ + "/tokens") << "alice-token alice user\nworker-token workers worker\n";
+    port_ = testing::FreePort();
+    ASSERT_NE(port_, 0);
+  }
+  void TearDown() override {
+    if (HasFailure()) {
+      std::ifstream log(dir_ + "/quantd.log");
+      std::cerr << "---- quantd.log ----\n" << log.rdbuf() << "\n";
+    }
+    process_.reset();
+    std::string command = "rm -rf '" + dir_ + "'";
+    (void)std::system(command.c_str());
+  }
+  void StartQuantd() {
+    auto process = QuantdProcess::Start(
+        testing::QuantdBinary(),
+        {"--db=" + dir_ + "/quantd.db", "--tokens_file=" + dir_ + "/tokens",
+         "--listen=127.0.0.1:" + std::to_string(port_), "--shutdown_grace=1s"},
+        dir_ + "/quantd.log");
+    ASSERT_TRUE(process.ok()) << process.status();
+    process_ = std::move(*process);
+  }
+  std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
+
+  // Adds `count` loss events for `job` to the outbox.
+  void AddLosses(link::EventOutbox& outbox, const std::string& job, int first, int count) {
+    for (int i = first; i < first + count; ++i) {
+      v1::JobEvent event;
+      event.mutable_loss()->set_step(i);
+      event.mutable_loss()->set_loss(1.0 / (i + 1));
+      outbox.Add(job, event);
+    }
+  }
+
+  std::string dir_;
+  int port_ = 0;
+  std::unique_ptr<QuantdProcess> process_;
+};
+
+TEST_F(WorkerLinkE2eTest, EventsSurviveSchedulerKillAndFinishArrives) {
+  StartQuantd();
+  link::EventOutbox outbox(10000, dir_ + "/spill");
+  absl::Mutex mu;
+  std::vector<std::string> assigned;
+  link::LinkOptions options;
+  options.scheduler_address = address();
+  options.token = "worker-token";
+  options.worker_id = "node1-gpu0";
+  options.hostname = "node1";
+  options.version = "test";
+  options.devices = [] {
+    v1::Device device;
+    device.set_id("cuda:0");
+    device.set_total_memory_bytes(80LL << 30);
+    device.set_free_memory_bytes(80LL << 30);
+    return std::vector<v1::Device>{device};
+  };
+  options.min_backoff = std::chrono::milliseconds(20);
+  options.max_backoff = std::chrono::milliseconds(200);
+  options.heartbeat_interval = std::chrono::milliseconds(500);
+  link::LinkCallbacks callbacks;
+  callbacks.on_assignment = [&](const v1::Assignment& assignment) {
+    absl::MutexLock lock(&mu);
+    assigned.push_back(assignment.job().job_id());
+  };
+  callbacks.running_jobs = [&] {
+    absl::MutexLock lock(&mu);
+    return assigned;
+  };
+  link::SchedulerLink worker(options, callbacks, &outbox);
+  worker.Start();
+
+  auto stub = v1::QuantizeService::NewStub(
+      grpc::CreateChannel(address(), grpc::InsecureChannelCredentials()));
+  v1::SubmitJobRequest request;
+  *request.mutable_spec() = testing::MinimalSpec();
+  v1::SubmitJobResponse response;
+  ASSERT_TRUE(stub->SubmitJob(testing::Context("alice-token").get(), request, &response).ok());
+  const std::string job = response.job().job_id();
+  {
+    absl::MutexLock lock(&mu);
+    auto got = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) { return !assigned.empty(); };
+    ASSERT_TRUE(mu.AwaitWithTimeout(absl::Condition(&got), kWait)) << "no assignment";
+    ASSERT_EQ(assigned[0], job);
+  }
+
+  // 30 events: QUEUED, ASSIGNED, RUNNING + 30 = sequence 33.
+  AddLosses(outbox, job, 0, 30);
+  worker.Notify();
+  std::vector<v1::JobEvent> seen;
+  {
+    Watcher watcher(address(), "alice-token", job, 0);
+    ASSERT_TRUE(watcher.WaitForSequence(33, kWait));
+    process_->Kill();
+    ASSERT_TRUE(watcher.WaitDone(kWait).has_value());
+    seen = watcher.events();
+  }
+  // Produced while the scheduler is down; the link resends them after re-attaching.
+  AddLosses(outbox, job, 30, 20);
+  worker.Notify();
+  StartQuantd();
+
+  Watcher resumed(address(), "alice-token", job, seen.back().sequence());
+  ASSERT_TRUE(resumed.WaitForSequence(53, kWait)) << "events after the restart did not arrive";
+  v1::JobFinished finished;
+  finished.set_job_id(job);
+  finished.set_state(v1::JOB_STATE_SUCCEEDED);
+  worker.Finish(finished);
+  auto status = resumed.WaitDone(kWait);
+  ASSERT_TRUE(status.has_value());
+  EXPECT_TRUE(status->ok()) << status->error_message();
+  worker.Stop();
+
+  std::vector<v1::JobEvent> all = seen;
+  for (const auto& event : resumed.events()) all.push_back(event);
+  for (size_t i = 0; i < all.size(); ++i) ASSERT_EQ(all[i].sequence(), int64_t(i + 1));
+  int losses = 0;
+  for (const auto& event : all) losses += event.has_loss();
+  EXPECT_EQ(losses, 50);
+  ASSERT_TRUE(all.back().has_state_change());
+  EXPECT_EQ(all.back().state_change().to(), v1::JOB_STATE_SUCCEEDED);
+}
+
+}  // namespace
+}  // namespace quantd
