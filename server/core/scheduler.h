@@ -160,6 +160,7 @@ class Scheduler {
   using QueueKey = std::tuple<int, int64_t, std::string>;  // (-priority, order, id)
 
   static QueueKey KeyOf(const JobEntry& entry);
+  static std::string IdempotencyMapKey(const std::string& owner, const std::string& request_id);
   JobEntry* Find(const std::string& job_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<JobEntry*> FindVisible(const Caller& caller, const std::string& job_id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

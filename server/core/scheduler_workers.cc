@@ -1,0 +1,254 @@
+// Part of Scheduler (see scheduler.h): its side of the worker protocol.
+#include "server/core/scheduler.h"
+
+#include <algorithm>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "proto/common/status_macros.h"
+#include "server/core/failure.h"
+#include "server/core/job_state.h"
+
+namespace quantd {
+
+absl::Status Scheduler::ConnectWorker(const v1::Hello& hello, WorkerLink* link) {
+  if (hello.worker_id().empty()) return absl::InvalidArgumentError("hello.worker_id: required");
+  if (hello.devices_size() == 0) {
+    return absl::InvalidArgumentError("hello.devices: at least one device is required");
+  }
+  for (const v1::Device& device : hello.devices()) {
+    if (device.id().empty()) return absl::InvalidArgumentError("hello.devices.id: required");
+  }
+  absl::MutexLock lock(&mu_);
+  const absl::Time now = clock_->Now();
+  WorkerEntry& worker = workers_[hello.worker_id()];
+  if (worker.link != nullptr && worker.link != link) {
+    worker.link->Close(absl::AbortedError("replaced by a newer connection of the same worker"));
+  }
+  worker.link = link;
+  worker.hello = hello;
+  worker.devices.assign(hello.devices().begin(), hello.devices().end());
+  worker.max_jobs = hello.max_jobs() > 0 ? hello.max_jobs() : 1;
+  worker.draining = false;
+  worker.last_seen = now;
+  worker.lost_at = now + options_.worker_lost_after;
+
+  v1::SchedulerMessage welcome_message;
+  v1::Welcome* welcome = welcome_message.mutable_welcome();
+  welcome->set_heartbeat_interval_seconds(static_cast<int32_t>(
+      std::max<int64_t>(1, absl::ToInt64Seconds(options_.heartbeat_interval))));
+  std::set<std::string> reattached;
+  std::vector<std::string> cancel;
+  for (const v1::RunningJob& running : hello.running_jobs()) {
+    JobEntry* entry = Find(running.job_id());
+    if (entry != nullptr && IsActive(entry->stored.job.state()) &&
+        entry->stored.job.worker_id() == hello.worker_id() &&
+        worker.jobs.count(running.job_id()) > 0) {
+      v1::RunningJob* back = welcome->add_reattached();
+      back->set_job_id(running.job_id());
+      back->set_acked_sequence(entry->stored.worker_sequence);
+      reattached.insert(running.job_id());
+      if (entry->stored.job.state() == v1::JOB_STATE_CANCELLING) cancel.push_back(running.job_id());
+    } else {
+      welcome->add_stop_jobs(running.job_id());
+    }
+  }
+  link->Send(welcome_message);
+  for (const std::string& job_id : cancel) {
+    v1::SchedulerMessage message;
+    message.mutable_cancellation()->set_job_id(job_id);
+    message.mutable_cancellation()->set_reason("cancel requested while disconnected");
+    link->Send(message);
+  }
+  const std::set<std::string> held = worker.jobs;
+  for (const std::string& job_id : held) {
+    if (reattached.count(job_id) > 0) continue;
+    JobEntry* entry = Find(job_id);
+    if (entry != nullptr) {
+      LoseJob(*entry, absl::StrCat("worker ", hello.worker_id(),
+                                   " reconnected without the job"));
+    }
+  }
+  RecordWorker(hello.worker_id());
+  Dispatch();
+  Commit(nullptr);
+  return absl::OkStatus();
+}
+
+void Scheduler::DisconnectWorker(const std::string& worker_id, WorkerLink* link) {
+  absl::MutexLock lock(&mu_);
+  auto it = workers_.find(worker_id);
+  if (it == workers_.end() || it->second.link != link) return;
+  it->second.link = nullptr;
+  RecordWorker(worker_id);
+  if (it->second.jobs.empty()) workers_.erase(it);
+  Dispatch();
+  Commit(nullptr);
+}
+
+absl::Status Scheduler::Heartbeat(const std::string& worker_id, WorkerLink* link,
+                                  const v1::Heartbeat& heartbeat) {
+  absl::MutexLock lock(&mu_);
+  ASSIGN_OR_RETURN(WorkerEntry * worker, FindWorker(worker_id, link));
+  const absl::Time now = clock_->Now();
+  worker->last_seen = now;
+  worker->lost_at = now + options_.worker_lost_after;
+  if (heartbeat.devices_size() > 0) {
+    worker->devices.assign(heartbeat.devices().begin(), heartbeat.devices().end());
+  }
+  const bool draining_changed = worker->draining != heartbeat.draining();
+  worker->draining = heartbeat.draining();
+  if (draining_changed) RecordWorker(worker_id);
+  if (!queue_.empty()) Dispatch();
+  if (draining_changed || !pending_events_.empty()) Commit(nullptr);
+  return absl::OkStatus();
+}
+
+void Scheduler::IngestEvents(const std::string& worker_id, WorkerLink* link,
+                             const v1::JobEvents& events, Callback<int64_t> done) {
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<WorkerEntry*> worker = FindWorker(worker_id, link);
+  if (!worker.ok()) return done(worker.status());
+  JobEntry* entry = Find(events.job_id());
+  if (entry == nullptr || entry->stored.job.worker_id() != worker_id ||
+      !IsActive(entry->stored.job.state())) {
+    return done(absl::FailedPreconditionError(
+        absl::StrCat("job ", events.job_id(), " is not running on worker ", worker_id)));
+  }
+  (*worker)->last_seen = clock_->Now();
+  (*worker)->lost_at = (*worker)->last_seen + options_.worker_lost_after;
+  v1::Job& job = entry->stored.job;
+  int64_t worker_sequence = events.first_worker_sequence() > 0
+                                ? events.first_worker_sequence()
+                                : entry->stored.worker_sequence + 1;
+  int64_t stored = 0;
+  for (const v1::JobEvent& incoming : events.events()) {
+    const int64_t this_sequence = worker_sequence++;
+    if (this_sequence <= entry->stored.worker_sequence) continue;  // resent after reconnect
+    entry->stored.worker_sequence = this_sequence;
+    dirty_jobs_.insert(job.job_id());
+    if (job.state() == v1::JOB_STATE_ASSIGNED) {
+      absl::Status status = Transition(*entry, v1::JOB_STATE_RUNNING, nullptr);
+      if (!status.ok()) return done(status);
+    }
+    if (incoming.has_state_change()) continue;  // states belong to the scheduler
+    v1::JobEvent event = incoming;
+    event.clear_sequence();
+    switch (event.kind_case()) {
+      case v1::JobEvent::kPhaseChange:
+        job.set_phase(event.phase_change().phase());
+        break;
+      case v1::JobEvent::kProgress:
+        *job.mutable_progress() = event.progress();
+        break;
+      case v1::JobEvent::kResult:
+        *job.mutable_result() = event.result();
+        break;
+      default:
+        break;
+    }
+    AppendEvent(*entry, std::move(event));
+    ++stored;
+  }
+  if (observer_ != nullptr && stored > 0) observer_->OnEventsIngested(stored);
+  const int64_t ack = entry->stored.worker_sequence;
+  Commit([ack, done](absl::Status status) {
+    if (!status.ok()) return done(status);
+    done(ack);
+  });
+}
+
+absl::Status Scheduler::FinishJob(const std::string& worker_id, WorkerLink* link,
+                                  const v1::JobFinished& finished) {
+  absl::MutexLock lock(&mu_);
+  RETURN_IF_ERROR(FindWorker(worker_id, link).status());
+  JobEntry* entry = Find(finished.job_id());
+  if (entry == nullptr || entry->stored.job.worker_id() != worker_id ||
+      !IsActive(entry->stored.job.state())) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("job ", finished.job_id(), " is not running on worker ", worker_id));
+  }
+  const v1::JobState to = finished.state();
+  if (to != v1::JOB_STATE_SUCCEEDED && to != v1::JOB_STATE_FAILED &&
+      to != v1::JOB_STATE_CANCELLED) {
+    return absl::InvalidArgumentError(
+        "finished.state: must be SUCCEEDED, FAILED or CANCELLED");
+  }
+  v1::Job& job = entry->stored.job;
+  if (job.state() == v1::JOB_STATE_ASSIGNED && to != v1::JOB_STATE_FAILED) {
+    RETURN_IF_ERROR(Transition(*entry, v1::JOB_STATE_RUNNING, nullptr));
+  }
+  if (to == v1::JOB_STATE_CANCELLED && job.state() == v1::JOB_STATE_RUNNING) {
+    RETURN_IF_ERROR(Transition(*entry, v1::JOB_STATE_CANCELLING, nullptr));
+  }
+  if (finished.has_result()) *job.mutable_result() = finished.result();
+  v1::Failure failure = finished.failure();
+  if (to == v1::JOB_STATE_FAILED && failure.reason() == v1::FAILURE_REASON_UNSPECIFIED) {
+    failure.set_reason(v1::FAILURE_REASON_INTERNAL);
+  }
+  if (to == v1::JOB_STATE_CANCELLED) {
+    failure.set_reason(v1::FAILURE_REASON_CANCELLED);
+    if (failure.message().empty()) failure.set_message("cancelled");
+  }
+  if (to == v1::JOB_STATE_SUCCEEDED) {
+    job.set_phase(v1::PHASE_DONE);
+    job.mutable_progress()->set_fraction(1.0);
+    job.mutable_progress()->set_eta_seconds(0);
+  }
+  RETURN_IF_ERROR(
+      Transition(*entry, to, to == v1::JOB_STATE_SUCCEEDED ? nullptr : &failure));
+  Dispatch();
+  Commit(nullptr);
+  return absl::OkStatus();
+}
+
+absl::Status Scheduler::RejectAssignment(const std::string& worker_id, WorkerLink* link,
+                                         const v1::AssignmentRejected& rejected) {
+  absl::MutexLock lock(&mu_);
+  RETURN_IF_ERROR(FindWorker(worker_id, link).status());
+  JobEntry* entry = Find(rejected.job_id());
+  if (entry == nullptr || entry->stored.job.worker_id() != worker_id ||
+      !IsActive(entry->stored.job.state())) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("job ", rejected.job_id(), " is not assigned to worker ", worker_id));
+  }
+  const v1::JobState state = entry->stored.job.state();
+  entry->rejected_by.insert(worker_id);
+  v1::JobEvent log;
+  log.mutable_log()->set_level("warning");
+  log.mutable_log()->set_message(
+      absl::StrCat("worker ", worker_id, " rejected the job: ", rejected.reason()));
+  AppendEvent(*entry, std::move(log));
+  if (state == v1::JOB_STATE_CANCELLING) {
+    const v1::Failure failure = MakeFailure(v1::FAILURE_REASON_CANCELLED, "cancelled");
+    RETURN_IF_ERROR(Transition(*entry, v1::JOB_STATE_CANCELLED, &failure));
+  } else if (state == v1::JOB_STATE_ASSIGNED) {
+    RETURN_IF_ERROR(Transition(*entry, v1::JOB_STATE_QUEUED, nullptr));
+  } else {
+    return absl::FailedPreconditionError(
+        absl::StrCat("job ", rejected.job_id(), " already started; it cannot be rejected"));
+  }
+  Dispatch();
+  Commit(nullptr);
+  return absl::OkStatus();
+}
+
+void Scheduler::Tick() {
+  absl::MutexLock lock(&mu_);
+  const absl::Time now = clock_->Now();
+  std::vector<std::string> lost;
+  for (const auto& [id, worker] : workers_) {
+    if (now >= worker.lost_at) lost.push_back(id);
+  }
+  if (lost.empty()) return;
+  for (const std::string& id : lost) {
+    const bool connected = workers_.at(id).link != nullptr;
+    LoseWorker(id, connected ? "missed heartbeats" : "did not reconnect in time");
+  }
+  Dispatch();
+  Commit(nullptr);
+}
+
+}  // namespace quantd
