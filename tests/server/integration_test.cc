@@ -4,6 +4,7 @@
 
 #include <cstdio>
 #include <fstream>
+#include <sstream>
 #include <memory>
 
 #include "gmock/gmock.h"
@@ -358,6 +359,31 @@ TEST_F(IntegrationTest, BadRequestsGetTheRightCodes) {
   FakeWorker rude(process_->address(), "worker-token", "");
   rude.Connect();
   EXPECT_EQ(rude.Finish(kWait).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+TEST_F(IntegrationTest, ServesTlsWhenGivenACertificate) {
+  const std::string make_cert =
+      "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost "
+      "-addext subjectAltName=DNS:localhost -keyout '" + dir_ + "/key.pem' -out '" + dir_ +
+      "/cert.pem' >/dev/null 2>&1";
+  if (std::system(make_cert.c_str()) != 0) GTEST_SKIP() << "openssl cannot make a certificate";
+  StartQuantd({"--tls_cert=" + dir_ + "/cert.pem", "--tls_key=" + dir_ + "/key.pem"});
+  std::ifstream cert_file(dir_ + "/cert.pem");
+  std::stringstream cert;
+  cert << cert_file.rdbuf();
+  grpc::SslCredentialsOptions ssl;
+  ssl.pem_root_certs = cert.str();
+  auto secure = v1::QuantizeService::NewStub(grpc::CreateChannel(
+      "localhost:" + std::to_string(process_->port()), grpc::SslCredentials(ssl)));
+  v1::SubmitJobRequest request;
+  *request.mutable_spec() = testing::MinimalSpec();
+  v1::SubmitJobResponse response;
+  grpc::Status status = secure->SubmitJob(testing::Context("alice-token").get(), request,
+                                          &response);
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  // A plaintext client cannot talk to it.
+  v1::Job job;
+  EXPECT_FALSE(Submit("alice-token", testing::MinimalSpec(), &job).ok());
 }
 
 TEST_F(IntegrationTest, SigtermShutsDownCleanly) {
