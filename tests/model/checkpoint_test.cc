@@ -32,6 +32,27 @@ TEST(CheckpointTest, LoadsRealModelTensor) {
   EXPECT_GT(t->abs().sum().item<float>(), 0.0f);
 }
 
+TEST(CheckpointTest, SameDtypeLoadsAliasTheFileWithoutChangingIt) {
+  const std::string dir = ScratchDir();
+  WriteFile(dir + "/model.safetensors",
+            BuildSafetensors({{"w", "F32", {4}, BytesOf(std::vector<float>{1, 2, 3, 4})}}));
+  auto checkpoint = Checkpoint::Open(dir);
+  ASSERT_TRUE(checkpoint.ok());
+  auto a = (*checkpoint)->Load("w", torch::kFloat32);
+  auto b = (*checkpoint)->Load("w", torch::kFloat32);
+  auto c = (*checkpoint)->Load("w", torch::kBFloat16);
+  ASSERT_TRUE(a.ok() && b.ok() && c.ok());
+  EXPECT_EQ(a->data_ptr(), b->data_ptr());  // no copy
+  EXPECT_NE(a->data_ptr(), c->data_ptr());  // cast
+  a->mul_(10);                              // copy-on-write pages: the file is untouched
+  EXPECT_FLOAT_EQ(b->sum().item<float>(), 100.0f);
+  checkpoint->reset();
+  EXPECT_FLOAT_EQ(a->sum().item<float>(), 100.0f);  // outlives the Checkpoint
+  auto reopened = Checkpoint::Open(dir);
+  ASSERT_TRUE(reopened.ok());
+  EXPECT_FLOAT_EQ((*reopened)->Load("w", torch::kFloat32)->sum().item<float>(), 10.0f);
+}
+
 TEST(CheckpointTest, ConvertsHalfTypesAndUnalignedData) {
   const std::string dir = ScratchDir();
   auto source = torch::linspace(-3.0, 5.0, 12, torch::kFloat32).reshape({3, 4});

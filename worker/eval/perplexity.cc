@@ -8,6 +8,12 @@
 #include "proto/common/status_macros.h"
 
 namespace quantd::eval {
+namespace {
+
+// Largest logits block scored at once (64 Mi elements, 256 MiB in float32).
+constexpr int64_t kMaxLogitElements = int64_t{1} << 26;
+
+}  // namespace
 
 absl::StatusOr<PerplexityResult> EvaluatePerplexity(model::LlamaModel& model,
                                                     const std::vector<int32_t>& tokens,
@@ -37,13 +43,22 @@ absl::StatusOr<PerplexityResult> EvaluatePerplexity(model::LlamaModel& model,
     model::ForwardRequest request;
     request.input_ids = all.narrow(0, first, count);
     request.past = options.prefix;
+    request.logits = model::LogitsMode::kNone;  // scored below in chunks: [T, vocab] is big
     ASSIGN_OR_RETURN(model::ForwardResult result, model.Forward(request));
     try {
-      auto logits = result.logits.narrow(1, 0, options.seqlen - 1).to(torch::kFloat32);
-      auto targets = request.input_ids.narrow(1, 1, options.seqlen - 1).to(model.device());
-      auto log_probs = torch::log_softmax(logits, -1);
-      auto picked = log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1);
-      total_nll -= picked.to(torch::kFloat64).sum().item<double>();
+      const int64_t vocab = model.config().vocab_size;
+      const int64_t chunk = std::max<int64_t>(1, kMaxLogitElements / vocab);
+      auto targets = request.input_ids.to(model.device());
+      for (int64_t row = 0; row < count; ++row) {
+        for (int64_t start = 0; start < options.seqlen - 1; start += chunk) {
+          const int64_t n = std::min(chunk, options.seqlen - 1 - start);
+          auto logits =
+              model.lm_head->Forward(result.hidden[row].narrow(0, start, n)).to(torch::kFloat32);
+          auto log_probs = torch::log_softmax(logits, -1);
+          auto picked = log_probs.gather(-1, targets[row].narrow(0, start + 1, n).unsqueeze(-1));
+          total_nll -= picked.to(torch::kFloat64).sum().item<double>();
+        }
+      }
     } catch (const std::exception& e) {
       return absl::InternalError(absl::StrCat("perplexity: scoring failed: ", e.what()));
     }

@@ -28,7 +28,8 @@ struct PerplexityResult {
 };
 
 // INVALID_ARGUMENT when seqlen < 2, batch_size < 1 or the stream holds no full window;
-// forward-pass errors pass through. Runs without autograd; NLL accumulated in float64.
+// forward-pass errors pass through. Runs without autograd; logits are scored in blocks of at
+// most 64 Mi elements (in float32), NLL accumulated in float64.
 absl::StatusOr<PerplexityResult> EvaluatePerplexity(model::LlamaModel& model,
                                                     const std::vector<int32_t>& tokens,
                                                     const PerplexityOptions& options);

@@ -4,7 +4,9 @@
 // calls fail only for the tensor asked for. Load() returns the tensor cast to the requested
 // dtype; when no cast is needed and the bytes are suitably aligned the tensor aliases the
 // mapped file (copy-on-write, the file never changes) instead of copying it. Tensors keep the
-// mapping alive on their own, so they may outlive the Checkpoint.
+// mapping alive on their own, so they may outlive the Checkpoint. Aliasing tensors share
+// memory: an in-place change to one is seen by a later Load() of the same tensor from the same
+// Checkpoint (never by another Checkpoint or process).
 // Thread-safe for concurrent Load() calls.
 #ifndef QUANTD_WORKER_MODEL_CHECKPOINT_H_
 #define QUANTD_WORKER_MODEL_CHECKPOINT_H_
