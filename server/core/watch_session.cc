@@ -60,13 +60,16 @@ void WatchSession::OnEvent(const EventPtr& event) {
   bool wake = false;
   {
     absl::MutexLock lock(&mu_);
-    if (event->sequence() <= last_sent_ || ended_) return;
+    if (event->sequence() <= last_sent_ || ended_ || overflowed_) return;
     if (buffer_.size() >= max_buffered_) {
       if (replaying_) {
         buffer_.pop_front();  // the replay reads it from the store instead
         buffer_.push_back(event);
       } else {
+        // Too slow: drop what is buffered (the watcher resumes from the store) and end.
         overflowed_ = true;
+        buffer_.clear();
+        wake = true;
       }
     } else {
       buffer_.push_back(event);

@@ -8,12 +8,13 @@
 // Live events wait in a buffer of at most `max_buffered` events. While replaying, an
 // overflowing buffer just falls back to reading the store; once live, an overflow means the
 // watcher is too slow and Poll() returns RESOURCE_EXHAUSTED (the client resumes with
-// after_sequence).
+// after_sequence); the buffer is dropped at that moment, so a stalled watcher holds at most
+// `max_buffered` events.
 //
 // Thread safety: Poll() is called by one consumer at a time; OnEvent may run concurrently
 // on the publishing thread. The wake-up callback runs on the publishing thread (with the
-// bus lock held) when events arrive after a Poll() returned kWait; it must only schedule
-// work.
+// bus lock held) when events arrive after a Poll() returned kWait, or when the buffer
+// overflows; it must only schedule work.
 #ifndef QUANTD_SERVER_CORE_WATCH_SESSION_H_
 #define QUANTD_SERVER_CORE_WATCH_SESSION_H_
 

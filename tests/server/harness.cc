@@ -302,8 +302,27 @@ Watcher::Watcher(const std::string& address, const std::string& token, const std
   request_.set_job_id(job_id);
   request_.set_after_sequence(after_sequence);
   stub_->async()->WatchJob(context_.get(), &request_, this);
+  {
+    absl::MutexLock lock(&mu_);
+    reading_ = true;
+  }
   StartRead(&incoming_);
   StartCall();
+}
+
+void Watcher::Pause() {
+  absl::MutexLock lock(&mu_);
+  paused_ = true;
+}
+
+void Watcher::Resume() {
+  {
+    absl::MutexLock lock(&mu_);
+    paused_ = false;
+    if (reading_ || status_.has_value()) return;
+    reading_ = true;
+  }
+  StartRead(&incoming_);
 }
 
 Watcher::~Watcher() {
@@ -316,10 +335,13 @@ Watcher::~Watcher() {
 void Watcher::Cancel() { context_->TryCancel(); }
 
 void Watcher::OnReadDone(bool ok) {
-  if (!ok) return;
   {
     absl::MutexLock lock(&mu_);
+    reading_ = false;
+    if (!ok) return;
     events_.push_back(incoming_);
+    if (paused_) return;
+    reading_ = true;
   }
   StartRead(&incoming_);
 }

@@ -125,6 +125,9 @@ class Watcher : public grpc::ClientReadReactor<v1::JobEvent> {
   // Sequence of the newest event received (0 when none).
   int64_t last_sequence() const;
   void Cancel();
+  // Stops reading after the event being read now (a slow client); Resume() reads again.
+  void Pause();
+  void Resume();
 
   void OnReadDone(bool ok) override;
   void OnDone(const grpc::Status& status) override;
@@ -138,6 +141,8 @@ class Watcher : public grpc::ClientReadReactor<v1::JobEvent> {
   mutable absl::Mutex mu_;
   std::vector<v1::JobEvent> events_ ABSL_GUARDED_BY(mu_);
   std::optional<grpc::Status> status_ ABSL_GUARDED_BY(mu_);
+  bool paused_ ABSL_GUARDED_BY(mu_) = false;
+  bool reading_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 // A loopback TCP port that was free a moment ago (for a server that must keep its port

@@ -288,6 +288,43 @@ TEST_F(IntegrationTest, SigkillAndRestartKeepJobEventsAndWatchersResume) {
   EXPECT_EQ(all.back().state_change().to(), v1::JOB_STATE_SUCCEEDED);
 }
 
+TEST_F(IntegrationTest, SlowWatcherIsEndedWithResourceExhaustedAndResumes) {
+  StartQuantd({"--watch_buffer=16"});
+  auto worker = Worker("w1");
+  v1::Job job;
+  ASSERT_TRUE(Submit("alice-token", testing::MinimalSpec(), &job).ok());
+  ASSERT_TRUE(worker->TakeAssignment(kWait).has_value());
+  ASSERT_TRUE(worker->SendEvents(job.job_id(), 1, 1));
+  ASSERT_TRUE(worker->WaitAck(job.job_id(), 1, kWait));
+  Watcher slow(process_->address(), "alice-token", job.job_id(), 0);
+  ASSERT_TRUE(slow.WaitForSequence(4, kWait));
+  slow.Pause();
+  // ~4 MiB of log lines: far more than the transport's windows plus 16 buffered events.
+  const std::string line(2000, 'x');
+  constexpr int kEvents = 2000;
+  for (int first = 2; first < 2 + kEvents; first += 100) {
+    ASSERT_TRUE(worker->SendEvents(job.job_id(), first, 100, [&](int64_t, v1::JobEvent* event) {
+      event->mutable_log()->set_message(line);
+    }));
+  }
+  ASSERT_TRUE(worker->WaitAck(job.job_id(), 1 + kEvents, kWait));
+  slow.Resume();
+  auto status = slow.WaitDone(kWait);
+  ASSERT_TRUE(status.has_value());
+  EXPECT_EQ(status->error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << status->error_message();
+  const int64_t last = slow.last_sequence();
+  EXPECT_LT(last, 4 + kEvents);
+  ExpectContiguous(slow.events(), 1);
+
+  Watcher resumed(process_->address(), "alice-token", job.job_id(), last);
+  ASSERT_TRUE(worker->SendFinished(job.job_id(), v1::JOB_STATE_SUCCEEDED));
+  auto end = resumed.WaitDone(kWait);
+  ASSERT_TRUE(end.has_value());
+  EXPECT_TRUE(end->ok()) << end->error_message();
+  ExpectContiguous(resumed.events(), last + 1);
+  EXPECT_EQ(resumed.events().back().state_change().to(), v1::JOB_STATE_SUCCEEDED);
+}
+
 TEST_F(IntegrationTest, AuthenticationAndOwnership) {
   StartQuantd();
   v1::Job job;

@@ -86,11 +86,13 @@ TEST_F(WatchSessionTest, EventsCommittedDuringReplayAreNeitherLostNorDuplicated)
 
 TEST_F(WatchSessionTest, SlowLiveWatcherIsEndedWithResourceExhausted) {
   Emit();
-  WatchSession session(&store_, &bus_, "j", 0, 0, 8, nullptr);
+  WatchSession session(&store_, &bus_, "j", 0, 0, 8, [this] { ++wakeups_; });
   session.Start();
   std::vector<int64_t> got;
   ASSERT_EQ(Drain(session, &got), WatchSession::Next::kWait);
   for (int i = 0; i < 20; ++i) Emit();
+  // Woken by the first new event, and again by the overflow.
+  EXPECT_EQ(wakeups_, 2);
   std::vector<EventPtr> events;
   EXPECT_EQ(session.Poll(&events), WatchSession::Next::kError);
   EXPECT_EQ(session.status().code(), absl::StatusCode::kResourceExhausted);
