@@ -38,6 +38,7 @@ if [ -x "$SCHEDULER" ] && has_command "$WORKER" connect; then
   addr="127.0.0.1:$port"
   echo "   quantd on $addr (log $tmp/quantd.log), metrics: $(sed -n 's/.*metrics_port=\([0-9]*\).*/http:\/\/127.0.0.1:\1\/metrics/p' "$tmp/quantd.out")"
   "$WORKER" connect --scheduler "$addr" --work_dir "$tmp/work" --worker_id demo-worker \
+      --metrics_listen 127.0.0.1:0 \
       > "$tmp/worker.log" 2>&1 &
   worker_pid=$!
   echo "   quantd-worker demo-worker (log $tmp/worker.log, job files $tmp/work)"

@@ -65,7 +65,8 @@ class WorkerE2ETest : public ::testing::Test {
                                        const std::map<std::string, std::string>& env = {}) {
     auto process = Process::Start(
         {kWorker, "connect", "--scheduler=127.0.0.1:" + std::to_string(port_),
-         "--work_dir=" + dir_ + "/" + name, "--worker_id=" + name, "--cancel_grace_seconds=2"},
+         "--work_dir=" + dir_ + "/" + name, "--worker_id=" + name, "--cancel_grace_seconds=2",
+         "--metrics_listen=127.0.0.1:0"},
         dir_ + "/" + name + ".log", env);
     EXPECT_TRUE(process.ok()) << process.status();
     return process.ok() ? std::move(*process) : nullptr;

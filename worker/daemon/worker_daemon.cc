@@ -17,14 +17,31 @@ WorkerDaemon::WorkerDaemon(DaemonOptions options)
   callbacks.on_cancellation = [this](const v1::Cancellation& c) { OnCancel(c.job_id()); };
   callbacks.on_stop_job = [this](const std::string& job_id) { OnCancel(job_id); };
   callbacks.running_jobs = [this] { return RunningJobIds(); };
-  link_ = std::make_unique<link::SchedulerLink>(options_.link, callbacks, &outbox_);
+  link::LinkOptions link_options = options_.link;
+  // Device figures go to the scheduler (Hello, heartbeats) and to /metrics.
+  link_options.devices = [this, discover = options_.link.devices] {
+    std::vector<v1::Device> devices = discover ? discover() : std::vector<v1::Device>{};
+    metrics_.SetDevices(devices);
+    metrics_.SetConnected(link_ != nullptr && link_->connected());
+    return devices;
+  };
+  link_ = std::make_unique<link::SchedulerLink>(link_options, callbacks, &outbox_);
 }
 
 WorkerDaemon::~WorkerDaemon() { Stop(); }
 
-void WorkerDaemon::Start() {
-  std::filesystem::create_directories(options_.work_dir);
+absl::Status WorkerDaemon::Start() {
+  std::error_code error;
+  std::filesystem::create_directories(options_.work_dir, error);
+  if (error) {
+    return absl::FailedPreconditionError("cannot create --work_dir " + options_.work_dir + ": " +
+                                         error.message());
+  }
+  if (!options_.metrics_address.empty()) {
+    if (auto status = metrics_.Serve(options_.metrics_address); !status.ok()) return status;
+  }
   link_->Start();
+  return absl::OkStatus();
 }
 
 void WorkerDaemon::Stop() {
@@ -130,8 +147,10 @@ void WorkerDaemon::RunJob(const std::string& job_id, runner::JobProcessOptions p
                                 std::string(started.status().message()));
   } else {
     spdlog::info("job {}: started (pid {})", job_id, process->pid());
+    metrics_.OnJobStarted(job_id);
     outcome = process->Run([&](v1::JobEvent event) {
       event.set_job_id(job_id);
+      metrics_.OnJobEvent(job_id, event);
       outbox_.Add(job_id, event);
       link_->Notify();
     });
@@ -149,6 +168,7 @@ void WorkerDaemon::RunJob(const std::string& job_id, runner::JobProcessOptions p
     }
   }
   spdlog::info("job {}: ended {}", job_id, v1::JobState_Name(outcome.state));
+  metrics_.OnJobFinished(job_id, outcome.state);
   v1::JobFinished finished;
   finished.set_job_id(job_id);
   finished.set_state(outcome.state);

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "worker/daemon/worker_metrics.h"
 #include "worker/link/event_outbox.h"
 #include "worker/link/scheduler_link.h"
 #include "worker/runner/job_process.h"
@@ -33,6 +34,8 @@ struct DaemonOptions {
   size_t outbox_memory_events = 100000;
   // Lines of the job log shipped as log events when a job fails.
   int failure_log_lines = 20;
+  // Where /metrics is served ("127.0.0.1:9465"; port 0 picks one); empty = not served.
+  std::string metrics_address;
 };
 
 class WorkerDaemon {
@@ -40,12 +43,14 @@ class WorkerDaemon {
   explicit WorkerDaemon(DaemonOptions options);
   ~WorkerDaemon();
 
-  void Start();
+  // Starts the link (and /metrics). UNAVAILABLE when the metrics port cannot be bound.
+  absl::Status Start();
   // Stops taking jobs, cancels the running ones, waits for them, closes the link.
   void Stop();
 
   int running_jobs() const;
   link::SchedulerLink& scheduler_link() { return *link_; }
+  WorkerMetrics& metrics() { return metrics_; }
 
  private:
   struct RunningJob {
@@ -61,6 +66,7 @@ class WorkerDaemon {
   std::vector<std::string> RunningJobIds() const;
 
   const DaemonOptions options_;
+  WorkerMetrics metrics_;
   link::EventOutbox outbox_;
   std::unique_ptr<link::SchedulerLink> link_;
   mutable std::mutex mu_;

@@ -31,7 +31,8 @@ namespace {
 
 constexpr char kUsage[] = R"(  connect --scheduler HOST:PORT [--token TOKEN | --token_file FILE] [--worker_id ID]
           [--devices 0,1] [--work_dir DIR] [--max_jobs N] [--ca_cert FILE]
-          [--cancel_grace_seconds S] [--log_format text|json]
+          [--cancel_grace_seconds S] [--metrics_listen HOST:PORT (default 127.0.0.1:9465;
+          "" = off)] [--log_format text|json]
       run as a worker: connect to quantd and run the jobs it assigns, each in a child process
   run --spec JOB.yaml [--set path=value ...] [--work_dir DIR] [--output text|json]
       run one job in this process without a scheduler; exit 0 succeeded, 1 failed,
@@ -113,7 +114,7 @@ int RunConnectCommand(const std::string& self, const std::vector<std::string>& a
   auto args = Args::Parse(argv,
                           {"scheduler", "token", "token_file", "worker_id", "devices", "work_dir",
                            "max_jobs", "ca_cert", "cancel_grace_seconds", "log_format",
-                           "log_level"},
+                           "log_level", "metrics_listen"},
                           {});
   if (!args.ok()) return Usage(args.status());
   if (!args->positional().empty()) {
@@ -169,6 +170,7 @@ int RunConnectCommand(const std::string& self, const std::vector<std::string>& a
   options.cancel_grace = std::chrono::milliseconds(static_cast<int64_t>(grace * 1000));
   options.work_dir = args->Get("work_dir", "quantd-worker-jobs");
   options.job_command = {self, "exec-job"};
+  options.metrics_address = args->Get("metrics_listen", "127.0.0.1:9465");
 
   struct sigaction action = {};
   action.sa_handler = StopOnSignal;
@@ -180,7 +182,14 @@ int RunConnectCommand(const std::string& self, const std::vector<std::string>& a
   spdlog::info("quantd-worker {} as {} with {} device(s), scheduler {}", VersionString(),
                options.link.worker_id, devices->size(), options.link.scheduler_address);
   daemon::WorkerDaemon worker(options);
-  worker.Start();
+  if (auto status = worker.Start(); !status.ok()) {
+    spdlog::error("{}", status.ToString());
+    return 69;
+  }
+  if (worker.metrics().port() > 0) {
+    spdlog::info("metrics on http://{}/metrics (port {})", options.metrics_address,
+                 worker.metrics().port());
+  }
   while (!g_stop) std::this_thread::sleep_for(std::chrono::milliseconds(100));
   spdlog::info("stopping: cancelling {} running job(s)", worker.running_jobs());
   worker.Stop();
