@@ -97,8 +97,9 @@ int main(int argc, char** argv) {
     if (!tokens.ok()) return Fail("--tokens_file: " + tokens.status().ToString());
     options.tokens = std::move(*tokens);
   } else if (!IsLoopback(options.listen_address) && !absl::GetFlag(FLAGS_insecure_no_auth)) {
-    return Fail("--tokens_file is required unless quantd listens on loopback only "
-                "(or pass --insecure_no_auth)");
+    return Fail(
+        "--tokens_file is required unless quantd listens on loopback only "
+        "(or pass --insecure_no_auth)");
   } else {
     spdlog::warn("authentication is off (no --tokens_file)");
   }
@@ -116,8 +117,7 @@ int main(int argc, char** argv) {
   options.scheduler.worker_lost_after = absl::GetFlag(FLAGS_worker_lost_after);
   options.scheduler.reattach_grace = absl::GetFlag(FLAGS_reattach_grace);
   options.scheduler.on_store_failure = [](const absl::Status& status) {
-    spdlog::critical("store write failed, aborting so a restart recovers: {}",
-                     status.ToString());
+    spdlog::critical("store write failed, aborting so a restart recovers: {}", status.ToString());
     spdlog::default_logger()->flush();
     std::abort();
   };

@@ -39,8 +39,8 @@ absl::Status CheckTransition(JobState from, JobState to) {
       ok = false;
   }
   if (ok) return absl::OkStatus();
-  return absl::FailedPreconditionError("illegal job state transition " + StateName(from) +
-                                       " -> " + StateName(to));
+  return absl::FailedPreconditionError("illegal job state transition " + StateName(from) + " -> " +
+                                       StateName(to));
 }
 
 std::string StateName(JobState state) {

@@ -51,13 +51,11 @@ struct WorkerRecord {
 };
 
 struct WriteBatch {
-  std::vector<StoredJob> jobs;         // upserted
-  std::vector<v1::JobEvent> events;    // inserted; (job_id, sequence) is unique
-  std::vector<IdempotencyKey> keys;    // inserted
-  std::vector<WorkerRecord> workers;   // upserted
-  bool empty() const {
-    return jobs.empty() && events.empty() && keys.empty() && workers.empty();
-  }
+  std::vector<StoredJob> jobs;        // upserted
+  std::vector<v1::JobEvent> events;   // inserted; (job_id, sequence) is unique
+  std::vector<IdempotencyKey> keys;   // inserted
+  std::vector<WorkerRecord> workers;  // upserted
+  bool empty() const { return jobs.empty() && events.empty() && keys.empty() && workers.empty(); }
 };
 
 struct StoreSnapshot {

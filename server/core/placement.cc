@@ -23,9 +23,7 @@ std::string FormatBytes(int64_t bytes) {
 
 PlacementDecision Place(const v1::Resources& resources,
                         const std::vector<WorkerCandidate>& workers) {
-  const int need_devices = std::max(1, resources.has_device_count()
-                                           ? resources.device_count()
-                                           : 1);
+  const int need_devices = std::max(1, resources.has_device_count() ? resources.device_count() : 1);
   const int64_t need_memory = resources.min_device_memory_bytes();
 
   PlacementDecision best;
@@ -70,8 +68,8 @@ PlacementDecision Place(const v1::Resources& resources,
     best.pending_reason = absl::StrCat("no worker with ", need_devices, " devices");
   } else if (!any_big_enough) {
     best.pending_reason =
-        absl::StrCat("no worker with ", need_devices == 1 ? "a device" : "devices", " of >= ",
-                     FormatBytes(need_memory));
+        absl::StrCat("no worker with ", need_devices == 1 ? "a device" : "devices",
+                     " of >= ", FormatBytes(need_memory));
   } else if (!any_memory_now) {
     best.pending_reason = absl::StrCat("no worker with >= ", FormatBytes(need_memory), " free");
   } else {

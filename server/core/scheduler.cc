@@ -22,8 +22,7 @@ Scheduler::Scheduler(SchedulerOptions options, Clock* clock, JobStore* store, Ev
       sink_(sink),
       observer_(observer) {}
 
-std::string Scheduler::IdempotencyMapKey(const std::string& owner,
-                                         const std::string& request_id) {
+std::string Scheduler::IdempotencyMapKey(const std::string& owner, const std::string& request_id) {
   return absl::StrCat(owner, std::string(1, '\0'), request_id);
 }
 
@@ -83,8 +82,7 @@ absl::StatusOr<Scheduler::JobEntry*> Scheduler::FindVisible(const Caller& caller
   JobEntry* entry = Find(job_id);
   if (entry == nullptr) return absl::NotFoundError(absl::StrCat("job ", job_id, " not found"));
   if (!caller.admin && entry->stored.job.owner() != caller.name) {
-    return absl::PermissionDeniedError(
-        absl::StrCat("job ", job_id, " belongs to another owner"));
+    return absl::PermissionDeniedError(absl::StrCat("job ", job_id, " belongs to another owner"));
   }
   return entry;
 }
@@ -125,8 +123,7 @@ void Scheduler::AppendEvent(JobEntry& entry, v1::JobEvent event) {
   dirty_jobs_.insert(job.job_id());
 }
 
-absl::Status Scheduler::Transition(JobEntry& entry, v1::JobState to,
-                                   const v1::Failure* failure) {
+absl::Status Scheduler::Transition(JobEntry& entry, v1::JobState to, const v1::Failure* failure) {
   v1::Job& job = entry.stored.job;
   const v1::JobState from = job.state();
   RETURN_IF_ERROR(CheckTransition(from, to));
@@ -152,9 +149,8 @@ absl::Status Scheduler::Transition(JobEntry& entry, v1::JobState to,
   if (IsTerminal(to)) {
     ToProtoTime(now, job.mutable_end_time());
     if (observer_ != nullptr) {
-      const absl::Duration run = job.has_start_time()
-                                     ? now - FromProtoTime(job.start_time())
-                                     : absl::ZeroDuration();
+      const absl::Duration run =
+          job.has_start_time() ? now - FromProtoTime(job.start_time()) : absl::ZeroDuration();
       observer_->OnFinished(to, run);
     }
   }
@@ -183,9 +179,9 @@ void Scheduler::LoseJob(JobEntry& entry, const std::string& why) {
         MakeFailure(v1::FAILURE_REASON_CANCELLED, absl::StrCat("cancelled; ", why));
     status = Transition(entry, v1::JOB_STATE_CANCELLED, &failure);
   } else if (job.attempt() >= options_.max_requeues) {
-    const v1::Failure failure = MakeFailure(
-        v1::FAILURE_REASON_WORKER_LOST,
-        absl::StrCat(why, "; gave up after ", job.attempt() + 1, " attempts"));
+    const v1::Failure failure =
+        MakeFailure(v1::FAILURE_REASON_WORKER_LOST,
+                    absl::StrCat(why, "; gave up after ", job.attempt() + 1, " attempts"));
     status = Transition(entry, v1::JOB_STATE_FAILED, &failure);
   } else {
     const v1::Failure failure = MakeFailure(v1::FAILURE_REASON_WORKER_LOST, why);

@@ -1,6 +1,4 @@
 // Part of Scheduler (see scheduler.h): its user-facing operations.
-#include "server/core/scheduler.h"
-
 #include <algorithm>
 #include <utility>
 
@@ -14,6 +12,7 @@
 #include "proto/spec/validate.h"
 #include "server/core/failure.h"
 #include "server/core/job_state.h"
+#include "server/core/scheduler.h"
 #include "server/core/time_util.h"
 
 namespace quantd {
@@ -61,9 +60,9 @@ void Scheduler::Submit(const Caller& caller, v1::JobSpec spec, const std::string
         return;
       }
       if (!google::protobuf::util::MessageDifferencer::Equals(entry->stored.job.spec(), spec)) {
-        done(absl::AlreadyExistsError(absl::StrCat(
-            "request_id: \"", request_id, "\" was used for job ", known->second,
-            " with a different spec")));
+        done(absl::AlreadyExistsError(absl::StrCat("request_id: \"", request_id,
+                                                   "\" was used for job ", known->second,
+                                                   " with a different spec")));
         return;
       }
       SubmitResult result{View(*entry), true};
@@ -108,15 +107,13 @@ void Scheduler::Submit(const Caller& caller, v1::JobSpec spec, const std::string
   });
 }
 
-absl::StatusOr<v1::Job> Scheduler::GetJob(const Caller& caller,
-                                          const std::string& job_id) const {
+absl::StatusOr<v1::Job> Scheduler::GetJob(const Caller& caller, const std::string& job_id) const {
   absl::MutexLock lock(&mu_);
   ASSIGN_OR_RETURN(JobEntry * entry, const_cast<Scheduler*>(this)->FindVisible(caller, job_id));
   return View(*entry);
 }
 
-absl::StatusOr<ListResult> Scheduler::ListJobs(const Caller& caller,
-                                               const ListQuery& query) const {
+absl::StatusOr<ListResult> Scheduler::ListJobs(const Caller& caller, const ListQuery& query) const {
   if (query.page_size < 0) return absl::InvalidArgumentError("page_size: must be >= 0");
   const int page_size =
       query.page_size == 0 ? kDefaultPageSize : std::min(query.page_size, kMaxPageSize);
@@ -160,9 +157,8 @@ void Scheduler::CancelJob(const Caller& caller, const std::string& job_id,
   }
   JobEntry& entry = **found;
   v1::Job& job = entry.stored.job;
-  const std::string why =
-      reason.empty() ? absl::StrCat("cancelled by ", caller.name)
-                     : absl::StrCat("cancelled by ", caller.name, ": ", reason);
+  const std::string why = reason.empty() ? absl::StrCat("cancelled by ", caller.name)
+                                         : absl::StrCat("cancelled by ", caller.name, ": ", reason);
   if (job.state() == v1::JOB_STATE_QUEUED) {
     const v1::Failure failure = MakeFailure(v1::FAILURE_REASON_CANCELLED, why);
     absl::Status status = Transition(entry, v1::JOB_STATE_CANCELLED, &failure);
@@ -202,8 +198,7 @@ absl::StatusOr<v1::JobMetrics> Scheduler::GetJobMetrics(const Caller& caller,
   int64_t after = 0;
   constexpr int kPage = 1000;
   while (true) {
-    ASSIGN_OR_RETURN(std::vector<v1::JobEvent> events,
-                     store_->ReadEvents(job_id, after, kPage));
+    ASSIGN_OR_RETURN(std::vector<v1::JobEvent> events, store_->ReadEvents(job_id, after, kPage));
     for (const v1::JobEvent& event : events) {
       if (event.has_loss()) *metrics.add_loss() = event.loss();
       if (event.has_metric()) *metrics.add_metrics() = event.metric();

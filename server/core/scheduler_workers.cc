@@ -1,6 +1,4 @@
 // Part of Scheduler (see scheduler.h): its side of the worker protocol.
-#include "server/core/scheduler.h"
-
 #include <algorithm>
 #include <set>
 #include <string>
@@ -10,6 +8,7 @@
 #include "proto/common/status_macros.h"
 #include "server/core/failure.h"
 #include "server/core/job_state.h"
+#include "server/core/scheduler.h"
 
 namespace quantd {
 
@@ -67,8 +66,7 @@ absl::Status Scheduler::ConnectWorker(const v1::Hello& hello, WorkerLink* link) 
     if (reattached.count(job_id) > 0) continue;
     JobEntry* entry = Find(job_id);
     if (entry != nullptr) {
-      LoseJob(*entry, absl::StrCat("worker ", hello.worker_id(),
-                                   " reconnected without the job"));
+      LoseJob(*entry, absl::StrCat("worker ", hello.worker_id(), " reconnected without the job"));
     }
   }
   RecordWorker(hello.worker_id());
@@ -120,9 +118,8 @@ void Scheduler::IngestEvents(const std::string& worker_id, WorkerLink* link,
   (*worker)->last_seen = clock_->Now();
   (*worker)->lost_at = (*worker)->last_seen + options_.worker_lost_after;
   v1::Job& job = entry->stored.job;
-  int64_t worker_sequence = events.first_worker_sequence() > 0
-                                ? events.first_worker_sequence()
-                                : entry->stored.worker_sequence + 1;
+  int64_t worker_sequence = events.first_worker_sequence() > 0 ? events.first_worker_sequence()
+                                                               : entry->stored.worker_sequence + 1;
   int64_t stored = 0;
   for (const v1::JobEvent& incoming : events.events()) {
     const int64_t this_sequence = worker_sequence++;
@@ -173,8 +170,7 @@ absl::Status Scheduler::FinishJob(const std::string& worker_id, WorkerLink* link
   const v1::JobState to = finished.state();
   if (to != v1::JOB_STATE_SUCCEEDED && to != v1::JOB_STATE_FAILED &&
       to != v1::JOB_STATE_CANCELLED) {
-    return absl::InvalidArgumentError(
-        "finished.state: must be SUCCEEDED, FAILED or CANCELLED");
+    return absl::InvalidArgumentError("finished.state: must be SUCCEEDED, FAILED or CANCELLED");
   }
   v1::Job& job = entry->stored.job;
   if (job.state() == v1::JOB_STATE_ASSIGNED && to != v1::JOB_STATE_FAILED) {
@@ -197,8 +193,7 @@ absl::Status Scheduler::FinishJob(const std::string& worker_id, WorkerLink* link
     job.mutable_progress()->set_fraction(1.0);
     job.mutable_progress()->set_eta_seconds(0);
   }
-  RETURN_IF_ERROR(
-      Transition(*entry, to, to == v1::JOB_STATE_SUCCEEDED ? nullptr : &failure));
+  RETURN_IF_ERROR(Transition(*entry, to, to == v1::JOB_STATE_SUCCEEDED ? nullptr : &failure));
   Dispatch();
   Commit(nullptr);
   return absl::OkStatus();

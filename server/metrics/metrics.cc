@@ -31,8 +31,8 @@ class Metrics::GaugeCollector : public prometheus::Collectable {
     const GaugeSnapshot snapshot = source();
     std::vector<prometheus::MetricFamily> families;
 
-    prometheus::MetricFamily jobs{"quantd_jobs", "Jobs by state.", prometheus::MetricType::Gauge,
-                                  {}};
+    prometheus::MetricFamily jobs{
+        "quantd_jobs", "Jobs by state.", prometheus::MetricType::Gauge, {}};
     for (int state = v1::JOB_STATE_QUEUED; state <= v1::JOB_STATE_CANCELLED; ++state) {
       prometheus::ClientMetric metric;
       metric.label.push_back(
@@ -44,8 +44,8 @@ class Metrics::GaugeCollector : public prometheus::Collectable {
     families.push_back(std::move(jobs));
     families.push_back(Single("quantd_workers_connected", "Workers with an open stream.",
                               snapshot.scheduler.workers_connected));
-    prometheus::MetricFamily devices{"quantd_devices", "Devices of connected workers.",
-                                     prometheus::MetricType::Gauge, {}};
+    prometheus::MetricFamily devices{
+        "quantd_devices", "Devices of connected workers.", prometheus::MetricType::Gauge, {}};
     for (const auto& [state, value] :
          {std::pair<std::string, int64_t>{"busy", snapshot.scheduler.devices_busy},
           {"free", snapshot.scheduler.devices_total - snapshot.scheduler.devices_busy}}) {
@@ -55,8 +55,7 @@ class Metrics::GaugeCollector : public prometheus::Collectable {
       devices.metric.push_back(std::move(metric));
     }
     families.push_back(std::move(devices));
-    families.push_back(
-        Single("quantd_watchers", "Open WatchJob streams.", snapshot.watchers));
+    families.push_back(Single("quantd_watchers", "Open WatchJob streams.", snapshot.watchers));
     return families;
   }
 
@@ -127,11 +126,12 @@ Metrics::Metrics()
                        .Help("Latency of one store transaction (group commit).")
                        .Register(*registry_)
                        .Add({}, LatencyBuckets());
-  store_batch_events_ = &prometheus::BuildHistogram()
-                             .Name("quantd_store_events_per_commit")
-                             .Help("Events written by one store transaction.")
-                             .Register(*registry_)
-                             .Add({}, prometheus::Histogram::BucketBoundaries{1, 4, 16, 64, 256, 1024, 4096, 16384});
+  store_batch_events_ =
+      &prometheus::BuildHistogram()
+           .Name("quantd_store_events_per_commit")
+           .Help("Events written by one store transaction.")
+           .Register(*registry_)
+           .Add({}, prometheus::Histogram::BucketBoundaries{1, 4, 16, 64, 256, 1024, 4096, 16384});
 }
 
 Metrics::~Metrics() = default;
@@ -165,9 +165,7 @@ std::string Metrics::Text() const {
 
 void Metrics::OnSubmitted() { submitted_->Increment(); }
 
-void Metrics::OnAssigned(absl::Duration wait) {
-  queue_wait_->Observe(absl::ToDoubleSeconds(wait));
-}
+void Metrics::OnAssigned(absl::Duration wait) { queue_wait_->Observe(absl::ToDoubleSeconds(wait)); }
 
 void Metrics::OnFinished(v1::JobState state, absl::Duration run_time) {
   if (state == v1::JOB_STATE_SUCCEEDED) succeeded_->Increment();

@@ -17,7 +17,8 @@ absl::StatusOr<TokenTable> TokenTable::Parse(const std::string& text) {
     ++line_number;
     line = absl::StripAsciiWhitespace(line);
     if (line.empty() || line.front() == '#') continue;
-    std::vector<std::string> fields = absl::StrSplit(line, absl::ByAnyChar(" \t"), absl::SkipEmpty());
+    std::vector<std::string> fields =
+        absl::StrSplit(line, absl::ByAnyChar(" \t"), absl::SkipEmpty());
     if (fields.size() != 3) {
       return absl::InvalidArgumentError(
           absl::StrCat("tokens file line ", line_number, ": expected \"<token> <name> <role>\""));
@@ -31,9 +32,9 @@ absl::StatusOr<TokenTable> TokenTable::Parse(const std::string& text) {
     } else if (fields[2] == "worker") {
       principal.role = Role::kWorker;
     } else {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "tokens file line ", line_number, ": role must be user, admin or worker, got \"",
-          fields[2], "\""));
+      return absl::InvalidArgumentError(absl::StrCat("tokens file line ", line_number,
+                                                     ": role must be user, admin or worker, got \"",
+                                                     fields[2], "\""));
     }
     if (!table.tokens_.emplace(fields[0], principal).second) {
       return absl::InvalidArgumentError(

@@ -40,8 +40,8 @@ absl::Status QuantdServer::Init() {
   if (!options_.metrics_address.empty()) RETURN_IF_ERROR(metrics_.Serve(options_.metrics_address));
 
   auth_ = std::make_unique<Authenticator>(options_.tokens);
-  quantize_service_ = std::make_unique<QuantizeServiceImpl>(
-      scheduler_.get(), store_.get(), &bus_, auth_.get(), options_.watch_buffer);
+  quantize_service_ = std::make_unique<QuantizeServiceImpl>(scheduler_.get(), store_.get(), &bus_,
+                                                            auth_.get(), options_.watch_buffer);
   worker_service_ = std::make_unique<WorkerServiceImpl>(scheduler_.get(), auth_.get());
 
   grpc::EnableDefaultHealthCheckService(true);

@@ -127,9 +127,9 @@ absl::Status SqliteStore::Migrate() {
   int current = static_cast<int>(version.Int(0));
   version.Reset();
   if (current > kSchemaVersion) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("store: database schema version ", current,
-                     " is newer than this quantd understands (", kSchemaVersion, ")"));
+    return absl::FailedPreconditionError(absl::StrCat("store: database schema version ", current,
+                                                      " is newer than this quantd understands (",
+                                                      kSchemaVersion, ")"));
   }
   for (; current < kSchemaVersion; ++current) {
     RETURN_IF_ERROR(Exec(writer_, "BEGIN IMMEDIATE"));
@@ -200,8 +200,7 @@ void SqliteStore::WriterLoop() {
   }
 }
 
-absl::Status SqliteStore::ApplyGroup(const std::deque<Pending>& group, size_t begin,
-                                     size_t end) {
+absl::Status SqliteStore::ApplyGroup(const std::deque<Pending>& group, size_t begin, size_t end) {
   bool any = false;
   for (size_t i = begin; i < end; ++i) any |= !group[i].batch.empty();
   if (!any) return absl::OkStatus();
@@ -245,8 +244,7 @@ absl::Status SqliteStore::ApplyBatch(const WriteBatch& batch) {
     }
   }
   for (const v1::JobEvent& event : batch.events) {
-    const int64_t time_ns =
-        event.has_time() ? absl::ToUnixNanos(FromProtoTime(event.time())) : 0;
+    const int64_t time_ns = event.has_time() ? absl::ToUnixNanos(FromProtoTime(event.time())) : 0;
     RETURN_IF_ERROR(s.insert_event.Bind(1, event.job_id())
                         .Bind(2, event.sequence())
                         .Bind(3, time_ns)
@@ -255,7 +253,8 @@ absl::Status SqliteStore::ApplyBatch(const WriteBatch& batch) {
                         .Run());
   }
   for (const IdempotencyKey& key : batch.keys) {
-    RETURN_IF_ERROR(s.insert_key.Bind(1, key.owner).Bind(2, key.request_id).Bind(3, key.job_id).Run());
+    RETURN_IF_ERROR(
+        s.insert_key.Bind(1, key.owner).Bind(2, key.request_id).Bind(3, key.job_id).Run());
   }
   for (const WorkerRecord& worker : batch.workers) {
     RETURN_IF_ERROR(s.upsert_worker.Bind(1, worker.worker_id)
@@ -293,8 +292,8 @@ FROM jobs j LEFT JOIN specs s ON s.job_id = j.job_id ORDER BY j.submit_order)sql
   }
   {
     Statement keys;
-    RETURN_IF_ERROR(keys.Prepare(reader.db,
-                                 "SELECT owner, request_id, job_id FROM idempotency_keys"));
+    RETURN_IF_ERROR(
+        keys.Prepare(reader.db, "SELECT owner, request_id, job_id FROM idempotency_keys"));
     while (keys.Next(&status)) {
       snapshot.keys.push_back({keys.Text(0), keys.Text(1), keys.Text(2)});
     }

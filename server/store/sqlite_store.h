@@ -60,8 +60,7 @@ class SqliteStore : public JobStore {
   absl::StatusOr<StoreSnapshot> Load() override;
   void Write(WriteBatch batch, Done done) override;
   absl::StatusOr<std::vector<v1::JobEvent>> ReadEvents(const std::string& job_id,
-                                                       int64_t after_sequence,
-                                                       int limit) override;
+                                                       int64_t after_sequence, int limit) override;
 
   int schema_version() const { return schema_version_; }
   // Transactions committed so far (for tests of group commit).
@@ -90,7 +89,8 @@ class SqliteStore : public JobStore {
 
   const SqliteStoreOptions options_;
   sqlite3* writer_ = nullptr;
-  std::unique_ptr<Statements> statements_;  // used by the writer thread only (and Open before it starts)
+  std::unique_ptr<Statements>
+      statements_;  // used by the writer thread only (and Open before it starts)
   std::vector<std::unique_ptr<Reader>> readers_;
   std::atomic<size_t> next_reader_{0};
   std::atomic<int64_t> commits_{0};

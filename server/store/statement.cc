@@ -7,16 +7,15 @@
 namespace quantd::store_internal {
 
 absl::Status SqliteError(sqlite3* db, const std::string& what) {
-  return absl::InternalError(absl::StrCat("sqlite: ", what, ": ",
-                                          db == nullptr ? "out of memory" : sqlite3_errmsg(db)));
+  return absl::InternalError(
+      absl::StrCat("sqlite: ", what, ": ", db == nullptr ? "out of memory" : sqlite3_errmsg(db)));
 }
 
 absl::Status Exec(sqlite3* db, const std::string& sql) {
   char* message = nullptr;
   if (sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &message) != SQLITE_OK) {
-    absl::Status status = absl::InternalError(
-        absl::StrCat("sqlite: ", message == nullptr ? "error" : message, " in: ",
-                     sql.substr(0, 60)));
+    absl::Status status = absl::InternalError(absl::StrCat(
+        "sqlite: ", message == nullptr ? "error" : message, " in: ", sql.substr(0, 60)));
     sqlite3_free(message);
     return status;
   }

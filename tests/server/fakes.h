@@ -56,8 +56,8 @@ class MemoryStore : public JobStore {
     }
     done(absl::OkStatus());
   }
-  absl::StatusOr<std::vector<v1::JobEvent>> ReadEvents(const std::string& job_id,
-                                                       int64_t after, int limit) override {
+  absl::StatusOr<std::vector<v1::JobEvent>> ReadEvents(const std::string& job_id, int64_t after,
+                                                       int limit) override {
     absl::MutexLock lock(&mu_);
     std::vector<v1::JobEvent> out;
     auto& events = events_[job_id];

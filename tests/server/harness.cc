@@ -41,9 +41,10 @@ int Reap(pid_t pid, absl::Duration timeout) {
 
 std::string QuantdBinary() { return std::string(QUANTD_BINARY_DIR) + "/server/quantd"; }
 
-absl::StatusOr<std::unique_ptr<QuantdProcess>> QuantdProcess::Start(
-    const std::string& binary, std::vector<std::string> args, const std::string& log_path,
-    absl::Duration timeout) {
+absl::StatusOr<std::unique_ptr<QuantdProcess>> QuantdProcess::Start(const std::string& binary,
+                                                                    std::vector<std::string> args,
+                                                                    const std::string& log_path,
+                                                                    absl::Duration timeout) {
   bool has_listen = false;
   for (const std::string& arg : args) has_listen |= arg.rfind("--listen=", 0) == 0;
   args.insert(args.begin(), binary);
@@ -74,7 +75,8 @@ absl::StatusOr<std::unique_ptr<QuantdProcess>> QuantdProcess::Start(
   const absl::Time deadline = absl::Now() + timeout;
   while (line.find('\n') == std::string::npos) {
     const int wait_ms = static_cast<int>(absl::ToInt64Milliseconds(deadline - absl::Now()));
-    if (wait_ms <= 0) return absl::DeadlineExceededError("quantd did not get ready; see " + log_path);
+    if (wait_ms <= 0)
+      return absl::DeadlineExceededError("quantd did not get ready; see " + log_path);
     pollfd fd{process->stdout_fd_, POLLIN, 0};
     if (poll(&fd, 1, wait_ms) <= 0) continue;
     char buffer[256];

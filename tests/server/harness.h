@@ -63,8 +63,7 @@ v1::JobSpec MinimalSpec();
 // A worker speaking WorkerService.Connect from a script (a callback-API client reactor).
 class FakeWorker : public grpc::ClientBidiReactor<v1::WorkerMessage, v1::SchedulerMessage> {
  public:
-  FakeWorker(const std::string& address, std::string token, std::string worker_id,
-             int devices = 1);
+  FakeWorker(const std::string& address, std::string token, std::string worker_id, int devices = 1);
   ~FakeWorker() override;  // cancels the stream and waits for it to end
 
   // Opens the stream and sends Hello (with `running` jobs).

@@ -4,8 +4,8 @@
 
 #include <cstdio>
 #include <fstream>
-#include <sstream>
 #include <memory>
+#include <sstream>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -15,8 +15,8 @@
 namespace quantd {
 namespace {
 
-using ::testing::HasSubstr;
 using testing::FakeWorker;
+using ::testing::HasSubstr;
 using testing::QuantdProcess;
 using testing::Watcher;
 
@@ -48,8 +48,8 @@ class IntegrationTest : public ::testing::Test {
 
   void StartQuantd(std::vector<std::string> extra = {}) {
     std::vector<std::string> args = {"--db=" + dir_ + "/quantd.db",
-                                     "--tokens_file=" + dir_ + "/tokens",
-                                     "--store_sync=normal", "--shutdown_grace=1s"};
+                                     "--tokens_file=" + dir_ + "/tokens", "--store_sync=normal",
+                                     "--shutdown_grace=1s"};
     args.insert(args.end(), extra.begin(), extra.end());
     auto process = QuantdProcess::Start(testing::QuantdBinary(), args, dir_ + "/quantd.log");
     ASSERT_TRUE(process.ok()) << process.status();
@@ -170,8 +170,8 @@ TEST_F(IntegrationTest, CancelRunningJobWaitsForTheWorker) {
   v1::Job cancelling;
   ASSERT_TRUE(Cancel("alice-token", job.job_id(), &cancelling).ok());
   EXPECT_EQ(cancelling.state(), v1::JOB_STATE_CANCELLING);
-  auto cancellation = worker->Take(
-      [](const v1::SchedulerMessage& m) { return m.has_cancellation(); }, kWait);
+  auto cancellation =
+      worker->Take([](const v1::SchedulerMessage& m) { return m.has_cancellation(); }, kWait);
   ASSERT_TRUE(cancellation.has_value());
   EXPECT_EQ(cancellation->cancellation().job_id(), job.job_id());
   ASSERT_TRUE(worker->SendFinished(job.job_id(), v1::JOB_STATE_CANCELLED));
@@ -401,8 +401,8 @@ TEST_F(IntegrationTest, BadRequestsGetTheRightCodes) {
 TEST_F(IntegrationTest, ServesTlsWhenGivenACertificate) {
   const std::string make_cert =
       "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost "
-      "-addext subjectAltName=DNS:localhost -keyout '" + dir_ + "/key.pem' -out '" + dir_ +
-      "/cert.pem' >/dev/null 2>&1";
+      "-addext subjectAltName=DNS:localhost -keyout '" +
+      dir_ + "/key.pem' -out '" + dir_ + "/cert.pem' >/dev/null 2>&1";
   if (std::system(make_cert.c_str()) != 0) GTEST_SKIP() << "openssl cannot make a certificate";
   StartQuantd({"--tls_cert=" + dir_ + "/cert.pem", "--tls_key=" + dir_ + "/key.pem"});
   std::ifstream cert_file(dir_ + "/cert.pem");
@@ -415,8 +415,8 @@ TEST_F(IntegrationTest, ServesTlsWhenGivenACertificate) {
   v1::SubmitJobRequest request;
   *request.mutable_spec() = testing::MinimalSpec();
   v1::SubmitJobResponse response;
-  grpc::Status status = secure->SubmitJob(testing::Context("alice-token").get(), request,
-                                          &response);
+  grpc::Status status =
+      secure->SubmitJob(testing::Context("alice-token").get(), request, &response);
   EXPECT_TRUE(status.ok()) << status.error_message();
   // A plaintext client cannot talk to it.
   v1::Job job;

@@ -36,8 +36,8 @@ TEST(PlacementTest, NoWorkers) {
 }
 
 TEST(PlacementTest, PicksWorkerWithEnoughFreeMemory) {
-  auto decision = Place(Need(1, 40), {Worker("a", {Gpu("cuda:0", 24, 24)}),
-                                      Worker("b", {Gpu("cuda:0", 80, 79)})});
+  auto decision = Place(
+      Need(1, 40), {Worker("a", {Gpu("cuda:0", 24, 24)}), Worker("b", {Gpu("cuda:0", 80, 79)})});
   ASSERT_TRUE(decision.placed);
   EXPECT_EQ(decision.worker_id, "b");
   EXPECT_EQ(decision.device_ids, std::vector<std::string>{"cuda:0"});

@@ -11,8 +11,8 @@
 namespace quantd {
 namespace {
 
-using ::testing::HasSubstr;
 using testing::FakeClock;
+using ::testing::HasSubstr;
 using testing::MemoryStore;
 using testing::RecordingLink;
 
@@ -235,13 +235,12 @@ TEST_F(SchedulerTest, FullLifecycleRecordsEveryChange) {
   EXPECT_TRUE(Get(job).has_start_time());
   ASSERT_TRUE(Finish("w1", link, job, v1::JOB_STATE_SUCCEEDED).ok());
   EXPECT_EQ(Get(job).state(), v1::JOB_STATE_SUCCEEDED);
-  EXPECT_EQ(States(job), (std::vector<v1::JobState>{
-                             v1::JOB_STATE_QUEUED, v1::JOB_STATE_ASSIGNED,
-                             v1::JOB_STATE_RUNNING, v1::JOB_STATE_SUCCEEDED}));
+  EXPECT_EQ(States(job),
+            (std::vector<v1::JobState>{v1::JOB_STATE_QUEUED, v1::JOB_STATE_ASSIGNED,
+                                       v1::JOB_STATE_RUNNING, v1::JOB_STATE_SUCCEEDED}));
   ExpectContiguous(job);
   // A finished job takes no more events.
-  EXPECT_EQ(Events("w1", link, job, 1, 4).status().code(),
-            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(Events("w1", link, job, 1, 4).status().code(), absl::StatusCode::kFailedPrecondition);
 }
 
 TEST_F(SchedulerTest, ResentEventsAreDroppedByWorkerSequence) {
@@ -261,8 +260,7 @@ TEST_F(SchedulerTest, EventsFromAnotherWorkerAreRefused) {
   const std::string job = SubmitOk("alice");
   Connect("w1");
   RecordingLink* other = Connect("w2");
-  EXPECT_EQ(Events("w2", other, job, 1, 1).status().code(),
-            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(Events("w2", other, job, 1, 1).status().code(), absl::StatusCode::kFailedPrecondition);
   RecordingLink stranger;
   EXPECT_EQ(Events("w1", &stranger, job, 1, 1).status().code(),
             absl::StatusCode::kFailedPrecondition);
@@ -311,8 +309,8 @@ TEST_F(SchedulerTest, CancelOfFinishedJobsIsANoOp) {
   RecordingLink* link = Connect("w1", 2, 80, 2);
   ASSERT_TRUE(Finish("w1", link, succeeded, v1::JOB_STATE_SUCCEEDED).ok());
   ASSERT_TRUE(Finish("w1", link, failed, v1::JOB_STATE_FAILED).ok());
-  for (const auto& [job, state] : {std::pair{succeeded, v1::JOB_STATE_SUCCEEDED},
-                                   std::pair{failed, v1::JOB_STATE_FAILED}}) {
+  for (const auto& [job, state] :
+       {std::pair{succeeded, v1::JOB_STATE_SUCCEEDED}, std::pair{failed, v1::JOB_STATE_FAILED}}) {
     const int64_t before = Get(job).last_sequence();
     auto result = Cancel("alice", job);
     ASSERT_TRUE(result.ok());

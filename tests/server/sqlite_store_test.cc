@@ -228,11 +228,10 @@ TEST_F(SqliteStoreTest, SchedulerRecoversJobsAndEventsAfterReopen) {
   spec.mutable_model()->set_path("/models/tiny");
   spec.mutable_calibration()->set_dataset_path("/data/a.txt");
   absl::Notification again;
-  scheduler.Submit(Caller{"alice", false}, spec, "req-9",
-                   [&](absl::StatusOr<SubmitResult> result) {
-                     EXPECT_TRUE(result.ok() && result->deduplicated);
-                     again.Notify();
-                   });
+  scheduler.Submit(Caller{"alice", false}, spec, "req-9", [&](absl::StatusOr<SubmitResult> result) {
+    EXPECT_TRUE(result.ok() && result->deduplicated);
+    again.Notify();
+  });
   again.WaitForNotification();
 
   clock.Advance(absl::Seconds(31));

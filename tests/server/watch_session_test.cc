@@ -96,8 +96,7 @@ TEST_F(WatchSessionTest, SlowLiveWatcherIsEndedWithResourceExhausted) {
   std::vector<EventPtr> events;
   EXPECT_EQ(session.Poll(&events), WatchSession::Next::kError);
   EXPECT_EQ(session.status().code(), absl::StatusCode::kResourceExhausted);
-  EXPECT_NE(std::string(session.status().message()).find("after_sequence = 1"),
-            std::string::npos);
+  EXPECT_NE(std::string(session.status().message()).find("after_sequence = 1"), std::string::npos);
   // Resuming from the last sequence gets everything.
   WatchSession resumed(&store_, &bus_, "j", session.last_sequence(), 0, 8, nullptr);
   resumed.Start();

@@ -39,11 +39,11 @@ class WorkerLinkE2eTest : public ::testing::Test {
     (void)std::system(command.c_str());
   }
   void StartQuantd() {
-    auto process = QuantdProcess::Start(
-        testing::QuantdBinary(),
-        {"--db=" + dir_ + "/quantd.db", "--tokens_file=" + dir_ + "/tokens",
-         "--listen=127.0.0.1:" + std::to_string(port_), "--shutdown_grace=1s"},
-        dir_ + "/quantd.log");
+    auto process =
+        QuantdProcess::Start(testing::QuantdBinary(),
+                             {"--db=" + dir_ + "/quantd.db", "--tokens_file=" + dir_ + "/tokens",
+                              "--listen=127.0.0.1:" + std::to_string(port_), "--shutdown_grace=1s"},
+                             dir_ + "/quantd.log");
     ASSERT_TRUE(process.ok()) << process.status();
     process_ = std::move(*process);
   }

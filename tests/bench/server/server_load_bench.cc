@@ -35,8 +35,7 @@ ABSL_FLAG(int, watchers, 100, "WatchJob streams in phase 2");
 ABSL_FLAG(int, events_per_worker, 20000, "events each worker sends");
 ABSL_FLAG(int, batch, 100, "events per JobEvents message");
 ABSL_FLAG(std::string, store_sync, "full", "quantd --store_sync");
-ABSL_FLAG(int, rate, 0,
-          "events/s each worker sends (paced per batch); 0 = as fast as acks allow");
+ABSL_FLAG(int, rate, 0, "events/s each worker sends (paced per batch); 0 = as fast as acks allow");
 
 namespace quantd {
 namespace {
@@ -111,10 +110,11 @@ void SubmitPhase(const std::string& dir) {
   }
   for (auto& thread : pool) thread.join();
   const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
-  std::printf("submits: %d in %.2f s = %.0f submits/s with %d clients (p50 %.2f ms, p99 %.2f ms, "
-              "%d failed)\n",
-              total, seconds, total / seconds, threads, Percentile(latencies_ms, 0.5),
-              Percentile(latencies_ms, 0.99), failed.load());
+  std::printf(
+      "submits: %d in %.2f s = %.0f submits/s with %d clients (p50 %.2f ms, p99 %.2f ms, "
+      "%d failed)\n",
+      total, seconds, total / seconds, threads, Percentile(latencies_ms, 0.5),
+      Percentile(latencies_ms, 0.99), failed.load());
   ReportRss(quantd->pid());
   quantd->Terminate(absl::Seconds(10));
 }
@@ -195,14 +195,14 @@ void EventPhase(const std::string& dir) {
   for (int i = 0; i < 4; ++i) {
     grpc::ChannelArguments args;
     args.SetInt("bench_channel", i);  // distinct channels, not one shared connection
-    watch_channels.push_back(grpc::CreateCustomChannel(
-        quantd->address(), grpc::InsecureChannelCredentials(), args));
+    watch_channels.push_back(
+        grpc::CreateCustomChannel(quantd->address(), grpc::InsecureChannelCredentials(), args));
     watch_stubs.push_back(v1::QuantizeService::NewStub(watch_channels.back()));
   }
   std::vector<std::unique_ptr<LatencyWatcher>> watchers;
   for (int i = 0; i < num_watchers; ++i) {
-    watchers.push_back(std::make_unique<LatencyWatcher>(watch_stubs[i % 4].get(),
-                                                        job_of[i % num_workers]));
+    watchers.push_back(
+        std::make_unique<LatencyWatcher>(watch_stubs[i % 4].get(), job_of[i % num_workers]));
   }
 
   const absl::Time start = absl::Now();
@@ -253,24 +253,26 @@ void EventPhase(const std::string& dir) {
   std::vector<double> latencies;
   for (auto& watcher : watchers) {
     grpc::Status status = watcher->Wait();
-    if (status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) ++exhausted;
-    else if (!status.ok()) ++other_errors;
+    if (status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED)
+      ++exhausted;
+    else if (!status.ok())
+      ++other_errors;
     latencies.insert(latencies.end(), watcher->latencies().begin(), watcher->latencies().end());
   }
   const double delivered_seconds = absl::ToDoubleSeconds(absl::Now() - start);
   const int64_t total = static_cast<int64_t>(per_worker) * num_workers;
-  std::printf("events: %ld from %d workers in %.2f s = %.0f events/s ingested (acknowledged) "
-              "with %d watchers%s\n",
-              static_cast<long>(total), num_workers, ingest_seconds, total / ingest_seconds,
-              num_watchers,
-              absl::GetFlag(FLAGS_rate) > 0
-                  ? (" (paced at " + std::to_string(absl::GetFlag(FLAGS_rate)) + "/s per worker)")
-                        .c_str()
-                  : " (unpaced)");
-  std::printf("watchers: %zu deliveries in %.2f s = %.0f events/s delivered; "
-              "%d ended RESOURCE_EXHAUSTED, %d other errors\n",
-              latencies.size(), delivered_seconds, latencies.size() / delivered_seconds,
-              exhausted, other_errors);
+  std::printf(
+      "events: %ld from %d workers in %.2f s = %.0f events/s ingested (acknowledged) "
+      "with %d watchers%s\n",
+      static_cast<long>(total), num_workers, ingest_seconds, total / ingest_seconds, num_watchers,
+      absl::GetFlag(FLAGS_rate) > 0
+          ? (" (paced at " + std::to_string(absl::GetFlag(FLAGS_rate)) + "/s per worker)").c_str()
+          : " (unpaced)");
+  std::printf(
+      "watchers: %zu deliveries in %.2f s = %.0f events/s delivered; "
+      "%d ended RESOURCE_EXHAUSTED, %d other errors\n",
+      latencies.size(), delivered_seconds, latencies.size() / delivered_seconds, exhausted,
+      other_errors);
   std::printf("event latency worker send -> watcher receive: p50 %.2f ms, p99 %.2f ms\n",
               Percentile(latencies, 0.5), Percentile(latencies, 0.99));
   ReportRss(quantd->pid());
