@@ -197,7 +197,7 @@ TEST_F(IntegrationTest, CancelRunningJobWaitsForTheWorker) {
 }
 
 TEST_F(IntegrationTest, VanishedWorkerIsLostAndSecondWorkerFinishes) {
-  StartQuantd({"--heartbeat_interval=1s", "--worker_lost_after=1s"});
+  StartQuantd({"--heartbeat_interval=1s", "--worker_lost_after=2s"});
   auto first = Worker("w1");
   v1::Job job;
   ASSERT_TRUE(Submit("alice-token", testing::MinimalSpec(), &job).ok());
