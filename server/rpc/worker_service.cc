@@ -15,11 +15,39 @@ namespace {
 
 using ConnectReactorBase = grpc::ServerBidiReactor<v1::WorkerMessage, v1::SchedulerMessage>;
 
-// The write side of one stream, as the Scheduler's WorkerLink. Outlives the reactor when
-// commit callbacks still hold it; after Detach() it drops everything.
+// Event batches of one stream that may wait for their commit before the stream stops
+// reading (and gRPC flow control slows the worker down).
+constexpr int kMaxPendingIngests = 32;
+
+// The write side of one stream, as the Scheduler's WorkerLink, plus the read back-pressure
+// on uncommitted event batches. Outlives the reactor when commit callbacks still hold it;
+// after Detach() it drops everything.
 class Outbox : public WorkerLink {
  public:
-  explicit Outbox(ConnectReactorBase* reactor) : reactor_(reactor) {}
+  // `read_target` is the reactor's message that StartRead fills.
+  Outbox(ConnectReactorBase* reactor, v1::WorkerMessage* read_target)
+      : reactor_(reactor), read_target_(read_target) {}
+
+  void BeginIngest() {
+    absl::MutexLock lock(&mu_);
+    ++pending_ingests_;
+  }
+
+  // True when the reactor should not start the next read now; EndIngest() starts it later.
+  bool PauseReading() {
+    absl::MutexLock lock(&mu_);
+    if (pending_ingests_ < kMaxPendingIngests) return false;
+    read_paused_ = true;
+    return true;
+  }
+
+  void EndIngest() {
+    absl::MutexLock lock(&mu_);
+    --pending_ingests_;
+    if (!read_paused_ || pending_ingests_ >= kMaxPendingIngests) return;
+    read_paused_ = false;
+    if (reactor_ != nullptr && !closing_.has_value()) reactor_->StartRead(read_target_);
+  }
 
   void Send(const v1::SchedulerMessage& message) override {
     absl::MutexLock lock(&mu_);
@@ -68,6 +96,9 @@ class Outbox : public WorkerLink {
 
   absl::Mutex mu_;
   ConnectReactorBase* reactor_ ABSL_GUARDED_BY(mu_);
+  v1::WorkerMessage* const read_target_;
+  int pending_ingests_ ABSL_GUARDED_BY(mu_) = 0;
+  bool read_paused_ ABSL_GUARDED_BY(mu_) = false;
   std::deque<v1::SchedulerMessage> queue_ ABSL_GUARDED_BY(mu_);
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   std::optional<grpc::Status> closing_ ABSL_GUARDED_BY(mu_);
@@ -76,7 +107,7 @@ class Outbox : public WorkerLink {
 class ConnectReactor : public ConnectReactorBase {
  public:
   ConnectReactor(Scheduler* scheduler, absl::Status auth)
-      : scheduler_(scheduler), outbox_(std::make_shared<Outbox>(this)) {
+      : scheduler_(scheduler), outbox_(std::make_shared<Outbox>(this, &incoming_)) {
     if (!auth.ok()) {
       outbox_->Close(auth);
       return;
@@ -96,10 +127,16 @@ class ConnectReactor : public ConnectReactorBase {
       outbox_->Close(status);
       return;
     }
+    if (outbox_->PauseReading()) return;
     StartRead(&incoming_);
   }
 
   void OnWriteDone(bool ok) override { outbox_->WriteDone(ok); }
+
+  // Needed when no read is outstanding (paused by back-pressure) as the call goes away.
+  void OnCancel() override {
+    outbox_->Finish(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled"));
+  }
 
   void OnDone() override {
     if (!worker_id_.empty()) {
@@ -131,9 +168,11 @@ class ConnectReactor : public ConnectReactorBase {
       case v1::WorkerMessage::kEvents: {
         std::shared_ptr<Outbox> outbox = outbox_;
         const std::string job_id = message.events().job_id();
+        outbox->BeginIngest();
         scheduler_->IngestEvents(
             worker_id_, outbox_.get(), message.events(),
             [outbox, job_id](absl::StatusOr<int64_t> ack) {
+              outbox->EndIngest();
               v1::SchedulerMessage reply;
               if (ack.ok()) {
                 reply.mutable_ack()->set_job_id(job_id);

@@ -4,7 +4,9 @@
 // heartbeats, events, finished jobs and rejections to the Scheduler, and writes whatever
 // the Scheduler sends through its WorkerLink (Welcome, assignments, cancellations, acks),
 // one write at a time from a queue. Events are acknowledged (EventsAck) only after they
-// are committed. A worker token is required when authentication is on.
+// are committed; with more than 32 event batches of a stream waiting for their commit the
+// reactor stops reading, so gRPC flow control slows the worker down. A worker token is
+// required when authentication is on.
 #ifndef QUANTD_SERVER_RPC_WORKER_SERVICE_H_
 #define QUANTD_SERVER_RPC_WORKER_SERVICE_H_
 

@@ -5,7 +5,7 @@
 //
 // Phase 1: submits/s (and per-call latency) with concurrent clients, no workers.
 // Phase 2, on a fresh quantd: `workers` fake workers each run one job and stream events in
-// batches of `batch` (at most 8 unacknowledged batches each) while `watchers` WatchJob
+// batches of `batch` (at most `window` unacknowledged batches each) while `watchers` WatchJob
 // streams follow the jobs; reports events/s ingested (acknowledged = committed), the
 // worker-send -> watcher-receive latency of every delivered event, and quantd's RSS. Unpaced
 // (--rate=0) it measures saturation, where latency is mostly queueing; --rate paces each
@@ -35,6 +35,7 @@ ABSL_FLAG(int, watchers, 100, "WatchJob streams in phase 2");
 ABSL_FLAG(int, events_per_worker, 20000, "events each worker sends");
 ABSL_FLAG(int, batch, 100, "events per JobEvents message");
 ABSL_FLAG(std::string, store_sync, "full", "quantd --store_sync");
+ABSL_FLAG(int, window, 8, "unacknowledged event batches each worker may have in flight");
 ABSL_FLAG(int, rate, 0, "events/s each worker sends (paced per batch); 0 = as fast as acks allow");
 
 namespace quantd {
@@ -165,7 +166,7 @@ void EventPhase(const std::string& dir) {
   const int num_watchers = absl::GetFlag(FLAGS_watchers);
   const int per_worker = absl::GetFlag(FLAGS_events_per_worker);
   const int batch = absl::GetFlag(FLAGS_batch);
-  constexpr int kWindow = 8;  // unacknowledged batches per worker
+  const int kWindow = absl::GetFlag(FLAGS_window);
 
   std::vector<std::unique_ptr<FakeWorker>> workers;
   for (int i = 0; i < num_workers; ++i) {
