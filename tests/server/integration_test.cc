@@ -325,6 +325,24 @@ TEST_F(IntegrationTest, SlowWatcherIsEndedWithResourceExhaustedAndResumes) {
   EXPECT_EQ(resumed.events().back().state_change().to(), v1::JOB_STATE_SUCCEEDED);
 }
 
+TEST_F(IntegrationTest, BurstOfUnacknowledgedBatchesIsStoredCompletely) {
+  StartQuantd();
+  auto worker = Worker("w1");
+  v1::Job job;
+  ASSERT_TRUE(Submit("alice-token", testing::MinimalSpec(), &job).ok());
+  ASSERT_TRUE(worker->TakeAssignment(kWait).has_value());
+  // Far more batches than quantd keeps uncommitted per stream before it stops reading.
+  constexpr int kBatches = 400;
+  constexpr int kPerBatch = 10;
+  for (int b = 0; b < kBatches; ++b) {
+    ASSERT_TRUE(worker->SendEvents(job.job_id(), 1 + b * kPerBatch, kPerBatch));
+  }
+  ASSERT_TRUE(worker->WaitAck(job.job_id(), kBatches * kPerBatch, kWait));
+  v1::Job stored;
+  ASSERT_TRUE(Get("alice-token", job.job_id(), &stored).ok());
+  EXPECT_EQ(stored.last_sequence(), 3 + kBatches * kPerBatch);
+}
+
 TEST_F(IntegrationTest, AuthenticationAndOwnership) {
   StartQuantd();
   v1::Job job;
