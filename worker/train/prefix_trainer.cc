@@ -1,0 +1,269 @@
+#include "worker/train/prefix_trainer.h"
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "proto/common/status_macros.h"
+
+namespace quantd::train {
+namespace {
+
+torch::Tensor WindowIds(const std::vector<std::vector<int32_t>>& windows) {
+  const int64_t len = static_cast<int64_t>(windows[0].size());
+  std::vector<int64_t> flat;
+  flat.reserve(windows.size() * len);
+  for (const auto& w : windows) flat.insert(flat.end(), w.begin(), w.end());
+  return torch::tensor(flat, torch::kInt64).view({static_cast<int64_t>(windows.size()), len});
+}
+
+absl::Status CheckWindows(const std::vector<std::vector<int32_t>>& windows, int64_t vocab,
+                          const char* what) {
+  for (const auto& w : windows) {
+    if (w.size() != windows[0].size() || w.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(what, " windows differ in length"));
+    }
+    for (int32_t id : w) {
+      if (id < 0 || id >= vocab) {
+        return absl::InvalidArgumentError(absl::StrCat(what, " window holds token id ", id,
+                                                       " outside the vocabulary"));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Runs [prefix ; embeds] through blocks 0..max(layers) and returns the targets' non-prefix part.
+std::vector<torch::Tensor> TargetOutputs(model::LlamaModel& model, const torch::Tensor& prefix,
+                                         const torch::Tensor& embeds,
+                                         const std::vector<int>& layers) {
+  const int64_t p = prefix.defined() ? prefix.size(0) : 0;
+  torch::Tensor hidden = embeds;
+  if (p > 0) {
+    hidden = torch::cat(
+        {prefix.to(embeds.scalar_type()).unsqueeze(0).expand({embeds.size(0), p, prefix.size(1)}),
+         embeds},
+        1);
+  }
+  const int last = *std::max_element(layers.begin(), layers.end());
+  const std::set<int> wanted(layers.begin(), layers.end());
+  std::vector<torch::Tensor> out;
+  for (int l = 0; l <= last; ++l) {
+    hidden = model.RunBlock(l, hidden, 0, nullptr, nullptr, nullptr);
+    if (wanted.count(l) > 0) out.push_back(hidden.narrow(1, p, hidden.size(1) - p));
+  }
+  return out;
+}
+
+std::vector<int> ResolveLayers(const model::LlamaModel& model, const std::vector<int>& layers) {
+  if (!layers.empty()) return layers;
+  std::vector<int> all(model.blocks.size());
+  for (size_t i = 0; i < all.size(); ++i) all[i] = static_cast<int>(i);
+  return all;
+}
+
+// Initial rows: given ids, then frequent window tokens, then seeded random rows.
+torch::Tensor InitialPrefix(const model::LlamaModel& model,
+                            const std::vector<std::vector<int32_t>>& train,
+                            const PrefixTrainOptions& options, std::vector<int32_t>* init_ids) {
+  const int64_t p = options.prefix_len;
+  std::vector<int32_t> ids;
+  std::set<int32_t> used;
+  for (int32_t id : options.init_token_ids) {
+    if (static_cast<int64_t>(ids.size()) == p) break;
+    ids.push_back(id);
+    used.insert(id);
+  }
+  if (static_cast<int64_t>(ids.size()) < p) {
+    std::map<int32_t, int64_t> counts;
+    for (const auto& w : train) {
+      for (int32_t id : w) ++counts[id];
+    }
+    std::vector<std::pair<int64_t, int32_t>> order;
+    for (const auto& [id, n] : counts) order.emplace_back(-n, id);
+    std::sort(order.begin(), order.end());
+    for (const auto& [neg, id] : order) {
+      if (static_cast<int64_t>(ids.size()) == p) break;
+      if (used.insert(id).second) ids.push_back(id);
+    }
+  }
+  torch::NoGradGuard no_grad;
+  const torch::Tensor table = model.embed_tokens.to(torch::kFloat32);
+  torch::Tensor rows = torch::empty({p, table.size(1)}, table.options());
+  for (size_t i = 0; i < ids.size(); ++i) rows[i].copy_(table[ids[i]]);
+  if (static_cast<int64_t>(ids.size()) < p) {
+    auto gen = at::detail::createCPUGenerator(options.seed);
+    const int64_t missing = p - static_cast<int64_t>(ids.size());
+    torch::Tensor noise = at::normal(0.0, 1.0, {missing, table.size(1)}, gen) * table.std();
+    rows.narrow(0, static_cast<int64_t>(ids.size()), missing).copy_(noise.to(rows.device()));
+  }
+  *init_ids = ids;
+  init_ids->resize(p, -1);
+  return rows;
+}
+
+void SetLr(torch::optim::Optimizer& optimizer, double lr) {
+  for (auto& group : optimizer.param_groups()) {
+    static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
+  }
+}
+
+}  // namespace
+
+void NearestTokens(const torch::Tensor& embeds, const torch::Tensor& embedding_matrix,
+                   std::vector<int32_t>* ids, std::vector<double>* cosine) {
+  torch::NoGradGuard no_grad;
+  namespace F = torch::nn::functional;
+  const auto opts = F::NormalizeFuncOptions().dim(1).eps(1e-12);
+  const torch::Tensor a = F::normalize(embeds.to(torch::kFloat32), opts);
+  const torch::Tensor b = F::normalize(embedding_matrix.to(torch::kFloat32), opts);
+  const auto [best, index] = torch::matmul(a, b.t()).max(1);
+  ids->clear();
+  cosine->clear();
+  for (int64_t i = 0; i < index.size(0); ++i) {
+    ids->push_back(static_cast<int32_t>(index[i].item<int64_t>()));
+    cosine->push_back(best[i].item<double>());
+  }
+}
+
+std::vector<torch::Tensor> NonPrefixActivations(model::LlamaModel& model,
+                                                const torch::Tensor& prefix_embeds,
+                                                const std::vector<std::vector<int32_t>>& windows,
+                                                const std::vector<int>& layers) {
+  torch::NoGradGuard no_grad;
+  const torch::Tensor embeds = model.Embed(WindowIds(windows).to(model.device()));
+  return TargetOutputs(model, prefix_embeds, embeds, ResolveLayers(model, layers));
+}
+
+absl::StatusOr<PrefixTrainResult> TrainPrefix(model::LlamaModel& model,
+                                              const std::vector<std::vector<int32_t>>& train,
+                                              const std::vector<std::vector<int32_t>>& val,
+                                              const PrefixTrainOptions& options,
+                                              const TrainCallbacks& callbacks) {
+  if (train.empty()) return absl::InvalidArgumentError("prefix training: no training window");
+  if (options.prefix_len < 1) return absl::InvalidArgumentError("prefix training: prefix_len < 1");
+  if (options.batch_size < 1) return absl::InvalidArgumentError("prefix training: batch_size < 1");
+  const int64_t vocab = model.config().vocab_size;
+  RETURN_IF_ERROR(CheckWindows(train, vocab, "training"));
+  RETURN_IF_ERROR(CheckWindows(val, vocab, "validation"));
+  if (!val.empty() && val[0].size() != train[0].size()) {
+    return absl::InvalidArgumentError("prefix training: validation windows differ in length");
+  }
+  const std::vector<int> layers = ResolveLayers(model, options.target_layers);
+  for (int l : layers) {
+    if (l < 0 || l >= static_cast<int>(model.blocks.size())) {
+      return absl::InvalidArgumentError(absl::StrCat("prefix training: no layer ", l));
+    }
+  }
+  for (int32_t id : options.init_token_ids) {
+    if (id < 0 || id >= vocab) {
+      return absl::InvalidArgumentError(absl::StrCat("prefix training: init token ", id,
+                                                     " outside the vocabulary"));
+    }
+  }
+  auto log = [&](const std::string& line) {
+    if (callbacks.on_log) callbacks.on_log(line);
+  };
+  try {
+    PrefixTrainResult result;
+    torch::Tensor prefix =
+        InitialPrefix(model, train, options, &result.init_ids).to(model.device());
+    prefix.set_requires_grad(true);
+    torch::Tensor train_embeds, val_embeds;
+    {
+      torch::NoGradGuard no_grad;
+      train_embeds = model.Embed(WindowIds(train).to(model.device()));
+      if (!val.empty()) val_embeds = model.Embed(WindowIds(val).to(model.device()));
+    }
+    auto evaluate = [&](const torch::Tensor& embeds) {
+      torch::NoGradGuard no_grad;
+      double sum = 0.0;
+      int64_t batches = 0;
+      for (int64_t first = 0; first < embeds.size(0); first += options.batch_size) {
+        const int64_t n = std::min(options.batch_size, embeds.size(0) - first);
+        auto outs = TargetOutputs(model, prefix, embeds.narrow(0, first, n), layers);
+        sum += ComputePrefixLoss(outs, prefix, options.loss).total.item<double>();
+        ++batches;
+      }
+      return sum / static_cast<double>(batches);
+    };
+    const torch::Tensor& select_embeds = val.empty() ? train_embeds : val_embeds;
+    result.initial_loss = evaluate(select_embeds);
+    if (!std::isfinite(result.initial_loss)) {
+      return NumericalFailure("prefix training: the initial prefix's loss is not finite");
+    }
+    result.best_loss = result.initial_loss;
+    torch::Tensor best = prefix.detach().clone();
+
+    torch::optim::AdamW optimizer(
+        std::vector<torch::Tensor>{prefix},
+        torch::optim::AdamWOptions(options.lr).weight_decay(options.weight_decay));
+    const int64_t n = train_embeds.size(0);
+    const int64_t per_epoch = (n + options.batch_size - 1) / options.batch_size;
+    const int64_t total_steps = per_epoch * options.epochs;
+    auto gen = at::detail::createCPUGenerator(options.seed);
+    int64_t step = 0;
+    double lr = options.lr;
+    bool diverged = false;
+    for (int epoch = 0; epoch < options.epochs && !diverged; ++epoch) {
+      const torch::Tensor order = torch::randperm(n, gen, torch::kInt64);
+      double epoch_sum = 0.0;
+      for (int64_t b = 0; b < per_epoch; ++b, ++step) {
+        if (callbacks.cancelled && callbacks.cancelled()) {
+          return absl::CancelledError("prefix training cancelled");
+        }
+        const int64_t first = b * options.batch_size;
+        const torch::Tensor idx =
+            order.narrow(0, first, std::min(options.batch_size, n - first)).to(model.device());
+        lr = CosineLearningRate(options.lr, step, total_steps);
+        SetLr(optimizer, lr);
+        optimizer.zero_grad();
+        auto outs = TargetOutputs(model, prefix, train_embeds.index_select(0, idx), layers);
+        PrefixLoss loss = ComputePrefixLoss(outs, prefix, options.loss);
+        const double value = loss.total.item<double>();
+        if (!std::isfinite(value)) {
+          log(absl::StrFormat("warning: prefix training loss is %f at step %d; keeping the best "
+                              "prefix so far and stopping", value, step));
+          diverged = true;
+          break;
+        }
+        loss.total.backward();
+        optimizer.step();
+        epoch_sum += value;
+        if (callbacks.on_loss) {
+          callbacks.on_loss(LossPoint{TrainPhase::kPrefix, -1, epoch, step, "train", value,
+                                      loss.Components(), lr});
+        }
+      }
+      if (diverged) break;
+      const double epoch_loss =
+          val.empty() ? epoch_sum / static_cast<double>(per_epoch) : evaluate(val_embeds);
+      if (callbacks.on_loss) {
+        callbacks.on_loss(
+            LossPoint{TrainPhase::kPrefix, -1, epoch, step - 1, "val", epoch_loss, {}, lr});
+      }
+      if (std::isfinite(epoch_loss) && epoch_loss < result.best_loss) {
+        result.best_loss = epoch_loss;
+        result.best_epoch = epoch;
+        best = prefix.detach().clone();
+      }
+    }
+    result.steps = step;
+    result.embeddings = best.to(model.dtype());
+    NearestTokens(best, model.embed_tokens, &result.nearest_ids, &result.nearest_cosine);
+    if (options.tokenizer != nullptr) {
+      for (int32_t id : result.nearest_ids) {
+        auto text = options.tokenizer->Decode({id});
+        result.nearest_text.push_back(text.ok() ? *text : "");
+      }
+    }
+    return result;
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("prefix training failed: ", e.what()));
+  }
+}
+
+}  // namespace quantd::train
