@@ -25,8 +25,7 @@ std::vector<int32_t> Stream(const model::Tokenizer& tokenizer, const std::string
 
 // Reference values: shared/data/README.md.
 TEST_F(PerplexityTest, TinyStoriesMatchesReference) {
-  auto tokens =
-      Stream(*tokenizer_, "text/tinystories-valid-subset.txt", DocumentMode::kBlankLine);
+  auto tokens = Stream(*tokenizer_, "text/tinystories-valid-subset.txt", DocumentMode::kBlankLine);
   PerplexityOptions options;
   options.seqlen = 256;
   options.max_windows = 40;
@@ -51,8 +50,7 @@ TEST_F(PerplexityTest, WikiTextMatchesReference) {
 }
 
 TEST_F(PerplexityTest, BatchSizeDoesNotChangeTheResult) {
-  auto tokens =
-      Stream(*tokenizer_, "text/tinystories-valid-subset.txt", DocumentMode::kBlankLine);
+  auto tokens = Stream(*tokenizer_, "text/tinystories-valid-subset.txt", DocumentMode::kBlankLine);
   PerplexityOptions options;
   options.seqlen = 64;
   options.max_windows = 6;
@@ -67,8 +65,7 @@ TEST_F(PerplexityTest, BatchSizeDoesNotChangeTheResult) {
 
 TEST_F(PerplexityTest, PrefixIsUnscoredContext) {
   // The prefix changes the context, not what is scored.
-  auto tokens =
-      Stream(*tokenizer_, "text/tinystories-valid-subset.txt", DocumentMode::kBlankLine);
+  auto tokens = Stream(*tokenizer_, "text/tinystories-valid-subset.txt", DocumentMode::kBlankLine);
   PerplexityOptions options;
   options.seqlen = 32;
   options.max_windows = 3;

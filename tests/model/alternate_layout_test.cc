@@ -47,8 +47,8 @@ void WriteDerived(const std::string& dir, const std::string& dtype) {
                           ? 1
                           : 0;
     shards[shard].push_back({name, dtype, t.sizes().vec(), Bytes(t.to(type))});
-    weight_map[name] = shard == 0 ? "model-00001-of-00002.safetensors"
-                                  : "model-00002-of-00002.safetensors";
+    weight_map[name] =
+        shard == 0 ? "model-00001-of-00002.safetensors" : "model-00002-of-00002.safetensors";
   };
   for (const auto& name : (*checkpoint)->TensorNames()) {
     auto t = (*checkpoint)->Load(name, torch::kFloat32);
@@ -66,8 +66,7 @@ void WriteDerived(const std::string& dir, const std::string& dtype) {
   WriteFile(dir + "/model-00001-of-00002.safetensors", BuildSafetensors(shards[0]));
   WriteFile(dir + "/model-00002-of-00002.safetensors", BuildSafetensors(shards[1]));
   WriteFile(dir + "/model.safetensors.index.json",
-            nlohmann::json({{"metadata", {{"total_size", 0}}}, {"weight_map", weight_map}})
-                .dump());
+            nlohmann::json({{"metadata", {{"total_size", 0}}}, {"weight_map", weight_map}}).dump());
   config_text["num_key_value_heads"] = heads;
   config_text["tie_word_embeddings"] = false;
   config_text["torch_dtype"] = dtype == "BF16" ? "bfloat16" : "float32";
@@ -88,8 +87,8 @@ class AlternateLayoutTest : public ::testing::Test {
     auto original = LlamaModel::Load(testing::Stories260K());
     ASSERT_TRUE(original.ok());
     original_ = std::move(original).value();
-    ids_ = torch::tensor(std::vector<int64_t>{1, 403, 407, 261, 378, 432, 383, 286, 261, 376,
-                                              298, 315, 421, 395, 317, 426})
+    ids_ = torch::tensor(std::vector<int64_t>{1, 403, 407, 261, 378, 432, 383, 286, 261, 376, 298,
+                                              315, 421, 395, 317, 426})
                .view({2, 8});
     reference_ = Logits(*original_, ids_);
   }

@@ -11,9 +11,9 @@
 namespace quantd::model {
 namespace {
 
-using ::testing::HasSubstr;
 using testing::BuildSafetensors;
 using testing::BytesOf;
+using ::testing::HasSubstr;
 using testing::RawTensor;
 using testing::ScratchDir;
 using testing::WriteFile;
@@ -62,11 +62,10 @@ TEST(CheckpointTest, ConvertsHalfTypesAndUnalignedData) {
     return std::string(static_cast<const char*>(t.data_ptr()), t.nbytes());
   };
   // pad_to 1 leaves the data section at an arbitrary (odd) offset.
-  WriteFile(dir + "/model.safetensors",
-            BuildSafetensors({{"h", "F16", {3, 4}, bytes(f16)},
-                              {"b", "BF16", {3, 4}, bytes(bf16)},
-                              {"f", "F32", {3, 4}, bytes(source)}},
-                             /*pad_to=*/1));
+  WriteFile(dir + "/model.safetensors", BuildSafetensors({{"h", "F16", {3, 4}, bytes(f16)},
+                                                          {"b", "BF16", {3, 4}, bytes(bf16)},
+                                                          {"f", "F32", {3, 4}, bytes(source)}},
+                                                         /*pad_to=*/1));
   auto checkpoint = Checkpoint::Open(dir);
   ASSERT_TRUE(checkpoint.ok()) << checkpoint.status();
   auto h = (*checkpoint)->Load("h", torch::kFloat32);

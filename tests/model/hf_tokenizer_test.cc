@@ -16,8 +16,8 @@
 namespace quantd::model {
 namespace {
 
-using ::testing::HasSubstr;
 using nlohmann::json;
+using ::testing::HasSubstr;
 
 std::string Data(const std::string& relative) {
   return std::string(QUANTD_SHARED_DATA) + "/" + relative;
@@ -34,8 +34,7 @@ std::string Scratch(const std::string& name) {
   return std::string(QUANTD_BINARY_DIR) + "/hf_tokenizer_test_" + name;
 }
 
-void CheckReference(const std::string& file, const std::string& key, int32_t bos,
-                    int32_t eos) {
+void CheckReference(const std::string& file, const std::string& key, int32_t bos, int32_t eos) {
   auto tokenizer = LoadHfTokenizer(Data(file));
   ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
   EXPECT_EQ((*tokenizer)->bos_id(), bos);
@@ -183,8 +182,7 @@ TEST(HfTokenizerTest, UnsupportedOrBrokenFilesAreErrors) {
     EXPECT_EQ(tokenizer.status().code(), cases[i].code) << tokenizer.status();
     EXPECT_THAT(std::string(tokenizer.status().message()), HasSubstr(cases[i].message));
   }
-  EXPECT_EQ(LoadHfTokenizer(Scratch("missing.json")).status().code(),
-            absl::StatusCode::kNotFound);
+  EXPECT_EQ(LoadHfTokenizer(Scratch("missing.json")).status().code(), absl::StatusCode::kNotFound);
 }
 
 }  // namespace

@@ -233,3 +233,47 @@ TEST(LlamaLoadTest, MissingTensorAndShapeErrorsNameTheTensor) {
 
 }  // namespace
 }  // namespace quantd::model
+
+namespace quantd::model {
+namespace {
+
+TEST(LlamaWindowTest, SlidingWindowLimitsAttention) {
+  auto config = LoadLlamaConfig(testing::Stories260K());
+  auto checkpoint = Checkpoint::Open(testing::Stories260K());
+  ASSERT_TRUE(config.ok() && checkpoint.ok());
+  auto full = LlamaModel::FromCheckpoint(*config, **checkpoint);
+  LlamaConfig windowed_config = *config;
+  windowed_config.sliding_window = 4;
+  auto windowed = LlamaModel::FromCheckpoint(windowed_config, **checkpoint);
+  ASSERT_TRUE(full.ok() && windowed.ok());
+  torch::NoGradGuard no_grad;
+  ForwardRequest request;
+  request.input_ids =
+      torch::tensor(std::vector<int64_t>{1, 403, 407, 261, 378, 432, 383, 286}).view({1, 8});
+  auto a = (*full)->Forward(request);
+  auto b = (*windowed)->Forward(request);
+  ASSERT_TRUE(a.ok() && b.ok());
+  // The first four positions see at most four keys either way; later ones lose the oldest.
+  EXPECT_TRUE(torch::allclose(a->logits.narrow(1, 0, 4), b->logits.narrow(1, 0, 4)));
+  EXPECT_FALSE(torch::allclose(a->logits.narrow(1, 4, 4), b->logits.narrow(1, 4, 4), 1e-3, 1e-3));
+}
+
+TEST(LlamaDeviceTest, CudaMatchesCpu_CUDA) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  LoadOptions options;
+  options.device = torch::Device(torch::kCUDA);
+  auto cpu = LlamaModel::Load(testing::Stories260K());
+  auto gpu = LlamaModel::Load(testing::Stories260K(), options);
+  ASSERT_TRUE(cpu.ok() && gpu.ok()) << gpu.status();
+  torch::NoGradGuard no_grad;
+  ForwardRequest request;
+  request.input_ids = torch::tensor(std::vector<int64_t>{1, 403, 407, 261, 378}).view({1, 5});
+  auto a = (*cpu)->Forward(request);
+  auto b = (*gpu)->Forward(request);
+  ASSERT_TRUE(a.ok() && b.ok()) << b.status();
+  EXPECT_TRUE(b->logits.is_cuda());
+  EXPECT_TRUE(torch::allclose(a->logits, b->logits.cpu(), 1e-4, 1e-4));
+}
+
+}  // namespace
+}  // namespace quantd::model

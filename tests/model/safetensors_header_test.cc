@@ -10,9 +10,9 @@
 namespace quantd::model {
 namespace {
 
-using ::testing::HasSubstr;
 using testing::AssembleSafetensors;
 using testing::BuildSafetensors;
+using ::testing::HasSubstr;
 using testing::RawTensor;
 
 absl::StatusOr<SafetensorsHeader> Parse(const std::string& file) {
@@ -83,8 +83,7 @@ std::vector<BrokenCase> BrokenCorpus() {
       {"float dim", one(R"({"dtype":"F32","shape":[1.5],"data_offsets":[0,4]})", "abcd"),
        "non-negative"},
       {"shape overflow",
-       one(R"({"dtype":"F32","shape":[4294967296,4294967296,4],"data_offsets":[0,4]})",
-           "abcd"),
+       one(R"({"dtype":"F32","shape":[4294967296,4294967296,4],"data_offsets":[0,4]})", "abcd"),
        "too large"},
       {"one offset", one(R"({"dtype":"F32","shape":[1],"data_offsets":[0]})", "abcd"),
        "data_offsets"},

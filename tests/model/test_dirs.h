@@ -18,9 +18,7 @@ inline std::string ScratchDir() {
   return dir.string();
 }
 
-inline std::string Stories260K() {
-  return std::string(QUANTD_SHARED_DATA) + "/models/stories260K";
-}
+inline std::string Stories260K() { return std::string(QUANTD_SHARED_DATA) + "/models/stories260K"; }
 
 }  // namespace quantd::model::testing
 

@@ -65,8 +65,8 @@ TEST(SentencePieceTest, AgreesWithLibSentencePiece) {
   }
   texts.push_back("  double  spaces\tand\ttabs  ");
   texts.push_back("");
-  for (const char* model : {"tokenizers/llama2/tokenizer.model",
-                            "models/stories260K/tokenizer.model"}) {
+  for (const char* model :
+       {"tokenizers/llama2/tokenizer.model", "models/stories260K/tokenizer.model"}) {
     auto ours = Load(model);
     ASSERT_NE(ours, nullptr);
     spm::Backend oracle;

@@ -1,5 +1,7 @@
 // The generate and perplexity sub-commands, called as functions and through the real
 // quantd-worker executable, on the shared stories260K model.
+#include "worker/cli/commands.h"
+
 #include <cstdio>
 #include <sstream>
 #include <string>
@@ -8,7 +10,6 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
-#include "worker/cli/commands.h"
 
 namespace quantd::cli {
 namespace {
@@ -76,9 +77,9 @@ TEST(GenerateCommandTest, UsageAndLoadErrors) {
 }
 
 TEST(PerplexityCommandTest, TinyStoriesBlankLineDocuments) {
-  auto run = Call(RunPerplexity, {"--model", kModel, "--text", kTiny, "--seqlen", "256",
-                                  "--max-windows", "40", "--documents", "blank-line",
-                                  "--batch-size", "8", "--output", "json"});
+  auto run = Call(RunPerplexity,
+                  {"--model", kModel, "--text", kTiny, "--seqlen", "256", "--max-windows", "40",
+                   "--documents", "blank-line", "--batch-size", "8", "--output", "json"});
   ASSERT_EQ(run.code, 0) << run.err;
   auto j = nlohmann::json::parse(run.out);
   EXPECT_EQ(j["windows"], 40);
@@ -106,11 +107,11 @@ TEST(PerplexityCommandTest, ErrorsAreReported) {
   auto no_file = Call(RunPerplexity, {"--model", kModel, "--text", "/nonexistent.txt"});
   EXPECT_EQ(no_file.code, 1);
   EXPECT_THAT(no_file.err, HasSubstr("/nonexistent.txt"));
-  auto bad_mode = Call(RunPerplexity,
-                       {"--model", kModel, "--text", kTiny, "--documents", "sentences"});
+  auto bad_mode =
+      Call(RunPerplexity, {"--model", kModel, "--text", kTiny, "--documents", "sentences"});
   EXPECT_EQ(bad_mode.code, 2);
-  auto too_long = Call(RunPerplexity, {"--model", kModel, "--text", kTiny, "--seqlen",
-                                       "100000000"});
+  auto too_long =
+      Call(RunPerplexity, {"--model", kModel, "--text", kTiny, "--seqlen", "100000000"});
   EXPECT_EQ(too_long.code, 1);
   EXPECT_THAT(too_long.err, HasSubstr("no full window"));
 }

@@ -47,8 +47,8 @@ absl::StatusOr<int64_t> Args::GetInt(const std::string& name, int64_t fallback,
   if (it == values_.end()) return fallback;
   int64_t value = 0;
   if (!absl::SimpleAtoi(it->second, &value) || value < min_value) {
-    return absl::InvalidArgumentError(absl::StrCat("flag --", name, " must be an integer >= ",
-                                                   min_value, ", got \"", it->second, "\""));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "flag --", name, " must be an integer >= ", min_value, ", got \"", it->second, "\""));
   }
   return value;
 }

@@ -12,7 +12,7 @@ namespace quantd::eval {
 
 struct GenerateOptions {
   int64_t max_new_tokens = 32;
-  bool stop_at_eos = true;  // stop after producing one of config().eos_token_ids
+  bool stop_at_eos = true;                 // stop after producing one of config().eos_token_ids
   const model::KvCache* prefix = nullptr;  // optional unscored context before the prompt
 };
 

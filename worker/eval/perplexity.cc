@@ -28,15 +28,14 @@ absl::StatusOr<PerplexityResult> EvaluatePerplexity(model::LlamaModel& model,
   int64_t windows = static_cast<int64_t>(tokens.size()) / options.seqlen;
   if (options.max_windows > 0) windows = std::min(windows, options.max_windows);
   if (windows == 0) {
-    return absl::InvalidArgumentError(absl::StrCat("perplexity: ", tokens.size(),
-                                                   " tokens hold no full window of ",
-                                                   options.seqlen));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "perplexity: ", tokens.size(), " tokens hold no full window of ", options.seqlen));
   }
   torch::NoGradGuard no_grad;
-  const auto all = torch::tensor(std::vector<int64_t>(tokens.begin(),
-                                                      tokens.begin() + windows * options.seqlen),
-                                 torch::kInt64)
-                       .view({windows, options.seqlen});
+  const auto all =
+      torch::tensor(std::vector<int64_t>(tokens.begin(), tokens.begin() + windows * options.seqlen),
+                    torch::kInt64)
+          .view({windows, options.seqlen});
   double total_nll = 0.0;
   for (int64_t first = 0; first < windows; first += options.batch_size) {
     const int64_t count = std::min(options.batch_size, windows - first);

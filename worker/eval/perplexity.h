@@ -15,8 +15,8 @@ namespace quantd::eval {
 
 struct PerplexityOptions {
   int64_t seqlen = 2048;
-  int64_t max_windows = 0;  // 0: every full window
-  int64_t batch_size = 4;   // windows per forward pass
+  int64_t max_windows = 0;                 // 0: every full window
+  int64_t batch_size = 4;                  // windows per forward pass
   const model::KvCache* prefix = nullptr;  // batch-1 cache, not owned
 };
 

@@ -20,8 +20,8 @@ struct ByteRange {
   size_t length = 0;
 };
 
-using PairScoreFn = std::function<bool(absl::string_view left, absl::string_view right,
-                                       double* score)>;
+using PairScoreFn =
+    std::function<bool(absl::string_view left, absl::string_view right, double* score)>;
 
 std::vector<ByteRange> BpeMerge(absl::string_view text, std::vector<ByteRange> symbols,
                                 const PairScoreFn& pair_score);

@@ -53,8 +53,8 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& 
   const std::string single_path = path + "/model.safetensors";
   if (!IsFile(index_path)) {
     if (!IsFile(single_path)) {
-      return absl::NotFoundError(absl::StrCat("no model.safetensors or ",
-                                              "model.safetensors.index.json in ", path));
+      return absl::NotFoundError(
+          absl::StrCat("no model.safetensors or ", "model.safetensors.index.json in ", path));
     }
     RETURN_IF_ERROR(checkpoint->AddFile(single_path, nullptr));
     return checkpoint;
@@ -81,9 +81,9 @@ absl::StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::Open(const std::string& 
     }
     const std::string& file = shard.get_ref<const std::string&>();
     if (file.empty() || file == "." || file == ".." || file.find('/') != std::string::npos) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          index_path, ": weight_map entry of '", name, "' names '", file,
-          "', which is not a plain file name in the model directory"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(index_path, ": weight_map entry of '", name, "' names '", file,
+                       "', which is not a plain file name in the model directory"));
     }
     by_shard[file].push_back(name);
   }
@@ -102,9 +102,9 @@ absl::Status Checkpoint::AddFile(const std::string& path, const std::vector<std:
   for (auto& entry : header.tensors) {
     if (only != nullptr && wanted.erase(entry.name) == 0) continue;
     if (tensors_.count(entry.name) != 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("tensor '", entry.name, "' appears in both ",
-                       tensors_[entry.name].file->path(), " and ", path));
+      return absl::InvalidArgumentError(absl::StrCat("tensor '", entry.name, "' appears in both ",
+                                                     tensors_[entry.name].file->path(), " and ",
+                                                     path));
     }
     Located located;
     located.file = file;
@@ -113,9 +113,9 @@ absl::Status Checkpoint::AddFile(const std::string& path, const std::vector<std:
     tensors_.emplace(located.entry.name, std::move(located));
   }
   if (!wanted.empty()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("safetensors file ", path, " lacks tensor '", *wanted.begin(),
-                     "' that the index assigns to it"));
+    return absl::InvalidArgumentError(absl::StrCat("safetensors file ", path, " lacks tensor '",
+                                                   *wanted.begin(),
+                                                   "' that the index assigns to it"));
   }
   return absl::OkStatus();
 }
@@ -145,9 +145,9 @@ absl::StatusOr<torch::Tensor> Checkpoint::Load(const std::string& name,
   const Located& located = it->second;
   const SafetensorsEntry& entry = located.entry;
   if (!IsFloatWeightDType(entry.dtype)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "safetensors file ", located.file->path(), ", tensor '", name, "': dtype ",
-        StDTypeName(entry.dtype), " is not supported for weights (F32, F16 or BF16)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("safetensors file ", located.file->path(), ", tensor '", name, "': dtype ",
+                     StDTypeName(entry.dtype), " is not supported for weights (F32, F16 or BF16)"));
   }
   try {
     const torch::ScalarType stored = TorchType(entry.dtype);
@@ -156,8 +156,8 @@ absl::StatusOr<torch::Tensor> Checkpoint::Load(const std::string& name,
     std::shared_ptr<MappedFile> keep = located.file;
     torch::Tensor tensor;
     if (aligned) {
-      tensor = torch::from_blob(bytes, entry.shape, [keep](void*) {},
-                                torch::TensorOptions().dtype(stored));
+      tensor = torch::from_blob(
+          bytes, entry.shape, [keep](void*) {}, torch::TensorOptions().dtype(stored));
     } else {
       tensor = torch::empty(entry.shape, torch::TensorOptions().dtype(stored));
       std::memcpy(tensor.data_ptr(), bytes, entry.end - entry.begin);
@@ -165,8 +165,8 @@ absl::StatusOr<torch::Tensor> Checkpoint::Load(const std::string& name,
     if (stored != dtype) tensor = tensor.to(dtype);
     return tensor;
   } catch (const std::exception& e) {
-    return absl::InternalError(absl::StrCat("loading tensor '", name, "' from ",
-                                            located.file->path(), ": ", e.what()));
+    return absl::InternalError(
+        absl::StrCat("loading tensor '", name, "' from ", located.file->path(), ": ", e.what()));
   }
 }
 
@@ -174,10 +174,10 @@ absl::StatusOr<torch::Tensor> Checkpoint::Load(const std::string& name, torch::S
                                                const std::vector<int64_t>& expected_shape) const {
   ASSIGN_OR_RETURN(SafetensorsEntry entry, Entry(name));
   if (entry.shape != expected_shape) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "safetensors file ", tensors_.at(name).file->path(), ", tensor '", name, "': shape ",
-        ShapeString(entry.shape), " disagrees with config.json, which implies ",
-        ShapeString(expected_shape)));
+    return absl::InvalidArgumentError(
+        absl::StrCat("safetensors file ", tensors_.at(name).file->path(), ", tensor '", name,
+                     "': shape ", ShapeString(entry.shape),
+                     " disagrees with config.json, which implies ", ShapeString(expected_shape)));
   }
   return Load(name, dtype);
 }

@@ -11,12 +11,12 @@
 #ifndef QUANTD_WORKER_MODEL_CHECKPOINT_H_
 #define QUANTD_WORKER_MODEL_CHECKPOINT_H_
 
+#include <torch/torch.h>
+
 #include <map>
 #include <memory>
 #include <string>
 #include <vector>
-
-#include <torch/torch.h>
 
 #include "absl/status/statusor.h"
 #include "worker/model/mapped_file.h"

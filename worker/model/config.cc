@@ -33,8 +33,7 @@ absl::Status ReadPositive(const json& root, absl::string_view label, const char*
   return absl::OkStatus();
 }
 
-absl::Status ReadNumber(const json& root, absl::string_view label, const char* field,
-                        double* out) {
+absl::Status ReadNumber(const json& root, absl::string_view label, const char* field, double* out) {
   auto it = root.find(field);
   if (it == root.end() || it->is_null()) return absl::OkStatus();
   if (!it->is_number() || it->get<double>() <= 0) {
@@ -99,25 +98,22 @@ absl::StatusOr<LlamaConfig> ParseLlamaConfig(absl::string_view json_text, absl::
     return Bad(label, "architectures", "must be a non-empty list of names");
   }
   config.architecture = (*arch)[0].get<std::string>();
-  if (config.architecture != "LlamaForCausalLM" &&
-      config.architecture != "MistralForCausalLM") {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "config ", label, ": architecture \"", config.architecture,
-        "\" is not supported (supported: LlamaForCausalLM, MistralForCausalLM)"));
+  if (config.architecture != "LlamaForCausalLM" && config.architecture != "MistralForCausalLM") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("config ", label, ": architecture \"", config.architecture,
+                     "\" is not supported (supported: LlamaForCausalLM, MistralForCausalLM)"));
   }
   RETURN_IF_ERROR(ReadPositive(root, label, "hidden_size", true, &config.hidden_size));
-  RETURN_IF_ERROR(
-      ReadPositive(root, label, "intermediate_size", true, &config.intermediate_size));
-  RETURN_IF_ERROR(
-      ReadPositive(root, label, "num_hidden_layers", true, &config.num_hidden_layers));
+  RETURN_IF_ERROR(ReadPositive(root, label, "intermediate_size", true, &config.intermediate_size));
+  RETURN_IF_ERROR(ReadPositive(root, label, "num_hidden_layers", true, &config.num_hidden_layers));
   RETURN_IF_ERROR(
       ReadPositive(root, label, "num_attention_heads", true, &config.num_attention_heads));
   config.num_key_value_heads = config.num_attention_heads;
   RETURN_IF_ERROR(
       ReadPositive(root, label, "num_key_value_heads", false, &config.num_key_value_heads));
   RETURN_IF_ERROR(ReadPositive(root, label, "vocab_size", true, &config.vocab_size));
-  RETURN_IF_ERROR(ReadPositive(root, label, "max_position_embeddings", false,
-                               &config.max_position_embeddings));
+  RETURN_IF_ERROR(
+      ReadPositive(root, label, "max_position_embeddings", false, &config.max_position_embeddings));
   if (config.hidden_size % config.num_attention_heads != 0) {
     return Bad(label, "num_attention_heads", "must divide hidden_size");
   }
@@ -130,8 +126,7 @@ absl::StatusOr<LlamaConfig> ParseLlamaConfig(absl::string_view json_text, absl::
   RETURN_IF_ERROR(ReadNumber(root, label, "rms_norm_eps", &config.rms_norm_eps));
   RETURN_IF_ERROR(ReadNumber(root, label, "rope_theta", &config.rope_theta));
   RETURN_IF_ERROR(ReadRopeScaling(root, label, &config.rope_scaling));
-  RETURN_IF_ERROR(
-      ReadBool(root, label, "tie_word_embeddings", &config.tie_word_embeddings));
+  RETURN_IF_ERROR(ReadBool(root, label, "tie_word_embeddings", &config.tie_word_embeddings));
   RETURN_IF_ERROR(ReadBool(root, label, "attention_bias", &config.attention_bias));
   RETURN_IF_ERROR(ReadBool(root, label, "mlp_bias", &config.mlp_bias));
   RETURN_IF_ERROR(ReadPositive(root, label, "sliding_window", false, &config.sliding_window));

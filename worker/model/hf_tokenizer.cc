@@ -159,7 +159,8 @@ class HfBpeTokenizer : public Tokenizer {
     if (byte_fallback_) {
       for (int b = 0; b < 256; ++b) {
         auto it = vocab_.find(absl::StrFormat("<0x%02X>", b));
-        if (it == vocab_.end()) return Invalid("byte_fallback is set but a <0xXX> token is missing");
+        if (it == vocab_.end())
+          return Invalid("byte_fallback is set but a <0xXX> token is missing");
         byte_ids_[b] = it->second;
       }
     }
@@ -256,8 +257,7 @@ class HfBpeTokenizer : public Tokenizer {
           joined[i + 5] == '>' && std::sscanf(joined.c_str() + i, "<0x%02X>", &byte) == 1) {
         out += static_cast<char>(byte);
         i += 6;
-      } else if (joined.compare(i, kSpaceMark.size(), kSpaceMark.data(), kSpaceMark.size()) ==
-                 0) {
+      } else if (joined.compare(i, kSpaceMark.size(), kSpaceMark.data(), kSpaceMark.size()) == 0) {
         out += ' ';
         i += kSpaceMark.size();
       } else {
@@ -296,7 +296,8 @@ class HfBpeTokenizer : public Tokenizer {
       return absl::OkStatus();
     }
     if (type == "Replace" && n.value("pattern", json()).is_object() &&
-        n["pattern"].value("String", json()).is_string() && n.value("content", json()).is_string()) {
+        n["pattern"].value("String", json()).is_string() &&
+        n.value("content", json()).is_string()) {
       normalizers_.push_back(
           {NormalizerStep::Kind::kReplace, n["pattern"]["String"], n["content"]});
       return absl::OkStatus();
@@ -343,8 +344,8 @@ class HfBpeTokenizer : public Tokenizer {
     } else if (type == "Metaspace") {
       step.kind = PreTokenizerStep::Kind::kMetaspace;
       step.replacement = p.value("replacement", std::string(kSpaceMark));
-      step.prepend_scheme = p.value("prepend_scheme", p.value("add_prefix_space", true)
-                                                          ? "always" : "never");
+      step.prepend_scheme =
+          p.value("prepend_scheme", p.value("add_prefix_space", true) ? "always" : "never");
       step.split = p.value("split", true);
       if (strip_leading_ == 0 && step.prepend_scheme != "never") strip_leading_ = 1;
     } else {

@@ -10,8 +10,7 @@
 namespace quantd::model {
 namespace {
 
-void Notify(ActivationObserver* observer, int layer, ActivationSite site,
-            const torch::Tensor& x) {
+void Notify(ActivationObserver* observer, int layer, ActivationSite site, const torch::Tensor& x) {
   if (observer != nullptr && observer->Wants(layer, site)) observer->Observe(layer, site, x);
 }
 
@@ -84,8 +83,9 @@ torch::Tensor LlamaModel::RunBlock(int layer, const torch::Tensor& hidden, int64
                                /*alpha=*/1.0 / std::sqrt(static_cast<double>(head_dim)));
   auto probs = torch::softmax(scores, -1, torch::kFloat32).to(hidden.scalar_type());
   auto attn = torch::bmm(probs, v.reshape({batch * kv_heads, keys, head_dim}));
-  attn = attn.view({batch, heads, tokens, head_dim}).transpose(1, 2).reshape(
-      {batch, tokens, heads * head_dim});
+  attn = attn.view({batch, heads, tokens, head_dim})
+             .transpose(1, 2)
+             .reshape({batch, tokens, heads * head_dim});
   Notify(observer, layer, ActivationSite::kOProjInput, attn);
   auto h = hidden + block.o_proj->Forward(attn);
 
@@ -123,26 +123,26 @@ absl::Status LlamaModel::CheckRequest(const ForwardRequest& request) const {
   } else {
     const auto& e = request.input_embeds;
     if (e.dim() != 3 || e.size(1) == 0 || e.size(2) != config_.hidden_size) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "forward: input_embeds must be [batch, tokens, ", config_.hidden_size, "]"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("forward: input_embeds must be [batch, tokens, ", config_.hidden_size, "]"));
     }
     batch = e.size(0);
   }
   if (request.past != nullptr && !request.past->empty()) {
     const KvCache& past = *request.past;
     if (static_cast<int64_t>(past.layers.size()) != config_.num_hidden_layers) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("forward: past KV cache has ", past.layers.size(), " layers, model has ",
-                       config_.num_hidden_layers));
+      return absl::InvalidArgumentError(absl::StrCat("forward: past KV cache has ",
+                                                     past.layers.size(), " layers, model has ",
+                                                     config_.num_hidden_layers));
     }
     for (const auto& layer : past.layers) {
       for (const auto* t : {&layer.k, &layer.v}) {
         if (!t->defined() || t->dim() != 4 || (t->size(0) != 1 && t->size(0) != batch) ||
             t->size(1) != config_.num_key_value_heads || t->size(2) != past.length() ||
             t->size(3) != config_.head_dim) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              "forward: past KV cache tensors must be [1 or ", batch, ", ",
-              config_.num_key_value_heads, ", length, ", config_.head_dim, "]"));
+          return absl::InvalidArgumentError(
+              absl::StrCat("forward: past KV cache tensors must be [1 or ", batch, ", ",
+                           config_.num_key_value_heads, ", length, ", config_.head_dim, "]"));
         }
       }
     }
@@ -151,17 +151,18 @@ absl::Status LlamaModel::CheckRequest(const ForwardRequest& request) const {
 }
 
 ForwardResult LlamaModel::ForwardOrThrow(const ForwardRequest& request) {
-  auto hidden = request.input_ids.defined() ? Embed(request.input_ids.to(options_.device))
-                                            : request.input_embeds.to(options_.device, options_.dtype);
-  const KvCache* past = (request.past != nullptr && !request.past->empty()) ? request.past
-                                                                              : nullptr;
+  auto hidden = request.input_ids.defined()
+                    ? Embed(request.input_ids.to(options_.device))
+                    : request.input_embeds.to(options_.device, options_.dtype);
+  const KvCache* past =
+      (request.past != nullptr && !request.past->empty()) ? request.past : nullptr;
   const int64_t start = past != nullptr ? past->length() : 0;
   ForwardResult result;
   if (request.return_kv) result.kv.layers.resize(blocks.size());
   for (size_t i = 0; i < blocks.size(); ++i) {
-    hidden = RunBlock(static_cast<int>(i), hidden, start,
-                      past != nullptr ? &past->layers[i] : nullptr,
-                      request.return_kv ? &result.kv.layers[i] : nullptr, request.observer);
+    hidden =
+        RunBlock(static_cast<int>(i), hidden, start, past != nullptr ? &past->layers[i] : nullptr,
+                 request.return_kv ? &result.kv.layers[i] : nullptr, request.observer);
   }
   result.hidden = RmsNorm(hidden, final_norm);
   if (request.logits == LogitsMode::kAll) {
@@ -190,9 +191,8 @@ absl::StatusOr<KvCache> LlamaModel::BuildPrefixKv(const torch::Tensor& ids_or_em
   }
   request.logits = LogitsMode::kNone;
   request.return_kv = true;
-  const int64_t batch = ids_or_embeds.defined() && ids_or_embeds.dim() >= 1
-                            ? ids_or_embeds.size(0)
-                            : 0;
+  const int64_t batch =
+      ids_or_embeds.defined() && ids_or_embeds.dim() >= 1 ? ids_or_embeds.size(0) : 0;
   if (batch != 1) return absl::InvalidArgumentError("prefix KV: the prefix must have batch 1");
   ASSIGN_OR_RETURN(ForwardResult result, Forward(request));
   return std::move(result.kv);

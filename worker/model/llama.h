@@ -14,11 +14,11 @@
 #ifndef QUANTD_WORKER_MODEL_LLAMA_H_
 #define QUANTD_WORKER_MODEL_LLAMA_H_
 
+#include <torch/torch.h>
+
 #include <memory>
 #include <string>
 #include <vector>
-
-#include <torch/torch.h>
 
 #include "absl/status/statusor.h"
 #include "worker/model/checkpoint.h"
@@ -44,9 +44,9 @@ struct LlamaBlock {
 enum class LogitsMode { kAll, kLast, kNone };
 
 struct ForwardRequest {
-  torch::Tensor input_ids;     // [batch, tokens], integer; or
-  torch::Tensor input_embeds;  // [batch, tokens, hidden] (exactly one of the two)
-  const KvCache* past = nullptr;  // not owned; batch 1 or the request's batch
+  torch::Tensor input_ids;                 // [batch, tokens], integer; or
+  torch::Tensor input_embeds;              // [batch, tokens, hidden] (exactly one of the two)
+  const KvCache* past = nullptr;           // not owned; batch 1 or the request's batch
   ActivationObserver* observer = nullptr;  // not owned
   LogitsMode logits = LogitsMode::kAll;
   bool return_kv = false;  // ForwardResult::kv = past followed by the new tokens' K/V
@@ -84,8 +84,8 @@ class LlamaModel {
   // One decoder block on hidden [batch, tokens, hidden] whose first token is at `start`.
   // `past` (optional) is joined before the new K/V; `present` (optional) receives the joined
   // K/V.
-  torch::Tensor RunBlock(int layer, const torch::Tensor& hidden, int64_t start,
-                         const LayerKv* past, LayerKv* present, ActivationObserver* observer);
+  torch::Tensor RunBlock(int layer, const torch::Tensor& hidden, int64_t start, const LayerKv* past,
+                         LayerKv* present, ActivationObserver* observer);
   torch::Tensor RmsNorm(const torch::Tensor& x, const torch::Tensor& weight) const;
 
   const LlamaConfig& config() const { return config_; }

@@ -11,8 +11,7 @@ class Loader {
   Loader(const Checkpoint& checkpoint, const LoadOptions& options)
       : checkpoint_(checkpoint), options_(options) {}
 
-  absl::StatusOr<torch::Tensor> Tensor(const std::string& name,
-                                       const std::vector<int64_t>& shape) {
+  absl::StatusOr<torch::Tensor> Tensor(const std::string& name, const std::vector<int64_t>& shape) {
     ASSIGN_OR_RETURN(torch::Tensor t, checkpoint_.Load(name, options_.dtype, shape));
     if (options_.device != torch::Device(torch::kCPU)) t = t.to(options_.device);
     return t;
@@ -35,8 +34,9 @@ class Loader {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::FromCheckpoint(
-    const LlamaConfig& config, const Checkpoint& checkpoint, const LoadOptions& options) {
+absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::FromCheckpoint(const LlamaConfig& config,
+                                                                       const Checkpoint& checkpoint,
+                                                                       const LoadOptions& options) {
   if (!torch::isFloatingType(options.dtype)) {
     return absl::InvalidArgumentError("load: the compute dtype must be a floating type");
   }

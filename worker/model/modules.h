@@ -7,11 +7,11 @@
 #ifndef QUANTD_WORKER_MODEL_MODULES_H_
 #define QUANTD_WORKER_MODEL_MODULES_H_
 
+#include <torch/torch.h>
+
 #include <cstdint>
 #include <memory>
 #include <vector>
-
-#include <torch/torch.h>
 
 namespace quantd::model {
 

@@ -3,9 +3,9 @@
 #ifndef QUANTD_WORKER_MODEL_ROPE_H_
 #define QUANTD_WORKER_MODEL_ROPE_H_
 
-#include <cstdint>
-
 #include <torch/torch.h>
+
+#include <cstdint>
 
 #include "worker/model/config.h"
 

@@ -42,8 +42,8 @@ absl::Status InvalidTensor(absl::string_view label, absl::string_view tensor,
       absl::StrCat("safetensors file ", label, ", tensor '", tensor, "': ", what));
 }
 
-absl::Status ParseEntry(const std::string& name, const nlohmann::json& value,
-                        uint64_t data_size, absl::string_view label, SafetensorsEntry* entry) {
+absl::Status ParseEntry(const std::string& name, const nlohmann::json& value, uint64_t data_size,
+                        absl::string_view label, SafetensorsEntry* entry) {
   if (!value.is_object()) return InvalidTensor(label, name, "entry is not a JSON object");
   entry->name = name;
 
@@ -96,10 +96,10 @@ absl::Status ParseEntry(const std::string& name, const nlohmann::json& value,
                                       " bytes); the file is truncated or corrupt"));
   }
   if (elements > kLimit / known->size || entry->end - entry->begin != elements * known->size) {
-    return InvalidTensor(label, name,
-                         absl::StrCat("byte range holds ", entry->end - entry->begin,
-                                      " bytes but the shape and dtype need ",
-                                      elements * known->size));
+    return InvalidTensor(
+        label, name,
+        absl::StrCat("byte range holds ", entry->end - entry->begin,
+                     " bytes but the shape and dtype need ", elements * known->size));
   }
   return absl::OkStatus();
 }
@@ -125,7 +125,7 @@ bool IsFloatWeightDType(StDType dtype) {
 }
 
 absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(const uint8_t* file, size_t size,
-                                                          absl::string_view label) {
+                                                         absl::string_view label) {
   if (size < 8) {
     return absl::DataLossError(absl::StrCat("safetensors file ", label, ": only ", size,
                                             " bytes, shorter than the 8-byte header length"));
@@ -138,8 +138,8 @@ absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(const uint8_t* file, si
   }
   if (header_len > size - 8) {
     return absl::DataLossError(absl::StrCat("safetensors file ", label, ": header length ",
-                                            header_len, " reaches past the end of the file (",
-                                            size, " bytes); the file is truncated"));
+                                            header_len, " reaches past the end of the file (", size,
+                                            " bytes); the file is truncated"));
   }
   const char* text = reinterpret_cast<const char*>(file + 8);
   nlohmann::json root = nlohmann::json::parse(text, text + header_len, nullptr,
@@ -155,8 +155,7 @@ absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(const uint8_t* file, si
       if (!value.is_object()) return Invalid(label, "__metadata__ is not a JSON object");
       for (const auto& [mkey, mvalue] : value.items()) {
         if (!mvalue.is_string()) {
-          return Invalid(label, absl::StrCat("__metadata__ value of '", mkey,
-                                             "' is not a string"));
+          return Invalid(label, absl::StrCat("__metadata__ value of '", mkey, "' is not a string"));
         }
         header.metadata[mkey] = mvalue.get<std::string>();
       }
@@ -173,15 +172,14 @@ absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(const uint8_t* file, si
   for (const auto& entry : header.tensors) {
     if (entry.end > entry.begin) by_offset.push_back(&entry);
   }
-  std::sort(by_offset.begin(), by_offset.end(),
-            [](const SafetensorsEntry* a, const SafetensorsEntry* b) {
-              return a->begin < b->begin;
-            });
+  std::sort(
+      by_offset.begin(), by_offset.end(),
+      [](const SafetensorsEntry* a, const SafetensorsEntry* b) { return a->begin < b->begin; });
   for (size_t i = 1; i < by_offset.size(); ++i) {
     if (by_offset[i]->begin < by_offset[i - 1]->end) {
-      return InvalidTensor(label, by_offset[i]->name,
-                           absl::StrCat("byte range overlaps tensor '", by_offset[i - 1]->name,
-                                        "'"));
+      return InvalidTensor(
+          label, by_offset[i]->name,
+          absl::StrCat("byte range overlaps tensor '", by_offset[i - 1]->name, "'"));
     }
   }
   return header;

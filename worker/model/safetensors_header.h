@@ -16,10 +16,10 @@
 #include <cstdint>
 #include <map>
 #include <string>
-#include "absl/strings/string_view.h"
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 
 namespace quantd::model {
 
@@ -43,8 +43,8 @@ struct SafetensorsEntry {
 };
 
 struct SafetensorsHeader {
-  uint64_t data_offset = 0;  // absolute offset of the data section in the file (8 + N)
-  uint64_t data_size = 0;    // bytes of the data section
+  uint64_t data_offset = 0;               // absolute offset of the data section in the file (8 + N)
+  uint64_t data_size = 0;                 // bytes of the data section
   std::vector<SafetensorsEntry> tensors;  // in name order
   std::map<std::string, std::string> metadata;
 };
@@ -54,7 +54,7 @@ inline constexpr uint64_t kMaxSafetensorsHeaderBytes = 100u << 20;
 
 // Parses the first `size` bytes of a safetensors file starting at `file`.
 absl::StatusOr<SafetensorsHeader> ParseSafetensorsHeader(const uint8_t* file, size_t size,
-                                                          absl::string_view label);
+                                                         absl::string_view label);
 
 }  // namespace quantd::model
 

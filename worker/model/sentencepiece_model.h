@@ -18,8 +18,14 @@
 namespace quantd::model {
 
 struct SentencePieceModel {
-  enum class PieceType { kNormal = 1, kUnknown = 2, kControl = 3, kUserDefined = 4,
-                         kUnused = 5, kByte = 6 };
+  enum class PieceType {
+    kNormal = 1,
+    kUnknown = 2,
+    kControl = 3,
+    kUserDefined = 4,
+    kUnused = 5,
+    kByte = 6
+  };
   enum class ModelType { kUnigram = 1, kBpe = 2, kWord = 3, kChar = 4 };
   struct Piece {
     std::string text;

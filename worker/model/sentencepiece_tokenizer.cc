@@ -49,14 +49,14 @@ class SentencePieceBpeTokenizer : public Tokenizer {
 
   absl::Status Check(absl::string_view label) const {
     if (model_.model_type != SentencePieceModel::ModelType::kBpe) {
-      return absl::UnimplementedError(absl::StrCat(
-          "sentencepiece model ", label, ": only BPE models are supported (model_type ",
-          static_cast<int>(model_.model_type), ")"));
+      return absl::UnimplementedError(absl::StrCat("sentencepiece model ", label,
+                                                   ": only BPE models are supported (model_type ",
+                                                   static_cast<int>(model_.model_type), ")"));
     }
     if (!model_.precompiled_charsmap.empty()) {
-      return absl::UnimplementedError(absl::StrCat(
-          "sentencepiece model ", label, ": normalization rule \"", model_.normalizer_name,
-          "\" is not supported (identity only)"));
+      return absl::UnimplementedError(
+          absl::StrCat("sentencepiece model ", label, ": normalization rule \"",
+                       model_.normalizer_name, "\" is not supported (identity only)"));
     }
     if (model_.byte_fallback) {
       for (int b = 0; b < 256; ++b) {

@@ -37,16 +37,16 @@ URegularExpression* Regex(void* p) { return static_cast<URegularExpression*>(p);
 absl::StatusOr<std::unique_ptr<UnicodeRegex>> UnicodeRegex::Compile(absl::string_view pattern) {
   const std::string rewritten = RewriteWhitespace(pattern);
   UErrorCode status = U_ZERO_ERROR;
-  UText* text = utext_openUTF8(nullptr, rewritten.data(), static_cast<int64_t>(rewritten.size()),
-                               &status);
+  UText* text =
+      utext_openUTF8(nullptr, rewritten.data(), static_cast<int64_t>(rewritten.size()), &status);
   UParseError parse_error;
   URegularExpression* compiled = uregex_openUText(text, 0, &parse_error, &status);
   utext_close(text);
   if (U_FAILURE(status)) {
     if (compiled != nullptr) uregex_close(compiled);
-    return absl::InvalidArgumentError(absl::StrCat("regex \"", pattern, "\" does not compile: ",
-                                                   u_errorName(status), " at offset ",
-                                                   parse_error.offset));
+    return absl::InvalidArgumentError(absl::StrCat("regex \"", pattern,
+                                                   "\" does not compile: ", u_errorName(status),
+                                                   " at offset ", parse_error.offset));
   }
   return std::unique_ptr<UnicodeRegex>(new UnicodeRegex(compiled));
 }
