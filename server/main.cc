@@ -34,8 +34,8 @@ ABSL_FLAG(std::string, metrics_listen, "127.0.0.1:9464",
 ABSL_FLAG(int, max_running_per_owner, 0, "jobs one owner may run at once; 0 = no limit");
 ABSL_FLAG(int, max_requeues, 3, "worker losses after which a job fails with WORKER_LOST");
 ABSL_FLAG(absl::Duration, heartbeat_interval, absl::Seconds(5), "heartbeat period of workers");
-ABSL_FLAG(absl::Duration, worker_lost_after, absl::Seconds(15),
-          "a worker silent this long is lost and its jobs are requeued");
+ABSL_FLAG(absl::Duration, worker_lost_after, absl::ZeroDuration(),
+          "a worker silent this long is lost and its jobs are requeued; 0 = 3 heartbeats");
 ABSL_FLAG(absl::Duration, reattach_grace, absl::Seconds(60),
           "after a restart, how long running jobs wait for their worker");
 ABSL_FLAG(int, watch_buffer, 4096, "live events a watcher may have pending");
@@ -113,8 +113,17 @@ int main(int argc, char** argv) {
   options.max_receive_message_bytes = absl::GetFlag(FLAGS_max_request_bytes);
   options.scheduler.max_running_per_owner = absl::GetFlag(FLAGS_max_running_per_owner);
   options.scheduler.max_requeues = absl::GetFlag(FLAGS_max_requeues);
+  if (options.scheduler.max_running_per_owner < 0 || options.scheduler.max_requeues < 0) {
+    return Fail("--max_running_per_owner and --max_requeues must be >= 0");
+  }
   options.scheduler.heartbeat_interval = absl::GetFlag(FLAGS_heartbeat_interval);
   options.scheduler.worker_lost_after = absl::GetFlag(FLAGS_worker_lost_after);
+  if (options.scheduler.worker_lost_after <= absl::ZeroDuration()) {
+    options.scheduler.worker_lost_after = 3 * options.scheduler.heartbeat_interval;
+  }
+  if (options.scheduler.heartbeat_interval < absl::Seconds(1)) {
+    return Fail("--heartbeat_interval must be at least 1s (Welcome carries whole seconds)");
+  }
   options.scheduler.reattach_grace = absl::GetFlag(FLAGS_reattach_grace);
   options.scheduler.on_store_failure = [](const absl::Status& status) {
     spdlog::critical("store write failed, aborting so a restart recovers: {}", status.ToString());
