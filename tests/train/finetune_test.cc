@@ -1,0 +1,249 @@
+#include "worker/train/finetune.h"
+
+#include <filesystem>
+
+#include "gtest/gtest.h"
+#include "tests/train/train_fixture.h"
+#include "worker/eval/perplexity.h"
+#include "worker/train/checkpoint.h"
+#include "worker/train/ste_block.h"
+
+namespace quantd::train {
+namespace {
+
+using testing::LoadModel;
+using testing::Recorder;
+using testing::StoryTokens;
+using testing::Windows;
+
+// Multiplies its inner layer's output by NaN from the `after`-th forward pass with autograd on
+// (training steps), so that evaluation passes stay finite.
+class PoisonLinear : public model::LinearLayer {
+ public:
+  PoisonLinear(std::shared_ptr<model::LinearLayer> inner, int after)
+      : inner_(std::move(inner)), after_(after) {}
+  torch::Tensor Forward(const torch::Tensor& x) override {
+    torch::Tensor y = inner_->Forward(x);
+    if (torch::GradMode::is_enabled() && ++calls_ > after_) return y * std::nan("");
+    return y;
+  }
+  int64_t in_features() const override { return inner_->in_features(); }
+  int64_t out_features() const override { return inner_->out_features(); }
+
+ private:
+  std::shared_ptr<model::LinearLayer> inner_;
+  int after_;
+  int calls_ = 0;
+};
+
+class FinetuneTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    tokens_ = StoryTokens();
+    train_ = Windows(tokens_, 16, 64, 0);
+    val_ = Windows(tokens_, 4, 64, 1200);
+    eval_tokens_.assign(tokens_.begin() + 4000, tokens_.end());
+    options_.epochs = 3;
+    options_.quant_lr = 5e-3;
+    options_.weight_lr = 1e-3;
+    options_.batch_size = 4;
+    ste_.wbits = 4;  // W4, one scale per output channel
+  }
+
+  // A fresh model with its [BOS] prefix KV cache.
+  std::unique_ptr<model::LlamaModel> Fresh(model::KvCache* prefix) {
+    auto model = LoadModel();
+    torch::NoGradGuard no_grad;
+    auto kv = model->BuildPrefixKv(torch::tensor(std::vector<int64_t>{1}).view({1, 1}));
+    EXPECT_TRUE(kv.ok()) << kv.status();
+    *prefix = *kv;
+    return model;
+  }
+
+  double Perplexity(model::LlamaModel& model, const model::KvCache& prefix) {
+    eval::PerplexityOptions options;
+    options.seqlen = 256;
+    options.max_windows = 8;
+    options.prefix = &prefix;
+    auto result = eval::EvaluatePerplexity(model, eval_tokens_, options);
+    EXPECT_TRUE(result.ok()) << result.status();
+    return result.ok() ? result->perplexity : 0.0;
+  }
+
+  std::vector<int32_t> tokens_, eval_tokens_;
+  std::vector<std::vector<int32_t>> train_, val_;
+  FinetuneOptions options_;
+  SteBlockOptions ste_;
+};
+
+TEST_F(FinetuneTest, W4MseFallsInEveryBlockAndPerplexityImproves) {
+  model::KvCache prefix;
+  auto fp = Fresh(&prefix);
+  const double fp_ppl = Perplexity(*fp, prefix);
+
+  auto plain = Fresh(&prefix);
+  FinetuneOptions none = options_;
+  none.epochs = 0;
+  auto untrained = FinetuneBlocks(*plain, &prefix, train_, val_, MakeSteBlockInstaller(ste_), none);
+  ASSERT_TRUE(untrained.ok()) << untrained.status();
+  const double w4_ppl = Perplexity(*plain, prefix);
+
+  auto tuned = Fresh(&prefix);
+  Recorder recorder;
+  auto result = FinetuneBlocks(*tuned, &prefix, train_, val_, MakeSteBlockInstaller(ste_),
+                               options_, recorder.Callbacks());
+  ASSERT_TRUE(result.ok()) << result.status();
+  const double tuned_ppl = Perplexity(*tuned, prefix);
+
+  ASSERT_EQ(result->blocks.size(), 5u);
+  for (const BlockReport& b : result->blocks) {
+    EXPECT_LT(b.final_val_loss, b.initial_val_loss) << "block " << b.block;
+    EXPECT_EQ(b.steps, 12);
+    EXPECT_FALSE(b.rolled_back);
+  }
+  EXPECT_GT(w4_ppl, fp_ppl);
+  EXPECT_LT(tuned_ppl, w4_ppl);
+  RecordProperty("ppl_fp_w4_w4ft", absl::StrCat(fp_ppl, " ", w4_ppl, " ", tuned_ppl));
+  EXPECT_GT(result->peak_training_bytes, 0);
+
+  // 12 train points and 3 val points per block, steps counted within the block.
+  EXPECT_EQ(recorder.Split("train").size(), 60u);
+  EXPECT_EQ(recorder.Split("val").size(), 15u);
+  int64_t expected_step = 0;
+  int block = 0;
+  for (const LossPoint& p : recorder.Split("train")) {
+    if (p.block != block) {
+      EXPECT_EQ(p.block, block + 1);
+      block = p.block;
+      expected_step = 0;
+    }
+    EXPECT_EQ(p.phase, TrainPhase::kFinetune);
+    EXPECT_EQ(p.step, expected_step++);
+  }
+}
+
+TEST_F(FinetuneTest, ResumedRunEqualsAnUninterruptedOne) {
+  options_.epochs = 2;
+  const std::string dir = ::testing::TempDir() + "/finetune_resume";
+  std::filesystem::remove_all(dir);
+  model::KvCache prefix;
+
+  auto whole = Fresh(&prefix);
+  auto expected = FinetuneBlocks(*whole, &prefix, train_, val_, MakeSteBlockInstaller(ste_),
+                                 options_);
+  ASSERT_TRUE(expected.ok()) << expected.status();
+  const double expected_ppl = Perplexity(*whole, prefix);
+
+  FinetuneOptions with_dir = options_;
+  with_dir.checkpoint_dir = dir;
+  with_dir.fingerprint = Fingerprint("spec-a", *whole);
+  {  // Interrupted as soon as block 2 starts training.
+    auto model = Fresh(&prefix);
+    bool stop = false;
+    TrainCallbacks callbacks;
+    callbacks.on_loss = [&](const LossPoint& p) { stop = stop || p.block == 2; };
+    callbacks.cancelled = [&] { return stop; };
+    auto run = FinetuneBlocks(*model, &prefix, train_, val_, MakeSteBlockInstaller(ste_),
+                              with_dir, callbacks);
+    ASSERT_EQ(run.status().code(), absl::StatusCode::kCancelled);
+  }
+  auto resumed_model = Fresh(&prefix);
+  Recorder recorder;
+  auto resumed = FinetuneBlocks(*resumed_model, &prefix, train_, val_,
+                                MakeSteBlockInstaller(ste_), with_dir, recorder.Callbacks());
+  ASSERT_TRUE(resumed.ok()) << resumed.status();
+  EXPECT_EQ(resumed->resumed_at_block, 2);
+  EXPECT_TRUE(resumed->blocks[1].from_checkpoint);
+  EXPECT_FALSE(resumed->blocks[2].from_checkpoint);
+  EXPECT_EQ(recorder.points.front().block, 2);
+  for (size_t i = 0; i < 5; ++i) {
+    EXPECT_NEAR(resumed->blocks[i].final_val_loss, expected->blocks[i].final_val_loss,
+                1e-6 + 1e-4 * expected->blocks[i].final_val_loss);
+  }
+  EXPECT_NEAR(Perplexity(*resumed_model, prefix), expected_ppl, 1e-4 * expected_ppl);
+
+  // Another spec's checkpoint is ignored, with a log line.
+  FinetuneOptions other = with_dir;
+  other.fingerprint = Fingerprint("spec-b", *whole);
+  other.epochs = 0;
+  auto fresh_model = Fresh(&prefix);
+  Recorder other_recorder;
+  auto fresh = FinetuneBlocks(*fresh_model, &prefix, train_, val_, MakeSteBlockInstaller(ste_),
+                              other, other_recorder.Callbacks());
+  ASSERT_TRUE(fresh.ok()) << fresh.status();
+  EXPECT_EQ(fresh->resumed_at_block, 0);
+  ASSERT_FALSE(other_recorder.logs.empty());
+  EXPECT_NE(other_recorder.logs[0].find("ignoring checkpoint"), std::string::npos);
+}
+
+BlockInstaller PoisonedInstaller(const SteBlockOptions& ste, int poisoned_block, int after) {
+  BlockInstaller inner = MakeSteBlockInstaller(ste);
+  return [=](model::LlamaModel& model, int layer) {
+    auto block = inner(model, layer);
+    if (block.ok() && layer == poisoned_block) {
+      auto& slot = model.blocks[layer].down_proj;
+      slot = std::make_shared<PoisonLinear>(slot, after);
+    }
+    return block;
+  };
+}
+
+TEST_F(FinetuneTest, NonFiniteLossRollsTheBlockBackAndGoesOn) {
+  model::KvCache prefix;
+  auto model = Fresh(&prefix);
+  Recorder recorder;
+  // Block 1 diverges at its 6th step (epoch 1): it returns to its state after epoch 0.
+  auto result = FinetuneBlocks(*model, &prefix, train_, val_, PoisonedInstaller(ste_, 1, 5),
+                               options_, recorder.Callbacks());
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_TRUE(result->blocks[1].rolled_back);
+  EXPECT_FALSE(result->blocks[2].rolled_back);
+  EXPECT_EQ(result->blocks.size(), 5u);
+  double epoch0_val = -1;
+  for (const LossPoint& p : recorder.Split("val")) {
+    if (p.block == 1 && p.epoch == 0) epoch0_val = p.loss;
+    EXPECT_FALSE(p.block == 1 && p.epoch > 0);
+  }
+  EXPECT_NEAR(result->blocks[1].final_val_loss, epoch0_val, 1e-6);
+  ASSERT_EQ(recorder.logs.size(), 1u);
+  EXPECT_NE(recorder.logs[0].find("block 1"), std::string::npos);
+  EXPECT_TRUE(std::isfinite(Perplexity(*model, prefix)));
+
+  // Beyond the allowed number of failures the run is a numerical failure.
+  auto strict_model = Fresh(&prefix);
+  options_.max_numerical_failures = 0;
+  auto strict = FinetuneBlocks(*strict_model, &prefix, train_, val_,
+                               PoisonedInstaller(ste_, 1, 5), options_);
+  EXPECT_TRUE(IsNumericalFailure(strict.status())) << strict.status();
+}
+
+TEST_F(FinetuneTest, CancellationStopsWithinOneStep) {
+  model::KvCache prefix;
+  auto model = Fresh(&prefix);
+  int asked = 0;
+  Recorder recorder;
+  TrainCallbacks callbacks = recorder.Callbacks();
+  callbacks.cancelled = [&] { return ++asked > 5; };
+  auto result = FinetuneBlocks(*model, &prefix, train_, val_, MakeSteBlockInstaller(ste_),
+                               options_, callbacks);
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ(recorder.Split("train").size(), 5u);
+}
+
+TEST_F(FinetuneTest, WeightsStayFixedWithoutWeightLr) {
+  model::KvCache prefix;
+  auto model = Fresh(&prefix);
+  const torch::Tensor original =
+      std::dynamic_pointer_cast<model::DenseLinear>(model->blocks[0].q_proj)->weight.clone();
+  options_.weight_lr = 0;
+  auto result = FinetuneBlocks(*model, &prefix, train_, val_, MakeSteBlockInstaller(ste_),
+                               options_);
+  ASSERT_TRUE(result.ok()) << result.status();
+  auto ste = std::dynamic_pointer_cast<SteLinear>(model->blocks[0].q_proj);
+  ASSERT_NE(ste, nullptr);
+  EXPECT_TRUE(torch::equal(ste->weight, original));
+  EXPECT_LT(result->blocks[0].final_val_loss, result->blocks[0].initial_val_loss);
+}
+
+}  // namespace
+}  // namespace quantd::train

@@ -1,0 +1,73 @@
+// A TrainableBlock made from kernels' straight-through-estimator fake quantization: every
+// projection of the block becomes an SteLinear with
+//  * a weight fake-quantized per output channel (group_size -1) or per group, with learnable
+//    scales (LSQ-style) initialised from min-max or, with mse_init, the shrink search;
+//  * optionally, input fake quantization (input_bits < 16): dynamic per token with a learnable
+//    clipping factor (init `activation_clip`), or static per tensor with a learnable scale
+//    initialised from the replaced layer's calibrated scale (LinearSource::static_input_scale);
+//  * the replaced layer's online input Hadamard (rotation's R4), when it has one, kept as is.
+// What a replaced layer holds is read by `SteBlockOptions::adapt` (the pipeline passes one that
+// understands quant::QuantLinear); without it, or when it returns nullopt, the layer must be a
+// model::DenseLinear without bias. The block's attention_transform (K/V path) is left untouched
+// and is not trained.
+// Finish() bakes the quantized weight into a plain tensor. Not thread-safe.
+#ifndef QUANTD_WORKER_TRAIN_STE_BLOCK_H_
+#define QUANTD_WORKER_TRAIN_STE_BLOCK_H_
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+
+#include <torch/torch.h>
+
+#include "kernels/fake_quant.h"
+#include "kernels/hadamard.h"
+#include "worker/model/modules.h"
+#include "worker/train/trainable_block.h"
+
+namespace quantd::train {
+
+// What an SteLinear needs from the layer it replaces.
+struct LinearSource {
+  torch::Tensor weight;  // [out, in] full precision (already rotated; copied, not modified)
+  std::optional<kernels::HadamardFactors> input_hadamard;
+  torch::Tensor static_input_scale;  // calibrated per-tensor input scale, or undefined
+};
+
+struct SteBlockOptions {
+  int wbits = 4;
+  int64_t w_group_size = -1;  // -1: per output channel
+  bool mse_init = false;
+  int input_bits = 16;        // >= 16: inputs not quantized
+  bool input_dynamic = true;
+  float activation_clip = 1.0f;
+  // Reads layers that are not DenseLinear; nullopt: not understood.
+  std::function<std::optional<LinearSource>(const model::LinearLayer&)> adapt;
+};
+
+class SteLinear : public model::LinearLayer {
+ public:
+  torch::Tensor Forward(const torch::Tensor& x) override;
+  int64_t in_features() const override { return weight.size(1); }
+  int64_t out_features() const override { return weight.size(0); }
+  // Bakes the quantized weight; Forward() no longer builds an autograd graph for it.
+  void Bake();
+
+  torch::Tensor weight;        // [out, in] full precision (trainable when weight_lr > 0)
+  torch::Tensor weight_scales; // [out, 1] or [out, in / group] fp32, trainable
+  kernels::FakeQuantConfig weight_config;
+  torch::Tensor input_scale;   // static: [] fp32 scale; dynamic: [] clipping factor
+  kernels::FakeQuantConfig input_config;
+  bool quantize_input = false;
+  bool input_dynamic = true;
+  std::optional<kernels::HadamardFactors> input_hadamard;
+  torch::Tensor baked;         // defined after Bake()
+};
+
+// INVALID_ARGUMENT for a group size that does not divide a layer or an unsupported layer;
+// FAILED_PRECONDITION for static input quantization without a calibrated scale.
+BlockInstaller MakeSteBlockInstaller(const SteBlockOptions& options);
+
+}  // namespace quantd::train
+
+#endif  // QUANTD_WORKER_TRAIN_STE_BLOCK_H_
