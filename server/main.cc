@@ -2,7 +2,9 @@
 // see server/README.md. Prints "quantd ready port=<p> metrics_port=<m>" on stdout once
 // it serves, and shuts down gracefully on SIGTERM or SIGINT.
 #include <signal.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -46,6 +48,15 @@ ABSL_FLAG(std::string, log_format, "text", "text or json");
 ABSL_FLAG(std::string, log_level, "info", "trace, debug, info, warning or error");
 
 namespace {
+
+int g_signal_pipe[2] = {-1, -1};
+
+void OnSignal(int signal_number) {
+  const unsigned char byte = static_cast<unsigned char>(signal_number);
+  const int saved_errno = errno;
+  (void)!write(g_signal_pipe[1], &byte, 1);
+  errno = saved_errno;
+}
 
 bool IsLoopback(const std::string& address) {
   const size_t colon = address.rfind(':');
@@ -131,12 +142,14 @@ int main(int argc, char** argv) {
     std::abort();
   };
 
-  // Signals are taken by sigwait below, not by whatever thread they land on.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  // SIGTERM/SIGINT may land on any thread (gRPC starts some before main): the handler only
+  // writes the signal number to a pipe that the main thread waits on.
+  if (pipe(g_signal_pipe) != 0) return Fail("pipe() failed");
+  struct sigaction action = {};
+  action.sa_handler = OnSignal;
+  sigemptyset(&action.sa_mask);
+  sigaction(SIGTERM, &action, nullptr);
+  sigaction(SIGINT, &action, nullptr);
 
   auto server = quantd::QuantdServer::Start(std::move(options));
   if (!server.ok()) return Fail(server.status().ToString());
@@ -145,9 +158,10 @@ int main(int argc, char** argv) {
               (*server)->metrics_port());
   std::fflush(stdout);
 
-  int signal_number = 0;
-  sigwait(&signals, &signal_number);
-  spdlog::info("signal {}: shutting down", signal_number);
+  unsigned char signal_number = 0;
+  while (read(g_signal_pipe[0], &signal_number, 1) < 0 && errno == EINTR) {
+  }
+  spdlog::info("signal {}: shutting down", static_cast<int>(signal_number));
   (*server)->Shutdown(absl::GetFlag(FLAGS_shutdown_grace));
   server->reset();
   spdlog::info("quantd stopped");
