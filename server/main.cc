@@ -14,6 +14,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
 #include "absl/strings/match.h"
 #include "absl/time/time.h"
 #include "proto/common/logging.h"
@@ -82,6 +83,9 @@ int Fail(const std::string& message) {
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage("quantd: the PrefixQuant job scheduler. See server/README.md.");
+  absl::FlagsUsageConfig usage;
+  usage.version_string = [] { return "quantd " + quantd::VersionString() + "\n"; };
+  absl::SetFlagsUsageConfig(usage);
   absl::ParseCommandLine(argc, argv);
 
   quantd::LogFormat format;
