@@ -8,7 +8,9 @@
 
 #include "proto/common/version.h"
 #include "worker/cli/commands.h"
+#ifdef QUANTD_WITH_SERVICES
 #include "worker/service/commands.h"
+#endif
 
 namespace {
 
@@ -18,16 +20,20 @@ void Usage(std::ostream& out) {
          "  generate     greedy decoding with a local model\n"
          "  perplexity   windowed perplexity of a local model on a text file\n"
          "  version      print the version\n"
+#ifdef QUANTD_WITH_SERVICES
       << quantd::service::ServiceCommandsUsage()
+#endif
       << "Run a command with missing flags to see its flags.\n";
 }
 
+#ifdef QUANTD_WITH_SERVICES
 // The path of this executable, to start job processes with.
 std::string SelfPath(const char* argv0) {
   char buffer[4096];
   const ssize_t n = ::readlink("/proc/self/exe", buffer, sizeof(buffer) - 1);
   return n > 0 ? std::string(buffer, static_cast<size_t>(n)) : std::string(argv0);
 }
+#endif
 
 }  // namespace
 
@@ -40,9 +46,11 @@ int main(int argc, char** argv) {
   const std::vector<std::string> args(argv + 2, argv + argc);
   if (command == "generate") return quantd::cli::RunGenerate(args, std::cout, std::cerr);
   if (command == "perplexity") return quantd::cli::RunPerplexity(args, std::cout, std::cerr);
+#ifdef QUANTD_WITH_SERVICES
   if (command == "connect") return quantd::service::RunConnectCommand(SelfPath(argv[0]), args);
   if (command == "exec-job") return quantd::service::RunExecJobCommand(args);
   if (command == "run") return quantd::service::RunLocalCommand(args);
+#endif
   if (command == "version") {
     std::cout << "quantd-worker " << quantd::VersionString() << "\n";
     return 0;
