@@ -1,5 +1,6 @@
 #include "worker/eval/perplexity.h"
 
+#include <algorithm>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -79,6 +80,22 @@ TEST_F(PerplexityTest, PrefixIsUnscoredContext) {
   EXPECT_EQ(prefixed->predictions, plain->predictions);
   EXPECT_NE(prefixed->mean_nll, plain->mean_nll);
   EXPECT_TRUE(std::isfinite(prefixed->mean_nll));
+}
+
+TEST_F(PerplexityTest, TokenStreamBosIsExplicit) {
+  const std::string text = "One day, a cat sat.\n\n  The dog ran.  \n";
+  auto with = BuildTokenStream(*tokenizer_, text, DocumentMode::kBlankLine);
+  auto without = BuildTokenStream(*tokenizer_, text, DocumentMode::kBlankLine, false);
+  auto first = tokenizer_->Encode("One day, a cat sat.");
+  auto second = tokenizer_->Encode("The dog ran.");
+  ASSERT_TRUE(with.ok() && without.ok() && first.ok() && second.ok());
+  std::vector<int32_t> expected = {1};
+  expected.insert(expected.end(), first->begin(), first->end());
+  expected.push_back(1);
+  expected.insert(expected.end(), second->begin(), second->end());
+  EXPECT_EQ(*with, expected);
+  EXPECT_EQ(without->size(), expected.size() - 2);
+  EXPECT_EQ(std::count(without->begin(), without->end(), 1), 0);
 }
 
 TEST_F(PerplexityTest, RejectsStreamsWithoutAWindow) {

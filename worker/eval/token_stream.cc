@@ -38,14 +38,15 @@ std::vector<std::string> SplitParagraphs(absl::string_view text) {
 }
 
 absl::StatusOr<std::vector<int32_t>> BuildTokenStream(const model::Tokenizer& tokenizer,
-                                                      absl::string_view text, DocumentMode mode) {
-  if (tokenizer.bos_id() < 0) {
+                                                      absl::string_view text, DocumentMode mode,
+                                                      bool bos_per_document) {
+  if (bos_per_document && tokenizer.bos_id() < 0) {
     return absl::FailedPreconditionError("the tokenizer has no BOS token");
   }
   std::vector<int32_t> stream;
   auto append = [&](absl::string_view document) -> absl::Status {
     ASSIGN_OR_RETURN(std::vector<int32_t> ids, tokenizer.Encode(document));
-    stream.push_back(tokenizer.bos_id());
+    if (bos_per_document) stream.push_back(tokenizer.bos_id());
     stream.insert(stream.end(), ids.begin(), ids.end());
     return absl::OkStatus();
   };

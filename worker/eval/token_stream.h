@@ -24,9 +24,13 @@ absl::StatusOr<DocumentMode> ParseDocumentMode(absl::string_view name);
 // Splits `text` into paragraphs at lines that are empty or all whitespace, each stripped.
 std::vector<std::string> SplitParagraphs(absl::string_view text);
 
-// The concatenated BOS-prefixed documents. FAILED_PRECONDITION when the tokenizer has no BOS.
+// The concatenated BOS-prefixed documents. With `bos_per_document` false the BOS tokens are
+// left out (for evaluation after a prefix KV cache that already ends in BOS, which must not be
+// followed by a second one). FAILED_PRECONDITION when a BOS is needed and the tokenizer has
+// none.
 absl::StatusOr<std::vector<int32_t>> BuildTokenStream(const model::Tokenizer& tokenizer,
-                                                      absl::string_view text, DocumentMode mode);
+                                                      absl::string_view text, DocumentMode mode,
+                                                      bool bos_per_document = true);
 
 // Reads a whole text file with its line endings normalized to LF (CRLF and lone CR become LF,
 // as text-mode reading does in Python, where the reference values were computed); NOT_FOUND
