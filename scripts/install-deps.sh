@@ -10,7 +10,7 @@ PACKAGES=(
   libabsl-dev libspdlog-dev libfmt-dev prometheus-cpp-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libsentencepiece-dev libsqlite3-dev nlohmann-json3-dev libyaml-cpp-dev libicu-dev
-  librsvg2-bin python3-grpcio python3-protobuf
+  librsvg2-bin python3-grpcio python3-protobuf python3-yaml tmux
 )
 
 missing=()
