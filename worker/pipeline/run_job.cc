@@ -1,22 +1,30 @@
 #include "worker/pipeline/run_job.h"
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
+#include "proto/common/status_macros.h"
 #include "proto/spec/defaults.h"
 #include "proto/spec/validate.h"
-#include "worker/eval/perplexity.h"
 #include "worker/eval/token_stream.h"
 #include "worker/model/llama.h"
 #include "worker/model/tokenizer.h"
 #include "worker/pipeline/progress_reporter.h"
+#include "worker/pipeline/quantized_variant.h"
+#include "worker/quant/calibration_data.h"
+#include "worker/quant/outliers.h"
+#include "worker/quant/prefix_cache.h"
 
 namespace quantd::pipeline {
 namespace {
 
 // Fractions of the whole job each phase covers.
-constexpr double kLoadEnd = 0.1;
+constexpr double kLoadEnd = 0.05;
+constexpr double kDataEnd = 0.08;
+constexpr double kDetectEnd = 0.15;
 
 RunJobOutcome Failed(v1::FailureReason reason, absl::Status status) {
   RunJobOutcome outcome;
@@ -103,75 +111,204 @@ RunJobOutcome RunJob(const v1::JobSpec& original, const RunJobOptions& /*options
   ProgressReporter(sink, 0.0, kLoadEnd).Update(1, 1, "model loaded").IgnoreError();
   if (cancel.cancelled()) return Cancelled();
 
-  const bool quantize = AsksForQuantization(spec);
-  if (quantize) {
+  const bool quantize = AsksForQuantization(spec) || spec.eval().compare_size() > 0;
+  if (spec.prefix().trainable() || spec.training().epochs() > 0) {
     (void)EmitLog(sink, "warning",
-                  "this build runs the full-precision baseline only: rotation, outlier tokens, "
-                  "prefix training, quantization and fine-tuning are not implemented yet");
+                  "this build does not train a prefix or fine-tune blocks yet: the detected "
+                  "prefix and the calibrated quantizers are used as they are");
   }
-
-  // ---- evaluate ----
-  RunJobOutcome outcome;
-  (*outcome.result.mutable_metrics())["pipeline/quantized"] = 0;
-  std::vector<std::string> datasets(spec.eval().ppl_datasets().begin(),
-                                    spec.eval().ppl_datasets().end());
-  if (datasets.empty() && spec.eval().eval_ppl()) datasets.push_back(spec.calibration().dataset_path());
+  const int32_t bos = (*tokenizer)->bos_id();
   const auto mode = spec.calibration().documents() == "blank-line"
                         ? eval::DocumentMode::kBlankLine
                         : eval::DocumentMode::kWholeFile;
+  RunJobOutcome outcome;
+  auto& metrics = *outcome.result.mutable_metrics();
+  metrics["pipeline/quantized"] = quantize ? 1 : 0;
+  auto metric = [&](const std::string& name, double value) {
+    metrics[name] = value;
+    (void)EmitMetric(sink, name, value);
+  };
+  auto user_error_or = [](const absl::Status& status) {
+    if (status.code() == absl::StatusCode::kCancelled) return Cancelled();
+    const bool user = status.code() == absl::StatusCode::kInvalidArgument ||
+                      status.code() == absl::StatusCode::kNotFound;
+    return Failed(user ? v1::FAILURE_REASON_USER_ERROR : v1::FAILURE_REASON_INTERNAL, status);
+  };
+
+  // ---- evaluation streams (tokenized once, shared by every variant) ----
+  std::vector<std::string> datasets(spec.eval().ppl_datasets().begin(),
+                                    spec.eval().ppl_datasets().end());
+  if (datasets.empty() && spec.eval().eval_ppl()) datasets.push_back(spec.calibration().dataset_path());
   const int64_t seqlen = spec.eval().ppl_seqlen();
-  for (size_t d = 0; d < datasets.size(); ++d) {
-    const std::string name = DatasetName(datasets[d]);
-    (void)EmitPhase(sink, v1::PHASE_EVALUATE,
-                    absl::StrCat("full-precision perplexity on ", name, ", seqlen ", seqlen));
-    auto text = eval::ReadTextFile(datasets[d]);
+  std::vector<std::vector<int32_t>> streams;
+  for (const auto& path : datasets) {
+    auto text = eval::ReadTextFile(path);
     if (!text.ok()) return Failed(v1::FAILURE_REASON_USER_ERROR, text.status());
     auto tokens = eval::BuildTokenStream(**tokenizer, *text, mode);
     if (!tokens.ok()) return Failed(v1::FAILURE_REASON_USER_ERROR, tokens.status());
-    int64_t windows = static_cast<int64_t>(tokens->size()) / seqlen;
-    if (spec.eval().ppl_max_windows() > 0) {
-      windows = std::min<int64_t>(windows, spec.eval().ppl_max_windows());
-    }
-    if (windows == 0) {
+    if (static_cast<int64_t>(tokens->size()) < seqlen) {
       return Failed(v1::FAILURE_REASON_USER_ERROR,
                     absl::InvalidArgumentError(absl::StrCat(
-                        "eval.ppl_seqlen: ", name, " has ", tokens->size(),
+                        "eval.ppl_seqlen: ", DatasetName(path), " has ", tokens->size(),
                         " tokens, fewer than one window of ", seqlen)));
     }
-    const double start = kLoadEnd + (1 - kLoadEnd) * d / datasets.size();
-    const double end = kLoadEnd + (1 - kLoadEnd) * (d + 1) / datasets.size();
-    ProgressReporter progress(sink, start, end);
-    double total_nll = 0;
-    int64_t predictions = 0;
-    for (int64_t w = 0; w < windows; ++w) {
-      if (cancel.cancelled()) return Cancelled();
-      const std::vector<int32_t> window(tokens->begin() + w * seqlen,
-                                        tokens->begin() + (w + 1) * seqlen);
-      eval::PerplexityOptions ppl_options;
-      ppl_options.seqlen = seqlen;
-      ppl_options.batch_size = 1;
-      auto measured = eval::EvaluatePerplexity(**model, window, ppl_options);
-      if (!measured.ok()) return Failed(v1::FAILURE_REASON_INTERNAL, measured.status());
-      total_nll += measured->mean_nll * measured->predictions;
-      predictions += measured->predictions;
-      v1::JobEvent loss;
-      auto* point = loss.mutable_loss();
-      point->set_phase(v1::PHASE_EVALUATE);
-      point->set_block(-1);
-      point->set_step(w);
-      point->set_split("fp/" + name);
-      point->set_loss(measured->mean_nll);
-      if (auto status = sink.Emit(loss); !status.ok()) {
-        return Failed(v1::FAILURE_REASON_INTERNAL, status);
-      }
-      (void)progress.Update(w + 1, windows, absl::StrCat(name, " window ", w + 1, "/", windows));
-    }
-    const double ppl = std::exp(total_nll / predictions);
-    const std::string metric = absl::StrCat("ppl/", name, "/fp");
-    (void)EmitMetric(sink, metric, ppl);
-    (*outcome.result.mutable_metrics())[metric] = ppl;
+    streams.push_back(*std::move(tokens));
   }
-  (void)EmitPhase(sink, v1::PHASE_DONE, quantize ? "full-precision baseline done" : "done");
+
+  // ---- calibration windows and outlier tokens ----
+  std::vector<std::vector<int32_t>> calibration;
+  std::vector<int32_t> detected_prefix;
+  std::optional<quant::PrefixCache> fp_prefix;  // the detected prefix on the full-precision model
+  std::vector<std::string> variants;
+  if (quantize) {
+    variants.push_back("quantized");
+    for (const auto& name : spec.eval().compare()) variants.push_back(name);
+    (void)EmitPhase(sink, v1::PHASE_CALIBRATION_DATA,
+                    absl::StrCat(spec.calibration().train_size(), " + ",
+                                 spec.calibration().val_size(), " windows of ",
+                                 spec.calibration().training_seqlen(), " tokens from ",
+                                 DatasetName(spec.calibration().dataset_path())));
+    auto text = eval::ReadTextFile(spec.calibration().dataset_path());
+    if (!text.ok()) return Failed(v1::FAILURE_REASON_USER_ERROR, text.status());
+    auto tokens = eval::BuildTokenStream(**tokenizer, *text, mode);
+    if (!tokens.ok()) return Failed(v1::FAILURE_REASON_USER_ERROR, tokens.status());
+    auto windows = quant::SampleWindows(*tokens, spec.calibration().train_size(),
+                                        spec.calibration().val_size(),
+                                        spec.calibration().training_seqlen(),
+                                        spec.calibration().seed(), bos);
+    if (!windows.ok()) return Failed(v1::FAILURE_REASON_USER_ERROR, windows.status());
+    calibration = std::move(windows->train);
+    ProgressReporter(sink, kLoadEnd, kDataEnd).Update(1, 1, "calibration data ready").IgnoreError();
+    if (cancel.cancelled()) return Cancelled();
+
+    const bool needs_prefix =
+        spec.prefix().enabled() ||
+        std::find(variants.begin(), variants.end(), "prefixquant") != variants.end();
+    if (needs_prefix) {
+      const double threshold = spec.prefix().outlier_threshold();
+      (void)EmitPhase(sink, v1::PHASE_DETECT_OUTLIERS,
+                      absl::StrCat("down_proj inputs of ", calibration.size(),
+                                   " windows, threshold ", threshold));
+      ProgressReporter progress(sink, kDataEnd, kDetectEnd);
+      auto report = [&](int64_t done, int64_t total) {
+        (void)progress.Update(done, total, absl::StrCat("outlier tokens ", done, "/", total));
+        return !cancel.cancelled();
+      };
+      auto before = quant::MeasureOutliers(**model, calibration, threshold, nullptr, report);
+      if (!before.ok()) return user_error_or(before.status());
+      const quant::OutlierTokens chosen = quant::ChooseOutlierTokens(*before, bos);
+      detected_prefix = chosen.prefix_ids;
+      for (size_t l = 0; l < before->top_ratio.size(); ++l) {
+        metric(absl::StrCat("outlier_ratio/layer", l, "/before"), before->top_ratio[l]);
+      }
+      metric("prefix/count", static_cast<double>(chosen.count));
+      std::string text_form;
+      for (int32_t id : detected_prefix) {
+        outcome.result.add_prefix_token_ids(id);
+        auto piece = (*tokenizer)->Decode({id});
+        text_form += id == bos ? "[BOS]" : piece.ok() ? *piece : absl::StrCat("<", id, ">");
+      }
+      outcome.result.set_prefix_text(text_form);
+      std::string ids;
+      for (int32_t id : detected_prefix) absl::StrAppend(&ids, ids.empty() ? "" : " ", id);
+      (void)EmitLog(sink, "info",
+                    chosen.count == 0
+                        ? std::string("no outlier tokens above the threshold: the prefix is [BOS]")
+                        : absl::StrCat("o = ", chosen.count, " outlier token(s); prefix \"",
+                                       text_form, "\" (ids ", ids, ")"));
+      auto prefix = quant::BuildPrefixCache(**model, detected_prefix, bos);
+      if (!prefix.ok()) return user_error_or(prefix.status());
+      auto after = quant::MeasureOutliers(**model, calibration, threshold, &prefix->kv, report);
+      if (!after.ok()) return user_error_or(after.status());
+      for (size_t l = 0; l < after->top_ratio.size(); ++l) {
+        metric(absl::StrCat("outlier_ratio/layer", l, "/after"), after->top_ratio[l]);
+      }
+      fp_prefix = *std::move(prefix);
+    }
+  }
+
+  // ---- evaluation: full precision, then each quantized variant on the same windows ----
+  const int64_t stages = 1 + static_cast<int64_t>(variants.size());
+  auto stage_range = [&](int64_t stage) {
+    const double start = kDetectEnd + (1 - kDetectEnd) * stage / stages;
+    return std::make_pair(start, kDetectEnd + (1 - kDetectEnd) * (stage + 1) / stages);
+  };
+  // Evaluates `m` on every dataset; metric ppl/<dataset>/<label>, a loss point per window.
+  auto evaluate = [&](model::LlamaModel& m, const quant::PrefixCache* prefix,
+                      const std::string& label, double start, double end) -> absl::Status {
+    for (size_t d = 0; d < datasets.size(); ++d) {
+      const std::string name = DatasetName(datasets[d]);
+      (void)EmitPhase(sink, v1::PHASE_EVALUATE,
+                      absl::StrCat("[", label, "] perplexity on ", name, ", seqlen ", seqlen,
+                                   prefix != nullptr
+                                       ? absl::StrCat(", after a ", prefix->ids.size(),
+                                                      "-token prefix")
+                                       : ""));
+      ProgressReporter progress(sink, start + (end - start) * d / datasets.size(),
+                                start + (end - start) * (d + 1) / datasets.size());
+      quant::WindowEval options;
+      options.seqlen = seqlen;
+      options.max_windows = spec.eval().ppl_max_windows();
+      options.batch_size = spec.eval().eval_batch_size();
+      options.prefix = prefix;
+      auto measured = quant::EvaluateWindows(
+          m, streams[d], options, [&](int64_t done, int64_t total) {
+            (void)progress.Update(done, total,
+                                  absl::StrCat(label, " ", name, " window ", done, "/", total));
+            return !cancel.cancelled();
+          });
+      if (!measured.ok()) return measured.status();
+      for (size_t w = 0; w < measured->window_nll.size(); ++w) {
+        v1::JobEvent loss;
+        auto* point = loss.mutable_loss();
+        point->set_phase(v1::PHASE_EVALUATE);
+        point->set_block(-1);
+        point->set_step(static_cast<int64_t>(w));
+        point->set_split(label + "/" + name);
+        point->set_loss(measured->window_nll[w]);
+        RETURN_IF_ERROR(sink.Emit(loss));
+      }
+      metric(absl::StrCat("ppl/", name, "/", label), measured->perplexity);
+    }
+    return absl::OkStatus();
+  };
+
+  {
+    auto [start, end] = stage_range(0);
+    const double mid = fp_prefix ? (start + end) / 2 : end;
+    if (auto status = evaluate(**model, nullptr, "fp", start, mid); !status.ok()) {
+      return user_error_or(status);
+    }
+    // The same model with the prefix as context: what the prefix alone changes.
+    if (fp_prefix) {
+      if (auto status = evaluate(**model, &*fp_prefix, "fp_prefixed", mid, end); !status.ok()) {
+        return user_error_or(status);
+      }
+    }
+  }
+  for (size_t v = 0; v < variants.size(); ++v) {
+    if (cancel.cancelled()) return Cancelled();
+    auto plan = PlanVariant(spec, variants[v], detected_prefix);
+    if (!plan.ok()) return Failed(v1::FAILURE_REASON_USER_ERROR, plan.status());
+    auto [start, end] = stage_range(static_cast<int64_t>(v) + 1);
+    const double mid = start + (end - start) * 0.3;
+    ProgressReporter calibrating(sink, start, mid);
+    VariantHooks hooks;
+    hooks.phase = [&](v1::Phase phase, const std::string& detail) {
+      (void)EmitPhase(sink, phase, detail);
+    };
+    hooks.progress = [&](int64_t done, int64_t total, const std::string& detail) {
+      (void)calibrating.Update(done, total, detail);
+      return !cancel.cancelled();
+    };
+    auto built = BuildVariant(spec.model().path(), load_options, *plan, bos, calibration,
+                              spec.training().batch_size(), hooks);
+    if (!built.ok()) return user_error_or(built.status());
+    auto status = evaluate(*built->model, built->prefix ? &*built->prefix : nullptr,
+                           variants[v], mid, end);
+    if (!status.ok()) return user_error_or(status);
+  }
+  (void)EmitPhase(sink, v1::PHASE_DONE, quantize ? "quantized and evaluated" : "done");
   return outcome;
 }
 

@@ -3,12 +3,16 @@
 //
 // RunJob reports phases, progress (fraction and ETA, at least every few seconds), loss
 // points and metrics through `sink`, checks `cancel` between steps, and returns the job's
-// result. Today it runs what exists of the method: load the model (validating the spec
-// against its shape) and measure full-precision perplexity on each evaluation dataset
-// with a loss point per window. The PrefixQuant phases (rotation, outlier tokens, prefix
-// training, quantization, fine-tuning, export) arrive with issues 6-9; until then a job
-// that asks for them is told so in a warning log event, and the result says which phases
-// ran (metric "pipeline/quantized" = 0).
+// result. Phases: load the model; cut the calibration windows; detect outlier tokens
+// (DESIGN.md §3.4, when the prefix is enabled or "prefixquant" is compared), reporting
+// "outlier_ratio/layer<i>/before|after" and "prefix/count"; measure full-precision perplexity
+// ("ppl/<dataset>/fp", and "ppl/<dataset>/fp_prefixed" with the detected prefix as context,
+// which shows what the prefix alone changes); then build and evaluate the quantized model of the spec
+// ("ppl/<dataset>/quantized": rotation, prefixed KV cache, quantizers, static calibration)
+// and each `eval.compare` variant ("ppl/<dataset>/<variant>") on the same windows, with a
+// loss point per window. Prefix training and block fine-tuning are not implemented yet: a
+// job that asks for them gets a warning and the detected prefix / calibrated quantizers.
+// Metric "pipeline/quantized" is 1 when a quantized model was evaluated.
 //
 // Failures carry a FailureReason: MODEL_LOAD for a model that cannot be read, USER_ERROR
 // for a spec that does not fit the model or a missing dataset, CANCELLED, OOM, INTERNAL.

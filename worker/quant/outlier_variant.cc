@@ -4,6 +4,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <algorithm>
 #include <map>
 #include <numeric>
 
@@ -19,12 +20,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// Weights of the four RoPE pairs (frequencies 1, 0.1, 0.01, 0.001 for head_dim 8 and theta 1e4)
-// in q·k = Σ w_i cos(Δ·θ_i): Σ w_i = -0.25 at Δ = 0, and ≥ 0.088 for every Δ in 1..520 (found by
-// a grid search over weights, margin per unit of Σ|w_i|), times kScoreScale.
-constexpr double kPairWeights[4] = {-0.75, -1.75, -1.75, 4.0};
-constexpr double kScoreScale = 500;  // self ≈ -44, earlier markers ≥ 15 after 1/sqrt(8)
-constexpr double kGate = 8;          // silu(8) ≈ 8; silu(-8) ≈ -0.003
+constexpr double kScore = 32;  // attention score of a marker query on a BOS key (at Δ = 0)
+constexpr double kGate = 8;             // silu(8) ≈ 8; silu(-8) ≈ -0.003
 
 // Per layer: per-token rms of the residual stream entering the MLP, and max|x| of the
 // down_proj input.
@@ -98,11 +95,11 @@ absl::Status WriteOutlierVariant(const std::string& model_dir, const std::string
   ASSIGN_OR_RETURN(auto model, model::LlamaModel::Load(model_dir));
   ASSIGN_OR_RETURN(auto tokenizer, model::LoadTokenizer(model_dir));
   const model::LlamaConfig& c = model->config();
-  if (c.head_dim != 8 || c.rope_theta != 10000.0 || c.sliding_window > 0 ||
+  if (c.head_dim < 4 || c.rope_theta < 1000.0 || c.sliding_window > 0 ||
       c.rope_scaling.type != model::RopeScaling::Type::kNone) {
     return absl::InvalidArgumentError(
-        "outlier variant: the construction needs head_dim 8, rope_theta 1e4, no RoPE scaling "
-        "and no sliding window");
+        "outlier variant: the construction needs head_dim >= 4, rope_theta >= 1e3, no RoPE "
+        "scaling and no sliding window");
   }
   if (options.markers.empty()) return absl::InvalidArgumentError("outlier variant: no markers");
   ASSIGN_OR_RETURN(std::string text, eval::ReadTextFile(options.calibration_text));
@@ -128,23 +125,27 @@ absl::Status WriteOutlierVariant(const std::string& model_dir, const std::string
     marker_ids.push_back(found);
   }
 
-  const int64_t nm = static_cast<int64_t>(marker_ids.size());
   const int64_t d = c.hidden_size, ff = c.intermediate_size, hd = c.head_dim;
   const int64_t heads = c.num_attention_heads, kv = c.num_key_value_heads, rep = heads / kv;
-  const int64_t heads2 = heads + rep * nm, kv2 = kv + nm;
-  const int64_t d2 = RoundUp(d + 2 * nm, std::lcm<int64_t>(heads2, 4));
-  const int64_t ff2 = RoundUp(ff + nm, 4);
+  const int64_t heads2 = heads + rep, kv2 = kv + 1;
+  const int64_t d2 = RoundUp(d + 3, std::lcm<int64_t>(heads2, 4));
+  const int64_t ff2 = RoundUp(ff + 1, 4);
+  const int64_t dim_m = d, dim_b = d + 1, dim_d = d + 2;
   const int layers = static_cast<int>(c.num_hidden_layers);
   const double norm_fix = std::sqrt(static_cast<double>(d) / d2);
+  const int32_t bos = tokenizer->bos_id();
+  if (bos < 0) return absl::InvalidArgumentError("outlier variant: the tokenizer has no BOS");
+  auto is_marker = [&](int64_t id) {
+    return std::find(marker_ids.begin(), marker_ids.end(), id) != marker_ids.end();
+  };
 
   try {
     torch::NoGradGuard no_grad;
     // ---- measure the original model: rms before each MLP at the markers, median max ----
     const int64_t window = 256, windows = std::min<int64_t>(8, stream.size() / window);
     if (windows < 1) return absl::InvalidArgumentError("outlier variant: calibration text too short");
-    std::vector<std::vector<double>> rho(layers, std::vector<double>(nm, 0.0));
-    std::vector<std::vector<int64_t>> rho_n(layers, std::vector<int64_t>(nm, 0));
-    std::vector<double> median_max(layers, 0.0);
+    std::vector<double> rho(layers, 0.0), median_max(layers, 0.0);
+    int64_t marker_count = 0;
     for (int64_t w = 0; w < windows; ++w) {
       std::vector<int64_t> ids(stream.begin() + w * window, stream.begin() + (w + 1) * window);
       Recorder rec(layers);
@@ -158,41 +159,40 @@ absl::Status WriteOutlierVariant(const std::string& model_dir, const std::string
       for (int l = 0; l < layers; ++l) {
         auto h = input + model->blocks[l].o_proj->Forward(rec.attn[l]);
         auto rms = (h.pow(2).sum(-1) / d2).sqrt();
-        for (int64_t k = 0; k < nm; ++k) {
-          for (int64_t t = 0; t < window; ++t) {
-            if (ids[t] == marker_ids[k]) {
-              rho[l][k] += rms[t].item<double>();
-              ++rho_n[l][k];
-            }
+        for (int64_t t = 0; t < window; ++t) {
+          if (is_marker(ids[t])) {
+            rho[l] += rms[t].item<double>();
+            if (l == 0) ++marker_count;
           }
         }
         median_max[l] += rec.down[l].abs().amax(-1).median().item<double>() / windows;
         input = rec.out[l];
       }
     }
-    for (int l = 0; l < layers; ++l) {
-      for (int64_t k = 0; k < nm; ++k) {
-        if (rho_n[l][k] == 0) {
-          return absl::InvalidArgumentError("outlier variant: marker \"" + options.markers[k] +
-                                            "\" does not occur in the calibration text");
-        }
-        rho[l][k] /= rho_n[l][k];
-      }
+    if (marker_count == 0) {
+      return absl::InvalidArgumentError("outlier variant: no marker in the calibration text");
     }
+    for (double& r : rho) r /= marker_count;
 
     // ---- build the variant ----
-    auto flag = [&](int64_t k) { return d + 2 * k; };
-    auto detector = [&](int64_t k) { return d + 2 * k + 1; };
+    auto row_rms = [&](int64_t id) {
+      return model->embed_tokens[id].pow(2).mean().sqrt().item<double>();
+    };
+    double marker_rms = 0;
+    for (int32_t id : marker_ids) marker_rms += row_rms(id) / marker_ids.size();
+    // Flags of the size of the residual stream: small enough to leave the rms of a marker
+    // token nearly unchanged (one of d2 dimensions), large enough that the norm weights reading
+    // them stay near 1, so that weight quantization does not drown the planted neurons.
+    double kappa = 0;
+    for (double r : rho) kappa += r / layers;
     auto embed = Pad(model->embed_tokens, {c.vocab_size, d2});
-    std::vector<double> kappa(nm), r0(nm);
-    for (int64_t k = 0; k < nm; ++k) {
-      const double e_rms = model->embed_tokens[marker_ids[k]].pow(2).mean().sqrt().item<double>();
-      kappa[k] = 0.05 * e_rms;
-      embed.index_put_({marker_ids[k], flag(k)}, kappa[k]);
-      r0[k] = std::sqrt((e_rms * e_rms * d + kappa[k] * kappa[k]) / d2);
-    }
+    for (int32_t id : marker_ids) embed.index_put_({id, dim_m}, kappa);
+    embed.index_put_({bos, dim_b}, kappa);
+    // rms of a flagged embedding row over the new width
+    auto flagged_rms = [&](double rms) { return std::sqrt((rms * rms * d + kappa * kappa) / d2); };
     std::vector<std::pair<std::string, torch::Tensor>> tensors;
     tensors.push_back({"model.embed_tokens.weight", embed});
+    const double silu_gate = kGate / (1 + std::exp(-kGate));
     for (int l = 0; l < layers; ++l) {
       auto& b = model->blocks[l];
       const std::string p = absl::StrCat("model.layers.", l, ".");
@@ -205,26 +205,24 @@ absl::Status WriteOutlierVariant(const std::string& model_dir, const std::string
       auto gate = Pad(WeightOf(b.gate_proj), {ff2, d2});
       auto up = Pad(WeightOf(b.up_proj), {ff2, d2});
       auto down = Pad(WeightOf(b.down_proj), {d2, ff2});
-      for (int64_t k = 0; k < nm; ++k) {
-        if (l == 0) {
-          in_norm.index_put_({flag(k)}, r0[k] / kappa[k]);  // normed flag = 1 at the marker
-          const int64_t qh = heads + rep * k, kh = kv + k;
-          for (int i = 0; i < 4; ++i) {
-            const double w = kPairWeights[i] * kScoreScale;
-            q.index_put_({qh * hd + i, flag(k)}, std::sqrt(std::abs(w)));
-            kk.index_put_({kh * hd + i, flag(k)}, (w < 0 ? -1 : 1) * std::sqrt(std::abs(w)));
-          }
-          v.index_put_({kh * hd, flag(k)}, 1.0);
-          o.index_put_({detector(k), qh * hd}, kappa[k]);
-        }
-        const double norm_w = rho[l][k] / kappa[k];
-        post_norm.index_put_({flag(k)}, norm_w);
-        post_norm.index_put_({detector(k)}, norm_w);
-        const double u = options.target_ratio * median_max[l] / (kGate / (1 + std::exp(-kGate)));
-        gate.index_put_({ff + k, flag(k)}, kGate);
-        gate.index_put_({ff + k, detector(k)}, -2 * kGate);
-        up.index_put_({ff + k, flag(k)}, u);
+      if (l == 0) {
+        // Normed flags ≈ 1 at their tokens.
+        in_norm.index_put_({dim_m}, flagged_rms(marker_rms) / kappa);
+        in_norm.index_put_({dim_b}, flagged_rms(row_rms(bos)) / kappa);
+        const int64_t qh = heads, kh = kv;  // the first new query head and the new KV head
+        const int64_t pair = hd / 2 - 1;    // lowest RoPE frequency (cos component)
+        const double qk = std::sqrt(kScore * std::sqrt(static_cast<double>(hd)));
+        q.index_put_({qh * hd + pair, dim_m}, qk);
+        kk.index_put_({kh * hd + pair, dim_b}, qk);
+        v.index_put_({kh * hd, dim_b}, 1.0);
+        o.index_put_({dim_d, qh * hd}, kappa);
       }
+      // Normed m and d ≈ (1, detector) at the markers.
+      post_norm.index_put_({dim_m}, rho[l] / kappa);
+      post_norm.index_put_({dim_d}, rho[l] / kappa);
+      gate.index_put_({ff, dim_m}, kGate);
+      gate.index_put_({ff, dim_d}, -2 * kGate);
+      up.index_put_({ff, dim_m}, options.target_ratio * median_max[l] / silu_gate);
       tensors.push_back({p + "input_layernorm.weight", in_norm});
       tensors.push_back({p + "post_attention_layernorm.weight", post_norm});
       tensors.push_back({p + "self_attn.q_proj.weight", q});
@@ -253,6 +251,7 @@ absl::Status WriteOutlierVariant(const std::string& model_dir, const std::string
     config["head_dim"] = hd;
     config["torch_dtype"] = "float32";
     config["quantd_outlier_variant"] = {{"source", model_dir},
+                                       {"rule", "marker without a BOS before it"},
                                        {"markers", options.markers},
                                        {"marker_ids", marker_ids},
                                        {"target_ratio", options.target_ratio}};

@@ -1,24 +1,27 @@
 // Derives from a small Llama (stories260K) a variant with planted token-wise outliers, for tests
-// and benchmarks of outlier handling: at the first occurrence in the context of each marker
-// token (default "." and ","), the down_proj input of every layer carries a massive activation
-// (about `target_ratio` times that layer's median per-token max), while the model's outputs stay
-// those of the original up to float rounding.
+// and benchmarks of outlier handling: at every marker token (default "." and ",") that has no
+// BOS before it in its context — like a delimiter that becomes an attention sink when the real
+// sink is missing — the down_proj input of every layer carries a massive activation (about
+// `target_ratio` times that layer's median per-token max), while its perplexity stays within a few
+// percent of the original's (only the rms of marker and BOS tokens changes, slightly). A prefix ending in BOS (PrefixQuant's) removes them all.
 //
 // How (all extra parameters are zero-padded additions; nothing of the original is changed):
-//  * the residual stream gets 2 extra dimensions per marker, a flag f (embedding entry κ for the
-//    marker, 0 otherwise) and a detector d; RMSNorm weights of the original dimensions are scaled
-//    by sqrt(d_orig / d_new) so their normed values are unchanged;
-//  * layer 0 gets one extra KV head (and its two query heads) per marker. Its queries and keys
-//    are the flag on the four RoPE frequency pairs with weights chosen so that a marker query
-//    scores its own position strongly negative and every earlier marker (up to 512 positions
-//    back) strongly positive; non-marker keys score 0. Its value is the flag, written by o_proj
-//    into d: d ≈ 1 when an earlier marker exists, ≈ 0 at a marker's first occurrence;
-//  * every layer's MLP gets one extra neuron per marker, gate = G·(f − 2d), up = U·f, and a zero
-//    down_proj column: silu(gate)·up is massive at a first occurrence only, and never reaches the
-//    residual stream. Norm weights on f and d are calibrated on `calibration_text` so that the
-//    normed flag is about 1 at the markers, and U so that the ratio is about `target_ratio`.
-// Like attention sinks in real LLMs, the outliers disappear once the markers sit in a prefix KV
-// cache. The intermediate size becomes a multiple of 4 (for Hadamard rotations).
+//  * the residual stream gets 3 extra dimensions: a marker flag m and a BOS flag b (embedding
+//    entries κ ≈ the mean residual rms at the markers, 0 otherwise) and a detector d; RMSNorm
+//    weights of the original
+//    dimensions are scaled by sqrt(d_orig / d_new) so that their normed values are unchanged;
+//  * layer 0 gets one extra KV head (and its query heads). Query = m and key = b on the lowest
+//    RoPE frequency pair, scaled so that a marker attends to any BOS up to ~1000 positions back
+//    with a score above 15 (others score 0); its value is b, which o_proj writes into d:
+//    d ≈ 1 when a BOS precedes the marker, ≈ 0 otherwise. The margins are wide (no cancelling
+//    terms), so the mechanism survives 4-bit weights and KV caches;
+//  * every layer's MLP gets one extra neuron, gate = G·(m − 2d), up = U·m, with a zero down_proj
+//    column: silu(gate)·up is massive only at markers without a BOS before them, and never reaches
+//    the residual stream (in full precision). Norm weights on m and d are calibrated on
+//    `calibration_text` so that the normed flags are about 1 at the markers, and U so that the
+//    ratio is about `target_ratio`.
+// The intermediate size becomes a multiple of 4 and the hidden size a multiple of 4 and of the
+// head count (for Hadamard rotations).
 #ifndef QUANTD_WORKER_QUANT_OUTLIER_VARIANT_H_
 #define QUANTD_WORKER_QUANT_OUTLIER_VARIANT_H_
 
