@@ -1,5 +1,6 @@
 #include "worker/model/llama.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -9,6 +10,10 @@
 
 namespace quantd::model {
 namespace {
+
+// Attention scores computed at once, in elements (256 KiB in float32; measured with
+// tests/bench/model: smaller blocks stay in cache, 2^14..2^18 perform alike).
+constexpr int64_t kAttentionChunkElements = int64_t{1} << 16;
 
 void Notify(ActivationObserver* observer, int layer, ActivationSite site, const torch::Tensor& x) {
   if (observer != nullptr && observer->Wants(layer, site)) observer->Observe(layer, site, x);
@@ -73,16 +78,30 @@ torch::Tensor LlamaModel::RunBlock(int layer, const torch::Tensor& hidden, int64
   const int64_t keys = past_len + tokens;
 
   // Grouped-query attention without repeating K/V: the query heads that share a KV head are
-  // stacked along the token axis. One fused scale-and-mask product and one softmax buffer
-  // per layer keep the large [.., tokens, keys] intermediates to two.
-  auto qg = q.reshape({batch * kv_heads, rep * tokens, head_dim});
-  auto kt = k.reshape({batch * kv_heads, keys, head_dim}).transpose(1, 2);
-  auto mask = CausalMask(past_len, tokens, rep, config_.sliding_window, hidden.scalar_type(),
-                         hidden.device());
-  auto scores = torch::baddbmm(mask, qg, kt, /*beta=*/1.0,
-                               /*alpha=*/1.0 / std::sqrt(static_cast<double>(head_dim)));
-  auto probs = torch::softmax(scores, -1, torch::kFloat32).to(hidden.scalar_type());
-  auto attn = torch::bmm(probs, v.reshape({batch * kv_heads, keys, head_dim}));
+  // stacked along the token axis. Scale and mask are fused into one product, and (batch, KV
+  // head) groups are processed in chunks so the [rows, keys] score blocks stay cache-sized and
+  // memory stays bounded for long sequences.
+  const int64_t groups = batch * kv_heads;
+  auto qg = q.reshape({groups, rep * tokens, head_dim});
+  auto kt = k.reshape({groups, keys, head_dim}).transpose(1, 2);
+  auto vg = v.reshape({groups, keys, head_dim});
+  const MaskKey key{past_len, tokens, hidden.scalar_type(), hidden.device()};
+  if (!(key == mask_key_) || !mask_.defined()) {  // the same for every layer of a pass
+    mask_ = CausalMask(past_len, tokens, rep, config_.sliding_window, key.dtype, key.device);
+    mask_key_ = key;
+  }
+  const torch::Tensor& mask = mask_;
+  const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim));
+  const int64_t step = std::max<int64_t>(1, kAttentionChunkElements / (rep * tokens * keys));
+  std::vector<torch::Tensor> chunks;
+  for (int64_t g = 0; g < groups; g += step) {
+    const int64_t n = std::min(step, groups - g);
+    auto scores = torch::baddbmm(mask, qg.narrow(0, g, n), kt.narrow(0, g, n), /*beta=*/1.0,
+                                 /*alpha=*/scale);
+    auto probs = torch::softmax(scores, -1, torch::kFloat32).to(hidden.scalar_type());
+    chunks.push_back(torch::bmm(probs, vg.narrow(0, g, n)));
+  }
+  auto attn = chunks.size() == 1 ? chunks[0] : torch::cat(chunks, 0);
   attn = attn.view({batch, heads, tokens, head_dim})
              .transpose(1, 2)
              .reshape({batch, tokens, heads * head_dim});

@@ -102,9 +102,23 @@ class LlamaModel {
       : config_(std::move(config)), options_(options), rope_(config_) {}
   absl::Status CheckRequest(const ForwardRequest& request) const;
 
+  struct MaskKey {
+    int64_t past = -1;
+    int64_t tokens = -1;
+    torch::ScalarType dtype = torch::kFloat32;
+    torch::Device device = torch::kCPU;
+    bool operator==(const MaskKey& o) const {
+      return past == o.past && tokens == o.tokens && dtype == o.dtype && device == o.device;
+    }
+  };
+
   LlamaConfig config_;
   LoadOptions options_;
   RotaryEmbedding rope_;
+  // The attention mask of the latest shape, reused by every layer (and by later passes of the
+  // same shape).
+  torch::Tensor mask_;
+  MaskKey mask_key_;
 };
 
 }  // namespace quantd::model

@@ -4,10 +4,10 @@
 //
 //   model_bench [--model DIR] [--seqlen N] [--repeats R] [--threads T]
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <functional>
 #include <string>
 #include <vector>
@@ -80,18 +80,33 @@ torch::Tensor RuntimeForward(LlamaModel& m, const torch::Tensor& ids) {
   return result->logits;
 }
 
-// Median seconds of `repeats` timed calls after one warm-up call.
-double MedianSeconds(const std::function<void()>& fn, int repeats) {
-  fn();
-  std::vector<double> times;
-  for (int i = 0; i < repeats; ++i) {
-    const auto start = std::chrono::steady_clock::now();
+// CPU seconds used by the whole process (all threads). On a shared machine this is steadier
+// than wall time: it does not count time spent waiting for a core.
+double CpuSeconds() {
+  timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
+
+// Median CPU seconds of `repeats` timed calls of each function after one warm-up call each; the
+// calls alternate (a, b, a, b, ...) so that load from other processes hits both alike.
+std::pair<double, double> MedianSeconds(const std::function<void()>& a,
+                                        const std::function<void()>& b, int repeats) {
+  a();
+  b();
+  std::vector<double> ta, tb;
+  auto time = [](const std::function<void()>& fn) {
+    const double start = CpuSeconds();
     fn();
-    times.push_back(
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    return CpuSeconds() - start;
+  };
+  for (int i = 0; i < repeats; ++i) {
+    ta.push_back(time(a));
+    tb.push_back(time(b));
   }
-  std::sort(times.begin(), times.end());
-  return times[times.size() / 2];
+  std::sort(ta.begin(), ta.end());
+  std::sort(tb.begin(), tb.end());
+  return {ta[ta.size() / 2], tb[tb.size() / 2]};
 }
 
 }  // namespace
@@ -116,18 +131,18 @@ int main(int argc, char** argv) {
   LlamaModel& model = **loaded;
   torch::NoGradGuard no_grad;
   torch::manual_seed(0);
-  std::printf("model %s, seqlen %ld, %d torch threads, median of %d runs\n", model_dir.c_str(),
-              static_cast<long>(seqlen), torch::get_num_threads(), repeats);
-  std::printf("%-6s %16s %16s %8s %12s\n", "batch", "runtime tok/s", "reference tok/s", "ratio",
-              "max |diff|");
+  std::printf("model %s, seqlen %ld, %d torch threads, median CPU time of %d alternating runs\n",
+              model_dir.c_str(), static_cast<long>(seqlen), torch::get_num_threads(), repeats);
+  std::printf("%-6s %18s %20s %8s %12s\n", "batch", "runtime tok/cpu-s", "reference tok/cpu-s",
+              "ratio", "max |diff|");
   for (int64_t batch : {1, 8}) {
     auto ids = torch::randint(0, model.config().vocab_size, {batch, seqlen}, torch::kInt64);
     const double diff =
         (RuntimeForward(model, ids) - PlainForward(model, ids)).abs().max().item<double>();
-    const double ours = MedianSeconds([&] { RuntimeForward(model, ids); }, repeats);
-    const double plain = MedianSeconds([&] { PlainForward(model, ids); }, repeats);
+    const auto [ours, plain] = MedianSeconds([&] { RuntimeForward(model, ids); },
+                                             [&] { PlainForward(model, ids); }, repeats);
     const double tokens = static_cast<double>(batch * seqlen);
-    std::printf("%-6ld %16.0f %16.0f %7.2fx %12.2e\n", static_cast<long>(batch), tokens / ours,
+    std::printf("%-6ld %18.0f %20.0f %7.2fx %12.2e\n", static_cast<long>(batch), tokens / ours,
                 tokens / plain, plain / ours, diff);
   }
   return 0;
