@@ -90,8 +90,8 @@ TEST_F(FinetuneTest, W4MseFallsInEveryBlockAndPerplexityImproves) {
 
   auto tuned = Fresh(&prefix);
   Recorder recorder;
-  auto result = FinetuneBlocks(*tuned, &prefix, train_, val_, MakeSteBlockInstaller(ste_),
-                               options_, recorder.Callbacks());
+  auto result = FinetuneBlocks(*tuned, &prefix, train_, val_, MakeSteBlockInstaller(ste_), options_,
+                               recorder.Callbacks());
   ASSERT_TRUE(result.ok()) << result.status();
   const double tuned_ppl = Perplexity(*tuned, prefix);
 
@@ -129,8 +129,8 @@ TEST_F(FinetuneTest, ResumedRunEqualsAnUninterruptedOne) {
   model::KvCache prefix;
 
   auto whole = Fresh(&prefix);
-  auto expected = FinetuneBlocks(*whole, &prefix, train_, val_, MakeSteBlockInstaller(ste_),
-                                 options_);
+  auto expected =
+      FinetuneBlocks(*whole, &prefix, train_, val_, MakeSteBlockInstaller(ste_), options_);
   ASSERT_TRUE(expected.ok()) << expected.status();
   const double expected_ppl = Perplexity(*whole, prefix);
 
@@ -143,14 +143,14 @@ TEST_F(FinetuneTest, ResumedRunEqualsAnUninterruptedOne) {
     TrainCallbacks callbacks;
     callbacks.on_loss = [&](const LossPoint& p) { stop = stop || p.block == 2; };
     callbacks.cancelled = [&] { return stop; };
-    auto run = FinetuneBlocks(*model, &prefix, train_, val_, MakeSteBlockInstaller(ste_),
-                              with_dir, callbacks);
+    auto run = FinetuneBlocks(*model, &prefix, train_, val_, MakeSteBlockInstaller(ste_), with_dir,
+                              callbacks);
     ASSERT_EQ(run.status().code(), absl::StatusCode::kCancelled);
   }
   auto resumed_model = Fresh(&prefix);
   Recorder recorder;
-  auto resumed = FinetuneBlocks(*resumed_model, &prefix, train_, val_,
-                                MakeSteBlockInstaller(ste_), with_dir, recorder.Callbacks());
+  auto resumed = FinetuneBlocks(*resumed_model, &prefix, train_, val_, MakeSteBlockInstaller(ste_),
+                                with_dir, recorder.Callbacks());
   ASSERT_TRUE(resumed.ok()) << resumed.status();
   EXPECT_EQ(resumed->resumed_at_block, 2);
   EXPECT_TRUE(resumed->blocks[1].from_checkpoint);
@@ -212,8 +212,8 @@ TEST_F(FinetuneTest, NonFiniteLossRollsTheBlockBackAndGoesOn) {
   // Beyond the allowed number of failures the run is a numerical failure.
   auto strict_model = Fresh(&prefix);
   options_.max_numerical_failures = 0;
-  auto strict = FinetuneBlocks(*strict_model, &prefix, train_, val_,
-                               PoisonedInstaller(ste_, 1, 5), options_);
+  auto strict =
+      FinetuneBlocks(*strict_model, &prefix, train_, val_, PoisonedInstaller(ste_, 1, 5), options_);
   EXPECT_TRUE(IsNumericalFailure(strict.status())) << strict.status();
 }
 
@@ -224,8 +224,8 @@ TEST_F(FinetuneTest, CancellationStopsWithinOneStep) {
   Recorder recorder;
   TrainCallbacks callbacks = recorder.Callbacks();
   callbacks.cancelled = [&] { return ++asked > 5; };
-  auto result = FinetuneBlocks(*model, &prefix, train_, val_, MakeSteBlockInstaller(ste_),
-                               options_, callbacks);
+  auto result = FinetuneBlocks(*model, &prefix, train_, val_, MakeSteBlockInstaller(ste_), options_,
+                               callbacks);
   EXPECT_EQ(result.status().code(), absl::StatusCode::kCancelled);
   EXPECT_EQ(recorder.Split("train").size(), 5u);
 }
@@ -236,8 +236,8 @@ TEST_F(FinetuneTest, WeightsStayFixedWithoutWeightLr) {
   const torch::Tensor original =
       std::dynamic_pointer_cast<model::DenseLinear>(model->blocks[0].q_proj)->weight.clone();
   options_.weight_lr = 0;
-  auto result = FinetuneBlocks(*model, &prefix, train_, val_, MakeSteBlockInstaller(ste_),
-                               options_);
+  auto result =
+      FinetuneBlocks(*model, &prefix, train_, val_, MakeSteBlockInstaller(ste_), options_);
   ASSERT_TRUE(result.ok()) << result.status();
   auto ste = std::dynamic_pointer_cast<SteLinear>(model->blocks[0].q_proj);
   ASSERT_NE(ste, nullptr);

@@ -11,10 +11,9 @@ TEST(PrefixLossTest, ComponentsMatchTheirDefinitions) {
   // One layer, batch 1, 3 positions, 2 channels.
   const std::vector<double> h = {1, -2, 3, 0, 0.5, 0};
   const torch::Tensor layer = torch::tensor(h, torch::kFloat64).to(torch::kFloat32).view({1, 3, 2});
-  const torch::Tensor prefix =
-      torch::tensor(std::vector<double>{1, 0, 0, 1, 1, 1}, torch::kFloat64)
-          .to(torch::kFloat32)
-          .view({3, 2});
+  const torch::Tensor prefix = torch::tensor(std::vector<double>{1, 0, 0, 1, 1, 1}, torch::kFloat64)
+                                   .to(torch::kFloat32)
+                                   .view({3, 2});
   PrefixLossOptions options;
   options.threshold = 1.0;
   options.temperature = 0.5;

@@ -78,7 +78,8 @@ TEST_F(PrefixTrainerTest, LossFallsAndTheLearnedPrefixTamesActivationsAtLeastAsW
   RecordProperty("max_abs_no_prefix", std::to_string(without));
   RecordProperty("max_abs_bos", std::to_string(with_bos));
   RecordProperty("max_abs_learned", std::to_string(with_learned));
-  RecordProperty("loss_initial_best", std::to_string(result->initial_loss) + " " + std::to_string(result->best_loss));
+  RecordProperty("loss_initial_best",
+                 std::to_string(result->initial_loss) + " " + std::to_string(result->best_loss));
 }
 
 TEST_F(PrefixTrainerTest, InitialisationOrderAndNearestTokens) {
@@ -99,8 +100,7 @@ TEST_F(PrefixTrainerTest, InitialisationOrderAndNearestTokens) {
     if (id != 403 && id != 300) order.emplace_back(-n, id);
   }
   std::sort(order.begin(), order.end());
-  EXPECT_EQ(result->init_ids,
-            (std::vector<int32_t>{403, 300, order[0].second, order[1].second}));
+  EXPECT_EQ(result->init_ids, (std::vector<int32_t>{403, 300, order[0].second, order[1].second}));
   // Untrained rows are their tokens' embeddings: nearest is themselves at cosine 1.
   EXPECT_EQ(result->nearest_ids, result->init_ids);
   for (double c : result->nearest_cosine) EXPECT_NEAR(c, 1.0, 1e-5);

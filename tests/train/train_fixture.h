@@ -32,16 +32,16 @@ inline std::vector<int32_t> StoryTokens(size_t chars = 60000) {
   EXPECT_TRUE(tokenizer.ok());
   auto text = eval::ReadTextFile(SharedData("text/tinystories-valid-subset.txt"));
   EXPECT_TRUE(text.ok());
-  auto tokens = eval::BuildTokenStream(**tokenizer, text->substr(0, chars),
-                                       eval::DocumentMode::kBlankLine);
+  auto tokens =
+      eval::BuildTokenStream(**tokenizer, text->substr(0, chars), eval::DocumentMode::kBlankLine);
   EXPECT_TRUE(tokens.ok());
   return tokens.ok() ? *tokens : std::vector<int32_t>{};
 }
 
 // `count` windows of `len` tokens from `tokens`, consecutive from token `offset`, each moved
 // on by one token when it would start with BOS (id 1).
-inline std::vector<std::vector<int32_t>> Windows(const std::vector<int32_t>& tokens,
-                                                 int64_t count, int64_t len, int64_t offset) {
+inline std::vector<std::vector<int32_t>> Windows(const std::vector<int32_t>& tokens, int64_t count,
+                                                 int64_t len, int64_t offset) {
   std::vector<std::vector<int32_t>> out;
   int64_t at = offset;
   for (int64_t i = 0; i < count; ++i) {

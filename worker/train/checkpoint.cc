@@ -94,8 +94,8 @@ std::string Fingerprint(const std::string& spec_text, const model::LlamaModel& m
   for (const auto& b : model.blocks) {
     MixTensor(&h, b.input_norm);
     MixTensor(&h, b.post_attention_norm);
-    for (const auto* l : {&b.q_proj, &b.k_proj, &b.v_proj, &b.o_proj, &b.gate_proj, &b.up_proj,
-                          &b.down_proj}) {
+    for (const auto* l :
+         {&b.q_proj, &b.k_proj, &b.v_proj, &b.o_proj, &b.gate_proj, &b.up_proj, &b.down_proj}) {
       if (auto* d = dynamic_cast<model::DenseLinear*>(l->get())) MixTensor(&h, d->weight);
     }
   }
@@ -155,8 +155,8 @@ absl::StatusOr<std::optional<PrefixTrainResult>> LoadPrefixCheckpoint(
     r.steps = static_cast<int64_t>(s.at(3));
     return std::optional<PrefixTrainResult>(std::move(r));
   } catch (const std::exception& e) {
-    return absl::InternalError(absl::StrCat("reading the prefix checkpoint in ", dir, ": ",
-                                            e.what()));
+    return absl::InternalError(
+        absl::StrCat("reading the prefix checkpoint in ", dir, ": ", e.what()));
   }
 }
 
@@ -167,7 +167,8 @@ absl::Status SaveFinetuneCheckpoint(const std::string& dir, const FinetuneCheckp
     archive.write("next_block", c10::IValue(static_cast<int64_t>(c.next_block)));
     for (size_t i = 0; i < c.block_states.size(); ++i) {
       c10::Dict<std::string, at::Tensor> state;
-      for (const auto& [name, t] : c.block_states[i]) state.insert(name, t.detach().to(torch::kCPU));
+      for (const auto& [name, t] : c.block_states[i])
+        state.insert(name, t.detach().to(torch::kCPU));
       archive.write(absl::StrCat("block_", i), c10::IValue(state));
       archive.write(absl::StrCat("stats_", i), ToTensor(c.block_stats.at(i), torch::kFloat64));
     }
@@ -204,8 +205,8 @@ absl::StatusOr<std::optional<FinetuneCheckpoint>> LoadFinetuneCheckpoint(
     }
     return std::optional<FinetuneCheckpoint>(std::move(c));
   } catch (const std::exception& e) {
-    return absl::InternalError(absl::StrCat("reading the fine-tuning checkpoint in ", dir, ": ",
-                                            e.what()));
+    return absl::InternalError(
+        absl::StrCat("reading the fine-tuning checkpoint in ", dir, ": ", e.what()));
   }
 }
 

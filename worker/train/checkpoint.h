@@ -6,13 +6,13 @@
 #ifndef QUANTD_WORKER_TRAIN_CHECKPOINT_H_
 #define QUANTD_WORKER_TRAIN_CHECKPOINT_H_
 
+#include <torch/torch.h>
+
 #include <map>
 #include <optional>
 #include <string>
 #include <utility>
 #include <vector>
-
-#include <torch/torch.h>
 
 #include "absl/status/statusor.h"
 #include "worker/model/llama.h"

@@ -29,8 +29,8 @@ torch::Tensor RunAll(model::LlamaModel& model, int layer, const torch::Tensor& x
                      const model::KvCache* prefix) {
   torch::NoGradGuard no_grad;
   const int64_t start = prefix != nullptr ? prefix->length() : 0;
-  const model::LayerKv* past = prefix != nullptr && !prefix->empty() ? &prefix->layers[layer]
-                                                                     : nullptr;
+  const model::LayerKv* past =
+      prefix != nullptr && !prefix->empty() ? &prefix->layers[layer] : nullptr;
   std::vector<torch::Tensor> parts;
   for (int64_t first = 0; first < x.size(0); first += kEvalBatch) {
     const int64_t n = std::min(kEvalBatch, x.size(0) - first);
@@ -99,8 +99,7 @@ absl::StatusOr<FinetuneResult> FinetuneBlocks(model::LlamaModel& model,
     }
   }
   const int layers = static_cast<int>(model.blocks.size());
-  if (prefix != nullptr && !prefix->empty() &&
-      static_cast<int>(prefix->layers.size()) != layers) {
+  if (prefix != nullptr && !prefix->empty() && static_cast<int>(prefix->layers.size()) != layers) {
     return absl::InvalidArgumentError("fine-tuning: the prefix KV cache has the wrong layer count");
   }
   auto log = [&](const std::string& line) {
@@ -148,13 +147,13 @@ absl::StatusOr<FinetuneResult> FinetuneBlocks(model::LlamaModel& model,
         std::vector<torch::optim::OptimizerParamGroup> groups;
         std::vector<double> base_lr;
         if (!quant_params.empty()) {
-          groups.emplace_back(quant_params, std::make_unique<torch::optim::AdamWOptions>(
-                                                options.quant_lr));
+          groups.emplace_back(quant_params,
+                              std::make_unique<torch::optim::AdamWOptions>(options.quant_lr));
           base_lr.push_back(options.quant_lr);
         }
         if (!weight_params.empty()) {
-          groups.emplace_back(weight_params, std::make_unique<torch::optim::AdamWOptions>(
-                                                 options.weight_lr));
+          groups.emplace_back(weight_params,
+                              std::make_unique<torch::optim::AdamWOptions>(options.weight_lr));
           base_lr.push_back(options.weight_lr);
         }
         for (auto& g : groups) {
@@ -188,16 +187,16 @@ absl::StatusOr<FinetuneResult> FinetuneBlocks(model::LlamaModel& model,
         if (!groups.empty()) {
           optimizer = std::make_unique<torch::optim::AdamW>(std::move(groups));
         }
-        for (int epoch = 0; optimizer && epoch < options.epochs && !report.rolled_back;
-             ++epoch) {
+        for (int epoch = 0; optimizer && epoch < options.epochs && !report.rolled_back; ++epoch) {
           const torch::Tensor order = torch::randperm(n, gen, torch::kInt64);
           for (int64_t b = 0; b < per_epoch; ++b, ++step) {
             if (callbacks.cancelled && callbacks.cancelled()) {
               return absl::CancelledError(absl::StrCat("fine-tuning cancelled in block ", layer));
             }
             const int64_t first = b * options.batch_size;
-            const torch::Tensor idx = order.narrow(0, first, std::min(options.batch_size, n - first))
-                                          .to(q_train.device());
+            const torch::Tensor idx =
+                order.narrow(0, first, std::min(options.batch_size, n - first))
+                    .to(q_train.device());
             for (size_t g = 0; g < base_lr.size(); ++g) {
               const double r = CosineLearningRate(base_lr[g], step, total);
               static_cast<torch::optim::AdamWOptions&>(optimizer->param_groups()[g].options())
@@ -240,7 +239,8 @@ absl::StatusOr<FinetuneResult> FinetuneBlocks(model::LlamaModel& model,
         if (report.rolled_back) {
           ++failures;
           RETURN_IF_ERROR(Restore(*block, good, layer));
-          log(absl::StrFormat("warning: block %d: non-finite loss at step %d; restored its last "
+          log(
+              absl::StrFormat("warning: block %d: non-finite loss at step %d; restored its last "
                               "good state and moved on (%d numerical failure(s))",
                               layer, step, failures));
           if (failures > options.max_numerical_failures) {

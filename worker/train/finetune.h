@@ -54,15 +54,15 @@ struct BlockReport {
   double initial_val_loss = 0.0;  // before training (quantized, untrained)
   double final_val_loss = 0.0;    // after training (or rollback)
   int64_t steps = 0;
-  bool rolled_back = false;       // a NaN/Inf loss stopped it
-  bool from_checkpoint = false;   // restored, not trained, in this run
+  bool rolled_back = false;      // a NaN/Inf loss stopped it
+  bool from_checkpoint = false;  // restored, not trained, in this run
 };
 
 struct FinetuneResult {
   std::vector<BlockReport> blocks;
-  int resumed_at_block = 0;          // first block trained in this run
-  int64_t peak_training_bytes = 0;   // cached activations + one block's parameters, grads, moments
-  int64_t peak_rss_bytes = 0;        // process high-water mark (getrusage) at the end
+  int resumed_at_block = 0;         // first block trained in this run
+  int64_t peak_training_bytes = 0;  // cached activations + one block's parameters, grads, moments
+  int64_t peak_rss_bytes = 0;       // process high-water mark (getrusage) at the end
 };
 
 // Errors: INVALID_ARGUMENT (no windows, unequal lengths, epochs < 0, batch_size < 1, a prefix

@@ -13,8 +13,8 @@ std::map<std::string, double> PrefixLoss::Components() const {
           {"magnitude", magnitude.item<double>()}};
 }
 
-PrefixLoss ComputePrefixLoss(const std::vector<torch::Tensor>& layers,
-                             const torch::Tensor& prefix, const PrefixLossOptions& options) {
+PrefixLoss ComputePrefixLoss(const std::vector<torch::Tensor>& layers, const torch::Tensor& prefix,
+                             const PrefixLossOptions& options) {
   if (layers.empty()) throw std::invalid_argument("prefix loss: no target layer");
   const double temperature = options.temperature;
   torch::Tensor outlier, smoothness;
@@ -27,11 +27,10 @@ PrefixLoss ComputePrefixLoss(const std::vector<torch::Tensor>& layers,
     torch::Tensor term = torch::relu(a - options.threshold).mean() +
                          temperature * torch::logsumexp(a / temperature, 0) +
                          std::get<0>(a.topk(std::min(k, n))).mean();
-    torch::Tensor smooth = h.size(1) > 1
-                               ? (h.narrow(1, 1, h.size(1) - 1) - h.narrow(1, 0, h.size(1) - 1))
-                                     .pow(2)
-                                     .mean()
-                               : torch::zeros({}, h.options());
+    torch::Tensor smooth =
+        h.size(1) > 1
+            ? (h.narrow(1, 1, h.size(1) - 1) - h.narrow(1, 0, h.size(1) - 1)).pow(2).mean()
+            : torch::zeros({}, h.options());
     outlier = outlier.defined() ? outlier + term : term;
     smoothness = smoothness.defined() ? smoothness + smooth : smooth;
   }
@@ -50,8 +49,7 @@ PrefixLoss ComputePrefixLoss(const std::vector<torch::Tensor>& layers,
     loss.diversity = torch::zeros({}, p.options());
   }
   loss.magnitude = p.pow(2).mean();
-  loss.total = options.outlier_weight * loss.outlier +
-               options.smoothness_weight * loss.smoothness +
+  loss.total = options.outlier_weight * loss.outlier + options.smoothness_weight * loss.smoothness +
                options.diversity_weight * loss.diversity +
                options.magnitude_weight * loss.magnitude;
   return loss;

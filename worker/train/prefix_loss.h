@@ -14,11 +14,11 @@
 #ifndef QUANTD_WORKER_TRAIN_PREFIX_LOSS_H_
 #define QUANTD_WORKER_TRAIN_PREFIX_LOSS_H_
 
+#include <torch/torch.h>
+
 #include <map>
 #include <string>
 #include <vector>
-
-#include <torch/torch.h>
 
 namespace quantd::train {
 
@@ -33,7 +33,7 @@ struct PrefixLossOptions {
 };
 
 struct PrefixLoss {
-  torch::Tensor total;  // scalar, in the autograd graph
+  torch::Tensor total;                                      // scalar, in the autograd graph
   torch::Tensor outlier, smoothness, diversity, magnitude;  // scalars (unweighted)
   // Detached values by name: "outlier", "smoothness", "diversity", "magnitude".
   std::map<std::string, double> Components() const;
@@ -41,8 +41,8 @@ struct PrefixLoss {
 
 // `layers`: each target layer's non-prefix residual output [batch, tokens, hidden] (non-empty);
 // `prefix`: [P, hidden].
-PrefixLoss ComputePrefixLoss(const std::vector<torch::Tensor>& layers,
-                             const torch::Tensor& prefix, const PrefixLossOptions& options);
+PrefixLoss ComputePrefixLoss(const std::vector<torch::Tensor>& layers, const torch::Tensor& prefix,
+                             const PrefixLossOptions& options);
 
 }  // namespace quantd::train
 

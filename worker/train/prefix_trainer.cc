@@ -28,18 +28,36 @@ absl::Status CheckWindows(const std::vector<std::vector<int32_t>>& windows, int6
     }
     for (int32_t id : w) {
       if (id < 0 || id >= vocab) {
-        return absl::InvalidArgumentError(absl::StrCat(what, " window holds token id ", id,
-                                                       " outside the vocabulary"));
+        return absl::InvalidArgumentError(
+            absl::StrCat(what, " window holds token id ", id, " outside the vocabulary"));
       }
     }
   }
   return absl::OkStatus();
 }
 
-// Runs [prefix ; embeds] through blocks 0..max(layers) and returns the targets' non-prefix part.
+// Keeps one site's activation of the wanted layers.
+class SiteObserver : public model::ActivationObserver {
+ public:
+  SiteObserver(model::ActivationSite site, const std::set<int>& layers)
+      : site_(site), layers_(layers) {}
+  bool Wants(int layer, model::ActivationSite site) const override {
+    return site == site_ && layers_.count(layer) > 0;
+  }
+  void Observe(int, model::ActivationSite, const torch::Tensor& x) override { seen.push_back(x); }
+  std::vector<torch::Tensor> seen;
+
+ private:
+  model::ActivationSite site_;
+  std::set<int> layers_;
+};
+
+// Runs [prefix ; embeds] through blocks 0..max(layers) and returns the targets' non-prefix part
+// at `site`.
 std::vector<torch::Tensor> TargetOutputs(model::LlamaModel& model, const torch::Tensor& prefix,
                                          const torch::Tensor& embeds,
-                                         const std::vector<int>& layers) {
+                                         const std::vector<int>& layers,
+                                         model::ActivationSite site) {
   const int64_t p = prefix.defined() ? prefix.size(0) : 0;
   torch::Tensor hidden = embeds;
   if (p > 0) {
@@ -50,11 +68,11 @@ std::vector<torch::Tensor> TargetOutputs(model::LlamaModel& model, const torch::
   }
   const int last = *std::max_element(layers.begin(), layers.end());
   const std::set<int> wanted(layers.begin(), layers.end());
+  SiteObserver observer(site, wanted);
+  for (int l = 0; l <= last; ++l)
+    hidden = model.RunBlock(l, hidden, 0, nullptr, nullptr, &observer);
   std::vector<torch::Tensor> out;
-  for (int l = 0; l <= last; ++l) {
-    hidden = model.RunBlock(l, hidden, 0, nullptr, nullptr, nullptr);
-    if (wanted.count(l) > 0) out.push_back(hidden.narrow(1, p, hidden.size(1) - p));
-  }
+  for (const auto& x : observer.seen) out.push_back(x.narrow(1, p, x.size(1) - p));
   return out;
 }
 
@@ -132,10 +150,11 @@ void NearestTokens(const torch::Tensor& embeds, const torch::Tensor& embedding_m
 std::vector<torch::Tensor> NonPrefixActivations(model::LlamaModel& model,
                                                 const torch::Tensor& prefix_embeds,
                                                 const std::vector<std::vector<int32_t>>& windows,
-                                                const std::vector<int>& layers) {
+                                                const std::vector<int>& layers,
+                                                model::ActivationSite site) {
   torch::NoGradGuard no_grad;
   const torch::Tensor embeds = model.Embed(WindowIds(windows).to(model.device()));
-  return TargetOutputs(model, prefix_embeds, embeds, ResolveLayers(model, layers));
+  return TargetOutputs(model, prefix_embeds, embeds, ResolveLayers(model, layers), site);
 }
 
 absl::StatusOr<PrefixTrainResult> TrainPrefix(model::LlamaModel& model,
@@ -160,8 +179,8 @@ absl::StatusOr<PrefixTrainResult> TrainPrefix(model::LlamaModel& model,
   }
   for (int32_t id : options.init_token_ids) {
     if (id < 0 || id >= vocab) {
-      return absl::InvalidArgumentError(absl::StrCat("prefix training: init token ", id,
-                                                     " outside the vocabulary"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("prefix training: init token ", id, " outside the vocabulary"));
     }
   }
   auto log = [&](const std::string& line) {
@@ -184,7 +203,7 @@ absl::StatusOr<PrefixTrainResult> TrainPrefix(model::LlamaModel& model,
       int64_t batches = 0;
       for (int64_t first = 0; first < embeds.size(0); first += options.batch_size) {
         const int64_t n = std::min(options.batch_size, embeds.size(0) - first);
-        auto outs = TargetOutputs(model, prefix, embeds.narrow(0, first, n), layers);
+        auto outs = TargetOutputs(model, prefix, embeds.narrow(0, first, n), layers, options.site);
         sum += ComputePrefixLoss(outs, prefix, options.loss).total.item<double>();
         ++batches;
       }
@@ -221,12 +240,15 @@ absl::StatusOr<PrefixTrainResult> TrainPrefix(model::LlamaModel& model,
         lr = CosineLearningRate(options.lr, step, total_steps);
         SetLr(optimizer, lr);
         optimizer.zero_grad();
-        auto outs = TargetOutputs(model, prefix, train_embeds.index_select(0, idx), layers);
+        auto outs =
+            TargetOutputs(model, prefix, train_embeds.index_select(0, idx), layers, options.site);
         PrefixLoss loss = ComputePrefixLoss(outs, prefix, options.loss);
         const double value = loss.total.item<double>();
         if (!std::isfinite(value)) {
-          log(absl::StrFormat("warning: prefix training loss is %f at step %d; keeping the best "
-                              "prefix so far and stopping", value, step));
+          log(
+              absl::StrFormat("warning: prefix training loss is %f at step %d; keeping the best "
+                              "prefix so far and stopping",
+                              value, step));
           diverged = true;
           break;
         }

@@ -18,11 +18,11 @@
 #ifndef QUANTD_WORKER_TRAIN_PREFIX_TRAINER_H_
 #define QUANTD_WORKER_TRAIN_PREFIX_TRAINER_H_
 
+#include <torch/torch.h>
+
 #include <cstdint>
 #include <string>
 #include <vector>
-
-#include <torch/torch.h>
 
 #include "absl/status/statusor.h"
 #include "worker/model/llama.h"
@@ -37,23 +37,26 @@ struct PrefixTrainOptions {
   double lr = 1e-3;        // prefix_lr
   int epochs = 20;         // prefix_epochs
   int64_t batch_size = 4;
-  double weight_decay = 0.0;  // AdamW decoupled weight decay (the magnitude loss regularises)
-  std::vector<int> target_layers;       // empty: every layer
+  double weight_decay = 0.0;       // AdamW decoupled weight decay (the magnitude loss regularises)
+  std::vector<int> target_layers;  // empty: every layer
+  // Where h_l is taken: the residual output of the block (DESIGN.md §3.5, default) or another
+  // site of modules.h, e.g. kDownProjInput where outlier tokens are detected (§3.4).
+  model::ActivationSite site = model::ActivationSite::kBlockOutput;
   std::vector<int32_t> init_token_ids;  // used first, in order
   uint64_t seed = 42;
-  PrefixLossOptions loss;  // loss.threshold = outlier_threshold
+  PrefixLossOptions loss;                       // loss.threshold = outlier_threshold
   const model::Tokenizer* tokenizer = nullptr;  // not owned; optional, for nearest_text
 };
 
 struct PrefixTrainResult {
-  torch::Tensor embeddings;           // [P, hidden] in the model's dtype, best epoch's
-  std::vector<int32_t> init_ids;      // the token behind each initial row (-1: random)
-  std::vector<int32_t> nearest_ids;   // per row, by cosine similarity
+  torch::Tensor embeddings;          // [P, hidden] in the model's dtype, best epoch's
+  std::vector<int32_t> init_ids;     // the token behind each initial row (-1: random)
+  std::vector<int32_t> nearest_ids;  // per row, by cosine similarity
   std::vector<double> nearest_cosine;
   std::vector<std::string> nearest_text;  // per row; empty without a tokenizer
-  double initial_loss = 0.0;  // epoch loss of the initial embeddings
+  double initial_loss = 0.0;              // epoch loss of the initial embeddings
   double best_loss = 0.0;
-  int best_epoch = -1;        // -1: the initial embeddings were best
+  int best_epoch = -1;  // -1: the initial embeddings were best
   int64_t steps = 0;
 };
 
@@ -67,13 +70,13 @@ absl::StatusOr<PrefixTrainResult> TrainPrefix(model::LlamaModel& model,
                                               const PrefixTrainOptions& options,
                                               const TrainCallbacks& callbacks = {});
 
-// The residual outputs h_l (l in `layers`, empty: all) of `windows` after `prefix_embeds`
-// ([P, hidden] or undefined: no prefix), restricted to the non-prefix positions, without
-// autograd; for measuring what a prefix does (max |h| etc.). Throws on LibTorch errors.
-std::vector<torch::Tensor> NonPrefixActivations(model::LlamaModel& model,
-                                                const torch::Tensor& prefix_embeds,
-                                                const std::vector<std::vector<int32_t>>& windows,
-                                                const std::vector<int>& layers = {});
+// The activations at `site` of layers `layers` (empty: all) for `windows` after
+// `prefix_embeds` ([P, hidden] or undefined: no prefix), restricted to the non-prefix positions,
+// without autograd; for measuring what a prefix does (max |h| etc.). Throws on LibTorch errors.
+std::vector<torch::Tensor> NonPrefixActivations(
+    model::LlamaModel& model, const torch::Tensor& prefix_embeds,
+    const std::vector<std::vector<int32_t>>& windows, const std::vector<int>& layers = {},
+    model::ActivationSite site = model::ActivationSite::kBlockOutput);
 
 // Per row of `embeds` [P, hidden], the token of `embedding_matrix` [vocab, hidden] with the
 // largest cosine similarity, and that similarity.

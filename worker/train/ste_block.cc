@@ -70,8 +70,8 @@ absl::StatusOr<std::shared_ptr<SteLinear>> MakeLayer(
   out->weight_config.bits = options.wbits;
   if (options.w_group_size > 0) {
     if (in % options.w_group_size != 0) {
-      return absl::InvalidArgumentError(absl::StrCat(name, ": group size ", options.w_group_size,
-                                                     " does not divide ", in));
+      return absl::InvalidArgumentError(
+          absl::StrCat(name, ": group size ", options.w_group_size, " does not divide ", in));
     }
     out->weight_config.granularity = kernels::QuantGranularity::kPerGroup;
     out->weight_config.group_size = options.w_group_size;
@@ -82,7 +82,8 @@ absl::StatusOr<std::shared_ptr<SteLinear>> MakeLayer(
   if (options.mse_init) {
     ASSIGN_OR_RETURN(out->weight_scales, kernels::MseSearchScales(w, out->weight_config));
   } else {
-    ASSIGN_OR_RETURN(kernels::FakeQuantOutput q, kernels::FakeQuantizeDynamic(w, out->weight_config));
+    ASSIGN_OR_RETURN(kernels::FakeQuantOutput q,
+                     kernels::FakeQuantizeDynamic(w, out->weight_config));
     out->weight_scales = q.scales;
   }
   out->weight_scales = out->weight_scales.to(torch::kFloat32).clone();
@@ -120,8 +121,8 @@ torch::Tensor SteLinear::Forward(const torch::Tensor& x) {
                 : OrThrow(kernels::FakeQuantizeSte(input, input_config, input_scale));
   }
   const torch::Tensor w =
-      baked.defined() ? baked : OrThrow(kernels::FakeQuantizeSte(weight, weight_config,
-                                                                 weight_scales));
+      baked.defined() ? baked
+                      : OrThrow(kernels::FakeQuantizeSte(weight, weight_config, weight_scales));
   return torch::matmul(input, w.t());
 }
 
@@ -142,14 +143,14 @@ BlockInstaller MakeSteBlockInstaller(const SteBlockOptions& options) {
     model::LlamaBlock& b = model.blocks[layer];
     auto block = std::make_unique<SteBlock>();
     const std::pair<std::shared_ptr<model::LinearLayer>*, const char*> slots[] = {
-        {&b.q_proj, "q_proj"},       {&b.k_proj, "k_proj"},   {&b.v_proj, "v_proj"},
-        {&b.o_proj, "o_proj"},       {&b.gate_proj, "gate_proj"}, {&b.up_proj, "up_proj"},
+        {&b.q_proj, "q_proj"},      {&b.k_proj, "k_proj"},       {&b.v_proj, "v_proj"},
+        {&b.o_proj, "o_proj"},      {&b.gate_proj, "gate_proj"}, {&b.up_proj, "up_proj"},
         {&b.down_proj, "down_proj"}};
     std::vector<std::shared_ptr<SteLinear>> made;
     try {
       for (const auto& [slot, name] : slots) {
-        ASSIGN_OR_RETURN(auto ste, MakeLayer(*slot, options, absl::StrCat("layer ", layer, " ",
-                                                                          name)));
+        ASSIGN_OR_RETURN(auto ste,
+                         MakeLayer(*slot, options, absl::StrCat("layer ", layer, " ", name)));
         block->layers_.emplace_back(name, ste);
       }
     } catch (const std::exception& e) {

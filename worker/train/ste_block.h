@@ -14,11 +14,11 @@
 #ifndef QUANTD_WORKER_TRAIN_STE_BLOCK_H_
 #define QUANTD_WORKER_TRAIN_STE_BLOCK_H_
 
+#include <torch/torch.h>
+
 #include <cstdint>
 #include <functional>
 #include <optional>
-
-#include <torch/torch.h>
 
 #include "kernels/fake_quant.h"
 #include "kernels/hadamard.h"
@@ -38,7 +38,7 @@ struct SteBlockOptions {
   int wbits = 4;
   int64_t w_group_size = -1;  // -1: per output channel
   bool mse_init = false;
-  int input_bits = 16;        // >= 16: inputs not quantized
+  int input_bits = 16;  // >= 16: inputs not quantized
   bool input_dynamic = true;
   float activation_clip = 1.0f;
   // Reads layers that are not DenseLinear; nullopt: not understood.
@@ -53,15 +53,15 @@ class SteLinear : public model::LinearLayer {
   // Bakes the quantized weight; Forward() no longer builds an autograd graph for it.
   void Bake();
 
-  torch::Tensor weight;        // [out, in] full precision (trainable when weight_lr > 0)
-  torch::Tensor weight_scales; // [out, 1] or [out, in / group] fp32, trainable
+  torch::Tensor weight;         // [out, in] full precision (trainable when weight_lr > 0)
+  torch::Tensor weight_scales;  // [out, 1] or [out, in / group] fp32, trainable
   kernels::FakeQuantConfig weight_config;
-  torch::Tensor input_scale;   // static: [] fp32 scale; dynamic: [] clipping factor
+  torch::Tensor input_scale;  // static: [] fp32 scale; dynamic: [] clipping factor
   kernels::FakeQuantConfig input_config;
   bool quantize_input = false;
   bool input_dynamic = true;
   std::optional<kernels::HadamardFactors> input_hadamard;
-  torch::Tensor baked;         // defined after Bake()
+  torch::Tensor baked;  // defined after Bake()
 };
 
 // INVALID_ARGUMENT for a group size that does not divide a layer or an unsupported layer;

@@ -7,13 +7,13 @@
 #ifndef QUANTD_WORKER_TRAIN_TRAINABLE_BLOCK_H_
 #define QUANTD_WORKER_TRAIN_TRAINABLE_BLOCK_H_
 
+#include <torch/torch.h>
+
 #include <functional>
 #include <memory>
 #include <string>
 #include <utility>
 #include <vector>
-
-#include <torch/torch.h>
 
 #include "absl/status/statusor.h"
 #include "worker/model/llama.h"

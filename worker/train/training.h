@@ -19,10 +19,10 @@ enum class TrainPhase { kPrefix, kFinetune };
 
 struct LossPoint {
   TrainPhase phase = TrainPhase::kPrefix;
-  int block = -1;      // fine-tuning: the block index; prefix: -1
-  int epoch = 0;       // from 0
-  int64_t step = 0;    // from 0 within the phase (fine-tuning: within the block)
-  std::string split;   // "train" or "val"
+  int block = -1;     // fine-tuning: the block index; prefix: -1
+  int epoch = 0;      // from 0
+  int64_t step = 0;   // from 0 within the phase (fine-tuning: within the block)
+  std::string split;  // "train" or "val"
   double loss = 0.0;
   std::map<std::string, double> components;  // named parts of `loss` (may be empty)
   double learning_rate = 0.0;  // the rate used at `step` (val: the rate of the epoch's last step)

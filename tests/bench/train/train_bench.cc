@@ -134,7 +134,8 @@ double NaiveFinetuneStepsPerSecond(const std::vector<std::vector<int32_t>>& wind
     for (int s = 0; s <= steps; ++s) {
       if (s == 1) start = Clock::now();
       const int64_t first = (s * kBatch) % static_cast<int64_t>(windows.size());
-      const torch::Tensor ids = torch::cat({prefix.expand({kBatch, p}), Ids(windows, first, kBatch)}, 1);
+      const torch::Tensor ids =
+          torch::cat({prefix.expand({kBatch, p}), Ids(windows, first, kBatch)}, 1);
       torch::Tensor target, input;
       {
         torch::NoGradGuard no_grad;
@@ -155,7 +156,6 @@ double NaiveFinetuneStepsPerSecond(const std::vector<std::vector<int32_t>>& wind
   }
   return total_steps / seconds;
 }
-
 
 // One measurement of each of the four variants; returns {prefix, naive prefix, ft, naive ft}.
 std::vector<double> Round(const std::vector<std::vector<int32_t>>& windows, int steps,
@@ -219,9 +219,10 @@ int main(int argc, char** argv) {
   }
   if (threads > 0) torch::set_num_threads(threads);
   const auto windows = Windows(kBatch * 4);
-  std::printf("stories260K, seqlen %ld, batch %ld, prefix %ld, %d torch threads, %d steps, "
-              "best of %d interleaved rounds\n",
-              kSeqlen, kBatch, kPrefixLen, torch::get_num_threads(), steps, rounds);
+  std::printf(
+      "stories260K, seqlen %ld, batch %ld, prefix %ld, %d torch threads, %d steps, "
+      "best of %d interleaved rounds\n",
+      kSeqlen, kBatch, kPrefixLen, torch::get_num_threads(), steps, rounds);
   std::vector<double> best(4, 0.0);
   int64_t peak_bytes = 0, peak_rss = 0;
   for (int r = 0; r < rounds; ++r) {
@@ -234,7 +235,9 @@ int main(int argc, char** argv) {
               best[1], best[0] / best[1]);
   std::printf("fine-tuning     : %8.2f steps/s   naive %8.2f steps/s   ratio %.2fx\n", best[2],
               best[3], best[2] / best[3]);
-  std::printf("fine-tuning peak training bytes %ld (activations + one block's state), "
-              "peak RSS %ld bytes\n", peak_bytes, peak_rss);
+  std::printf(
+      "fine-tuning peak training bytes %ld (activations + one block's state), "
+      "peak RSS %ld bytes\n",
+      peak_bytes, peak_rss);
   return 0;
 }
