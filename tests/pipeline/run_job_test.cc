@@ -94,7 +94,9 @@ TEST(RunJobTest, Stories260KW8A8KV8) {
   EXPECT_LT(m.at(std::string(kPpl) + "prefixquant"), fp_prefixed * 1.02);
   EXPECT_GT(m.at(std::string(kPpl) + "prefixquant"), fp_prefixed * 0.98);
   EXPECT_LT(m.at(std::string(kPpl) + "rotation"), fp * 1.02);
+  // "prefixquant" has the job's own settings: computed once, reported under both names.
   EXPECT_EQ(m.at(std::string(kPpl) + "quantized"), m.at(std::string(kPpl) + "prefixquant"));
+  EXPECT_EQ(std::count(sink.phases.begin(), sink.phases.end(), v1::PHASE_BUILD_PREFIX_CACHE), 1);
   EXPECT_LT(m.at("outlier_ratio/layer0/before"), 64);
   EXPECT_EQ(m.at("pipeline/quantized"), 1);
 }

@@ -41,6 +41,17 @@ absl::StatusOr<VariantPlan> PlanVariant(const v1::JobSpec& spec, const std::stri
   return plan;
 }
 
+std::string PlanKey(const VariantPlan& plan) {
+  std::string key = plan.rotate ? absl::StrCat("rotate/", static_cast<int>(plan.rotation.mode),
+                                               "/", plan.rotation.seed, "/",
+                                               plan.rotation.down_online_had, "/",
+                                               plan.rotation.qk_online_had)
+                                : std::string("plain");
+  key += "/prefix";
+  for (int32_t id : plan.prefix_ids) absl::StrAppend(&key, ":", id);
+  return key;  // the quantizer settings are the same for every variant of a job
+}
+
 absl::StatusOr<VariantModel> BuildVariant(const std::string& model_dir,
                                           const model::LoadOptions& load, const VariantPlan& plan,
                                           int32_t bos_id,

@@ -37,6 +37,9 @@ struct VariantPlan {
 absl::StatusOr<VariantPlan> PlanVariant(const v1::JobSpec& spec, const std::string& name,
                                         const std::vector<int32_t>& detected_prefix);
 
+// Equal for two plans that build the same model (the name aside).
+std::string PlanKey(const VariantPlan& plan);
+
 struct VariantModel {
   std::unique_ptr<model::LlamaModel> model;
   std::optional<quant::PrefixCache> prefix;

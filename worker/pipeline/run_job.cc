@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <map>
 #include <optional>
 
 #include "absl/strings/str_cat.h"
@@ -286,10 +287,23 @@ RunJobOutcome RunJob(const v1::JobSpec& original, const RunJobOptions& /*options
       }
     }
   }
+  std::map<std::string, std::string> evaluated;  // plan key -> variant that ran it
   for (size_t v = 0; v < variants.size(); ++v) {
     if (cancel.cancelled()) return Cancelled();
     auto plan = PlanVariant(spec, variants[v], detected_prefix);
     if (!plan.ok()) return Failed(v1::FAILURE_REASON_USER_ERROR, plan.status());
+    // A compared variant with the job's own settings is not computed twice.
+    const std::string key = PlanKey(*plan);
+    if (auto same = evaluated.find(key); same != evaluated.end()) {
+      (void)EmitLog(sink, "info", absl::StrCat("variant ", variants[v], " has the settings of ",
+                                               same->second, ": reusing its perplexities"));
+      for (const auto& path : datasets) {
+        const std::string prefix = absl::StrCat("ppl/", DatasetName(path), "/");
+        metric(prefix + variants[v], metrics[prefix + same->second]);
+      }
+      continue;
+    }
+    evaluated[key] = variants[v];
     auto [start, end] = stage_range(static_cast<int64_t>(v) + 1);
     const double mid = start + (end - start) * 0.3;
     ProgressReporter calibrating(sink, start, mid);

@@ -112,7 +112,8 @@ int Table(const Args& args) {
   std::printf("TinyStories subset, %d windows x 256 tokens, %d calibration windows, static "
               "activations and KV (per tensor / per head), per-channel weights with mse_init\n",
               windows, calib);
-  std::printf("| model | bits | fp | rtn | rotation | prefixquant | prefix |\n|---|---|---|---|---|---|---|\n");
+  std::printf("| model | bits | fp | fp + prefix | rtn | rotation | prefixquant | prefix |\n"
+              "|---|---|---|---|---|---|---|---|\n");
   for (const auto& [name, dir] : models) {
     if (args.Has("only") && args.Get("only") != name) continue;
     for (auto [w, a, kv] : {std::tuple{8, 8, 8}, {4, 8, 4}, {4, 4, 4}}) {
@@ -122,8 +123,9 @@ int Table(const Args& args) {
       auto outcome = Run(spec, sink);
       if (!outcome.status.ok()) return 1;
       const auto& m = outcome.result.metrics();
-      std::printf("| %s | W%dA%dKV%d | %.3f | %.3f | %.3f | %.3f | %s |\n", name.c_str(), w, a, kv,
-                  m.at(key + "fp"), m.at(key + "rtn"), m.at(key + "rotation"),
+      std::printf("| %s | W%dA%dKV%d | %.3f | %.3f | %.3f | %.3f | %.3f | %s |\n", name.c_str(),
+                  w, a, kv, m.at(key + "fp"), m.at(key + "fp_prefixed"), m.at(key + "rtn"),
+                  m.at(key + "rotation"),
                   m.at(key + "quantized"), outcome.result.prefix_text().c_str());
       std::fflush(stdout);
     }
