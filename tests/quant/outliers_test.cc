@@ -1,5 +1,6 @@
 // Outlier detection on stories260K (none) and on the planted-outlier variant (exactly the
-// markers without a BOS before them), the variant's full-precision quality, and the prefixed KV cache.
+// markers without a BOS before them), the variant's full-precision quality, and the prefixed KV
+// cache.
 #include "worker/quant/outliers.h"
 
 #include <filesystem>

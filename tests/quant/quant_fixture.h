@@ -32,15 +32,14 @@ inline std::vector<int32_t> StoryTokens(size_t chars = 60000) {
   EXPECT_TRUE(tokenizer.ok());
   auto text = eval::ReadTextFile(SharedData("text/tinystories-valid-subset.txt"));
   EXPECT_TRUE(text.ok());
-  auto tokens = eval::BuildTokenStream(**tokenizer, text->substr(0, chars),
-                                       eval::DocumentMode::kBlankLine);
+  auto tokens =
+      eval::BuildTokenStream(**tokenizer, text->substr(0, chars), eval::DocumentMode::kBlankLine);
   EXPECT_TRUE(tokens.ok());
   return tokens.ok() ? *tokens : std::vector<int32_t>{};
 }
 
 inline torch::Tensor Ids(const std::vector<int32_t>& ids) {
-  return torch::tensor(std::vector<int64_t>(ids.begin(), ids.end()), torch::kInt64)
-      .unsqueeze(0);
+  return torch::tensor(std::vector<int64_t>(ids.begin(), ids.end()), torch::kInt64).unsqueeze(0);
 }
 
 inline torch::Tensor Logits(model::LlamaModel& model, const std::vector<int32_t>& ids,

@@ -70,9 +70,9 @@ TEST(ActQuantizerTest, StaticKvScalesPerHeadGroup) {
   q.Observe(x);
   ASSERT_TRUE(q.Finalize().ok());
   ASSERT_EQ(q.scales().sizes(), (std::vector<int64_t>{1, 2, 1, 2}));
-  EXPECT_NEAR(q.scales()[0][1][0][1].item<float>(), 1.0f, 1e-6);   // 7 / 7
-  EXPECT_NEAR(q.scales()[0][0][0][0].item<float>(), 0.2f, 1e-6);   // 1.4 / 7
-  EXPECT_EQ(q.scales()[0][0][0][1].item<float>(), 1.0f);           // all-zero group
+  EXPECT_NEAR(q.scales()[0][1][0][1].item<float>(), 1.0f, 1e-6);  // 7 / 7
+  EXPECT_NEAR(q.scales()[0][0][0][0].item<float>(), 0.2f, 1e-6);  // 1.4 / 7
+  EXPECT_EQ(q.scales()[0][0][0][1].item<float>(), 1.0f);          // all-zero group
   auto y = q.Apply(x);
   EXPECT_TRUE(torch::allclose(y, x, 1e-5, 1e-5));
 }

@@ -7,8 +7,8 @@
 namespace quantd::quant {
 namespace {
 
-using testing::Logits;
 using testing::LoadModel;
+using testing::Logits;
 using testing::StoryTokens;
 
 TEST(ResidualRotationTest, IsOrthogonalInBothModes) {

@@ -42,11 +42,11 @@ absl::StatusOr<VariantPlan> PlanVariant(const v1::JobSpec& spec, const std::stri
 }
 
 std::string PlanKey(const VariantPlan& plan) {
-  std::string key = plan.rotate ? absl::StrCat("rotate/", static_cast<int>(plan.rotation.mode),
-                                               "/", plan.rotation.seed, "/",
-                                               plan.rotation.down_online_had, "/",
-                                               plan.rotation.qk_online_had)
-                                : std::string("plain");
+  std::string key =
+      plan.rotate
+          ? absl::StrCat("rotate/", static_cast<int>(plan.rotation.mode), "/", plan.rotation.seed,
+                         "/", plan.rotation.down_online_had, "/", plan.rotation.qk_online_had)
+          : std::string("plain");
   key += "/prefix";
   for (int32_t id : plan.prefix_ids) absl::StrAppend(&key, ":", id);
   return key;  // the quantizer settings are the same for every variant of a job

@@ -78,8 +78,8 @@ std::string DatasetName(const std::string& path) {
 
 }  // namespace
 
-RunJobOutcome RunJob(const v1::JobSpec& original, const RunJobOptions& /*options*/,
-                     EventSink& sink, CancellationToken& cancel) {
+RunJobOutcome RunJob(const v1::JobSpec& original, const RunJobOptions& /*options*/, EventSink& sink,
+                     CancellationToken& cancel) {
   v1::JobSpec spec = original;
   ApplyDefaults(&spec);
   if (auto status = ValidateSpec(spec); !status.ok()) {
@@ -105,10 +105,10 @@ RunJobOutcome RunJob(const v1::JobSpec& original, const RunJobOptions& /*options
   if (auto status = ValidateSpecForModel(spec, shape); !status.ok()) {
     return Failed(v1::FAILURE_REASON_USER_ERROR, status);
   }
-  (void)EmitLog(sink, "info",
-                absl::StrCat("loaded ", spec.model().name(), ": ", config.num_hidden_layers,
-                             " layers, hidden ", config.hidden_size, ", vocab ",
-                             config.vocab_size));
+  (void)EmitLog(
+      sink, "info",
+      absl::StrCat("loaded ", spec.model().name(), ": ", config.num_hidden_layers,
+                   " layers, hidden ", config.hidden_size, ", vocab ", config.vocab_size));
   ProgressReporter(sink, 0.0, kLoadEnd).Update(1, 1, "model loaded").IgnoreError();
   if (cancel.cancelled()) return Cancelled();
 
@@ -119,9 +119,8 @@ RunJobOutcome RunJob(const v1::JobSpec& original, const RunJobOptions& /*options
                   "prefix and the calibrated quantizers are used as they are");
   }
   const int32_t bos = (*tokenizer)->bos_id();
-  const auto mode = spec.calibration().documents() == "blank-line"
-                        ? eval::DocumentMode::kBlankLine
-                        : eval::DocumentMode::kWholeFile;
+  const auto mode = spec.calibration().documents() == "blank-line" ? eval::DocumentMode::kBlankLine
+                                                                   : eval::DocumentMode::kWholeFile;
   RunJobOutcome outcome;
   auto& metrics = *outcome.result.mutable_metrics();
   metrics["pipeline/quantized"] = quantize ? 1 : 0;
@@ -139,7 +138,8 @@ RunJobOutcome RunJob(const v1::JobSpec& original, const RunJobOptions& /*options
   // ---- evaluation streams (tokenized once, shared by every variant) ----
   std::vector<std::string> datasets(spec.eval().ppl_datasets().begin(),
                                     spec.eval().ppl_datasets().end());
-  if (datasets.empty() && spec.eval().eval_ppl()) datasets.push_back(spec.calibration().dataset_path());
+  if (datasets.empty() && spec.eval().eval_ppl())
+    datasets.push_back(spec.calibration().dataset_path());
   const int64_t seqlen = spec.eval().ppl_seqlen();
   std::vector<std::vector<int32_t>> streams;
   for (const auto& path : datasets) {
@@ -164,27 +164,25 @@ RunJobOutcome RunJob(const v1::JobSpec& original, const RunJobOptions& /*options
   if (quantize) {
     variants.push_back("quantized");
     for (const auto& name : spec.eval().compare()) variants.push_back(name);
-    (void)EmitPhase(sink, v1::PHASE_CALIBRATION_DATA,
-                    absl::StrCat(spec.calibration().train_size(), " + ",
-                                 spec.calibration().val_size(), " windows of ",
-                                 spec.calibration().training_seqlen(), " tokens from ",
-                                 DatasetName(spec.calibration().dataset_path())));
+    (void)EmitPhase(
+        sink, v1::PHASE_CALIBRATION_DATA,
+        absl::StrCat(spec.calibration().train_size(), " + ", spec.calibration().val_size(),
+                     " windows of ", spec.calibration().training_seqlen(), " tokens from ",
+                     DatasetName(spec.calibration().dataset_path())));
     auto text = eval::ReadTextFile(spec.calibration().dataset_path());
     if (!text.ok()) return Failed(v1::FAILURE_REASON_USER_ERROR, text.status());
     auto tokens = eval::BuildTokenStream(**tokenizer, *text, mode);
     if (!tokens.ok()) return Failed(v1::FAILURE_REASON_USER_ERROR, tokens.status());
-    auto windows = quant::SampleWindows(*tokens, spec.calibration().train_size(),
-                                        spec.calibration().val_size(),
-                                        spec.calibration().training_seqlen(),
-                                        spec.calibration().seed(), bos);
+    auto windows = quant::SampleWindows(
+        *tokens, spec.calibration().train_size(), spec.calibration().val_size(),
+        spec.calibration().training_seqlen(), spec.calibration().seed(), bos);
     if (!windows.ok()) return Failed(v1::FAILURE_REASON_USER_ERROR, windows.status());
     calibration = std::move(windows->train);
     ProgressReporter(sink, kLoadEnd, kDataEnd).Update(1, 1, "calibration data ready").IgnoreError();
     if (cancel.cancelled()) return Cancelled();
 
-    const bool needs_prefix =
-        spec.prefix().enabled() ||
-        std::find(variants.begin(), variants.end(), "prefixquant") != variants.end();
+    const bool needs_prefix = spec.prefix().enabled() || std::find(variants.begin(), variants.end(),
+                                                                   "prefixquant") != variants.end();
     if (needs_prefix) {
       const double threshold = spec.prefix().outlier_threshold();
       (void)EmitPhase(sink, v1::PHASE_DETECT_OUTLIERS,
@@ -239,12 +237,12 @@ RunJobOutcome RunJob(const v1::JobSpec& original, const RunJobOptions& /*options
                       const std::string& label, double start, double end) -> absl::Status {
     for (size_t d = 0; d < datasets.size(); ++d) {
       const std::string name = DatasetName(datasets[d]);
-      (void)EmitPhase(sink, v1::PHASE_EVALUATE,
-                      absl::StrCat("[", label, "] perplexity on ", name, ", seqlen ", seqlen,
-                                   prefix != nullptr
-                                       ? absl::StrCat(", after a ", prefix->ids.size(),
-                                                      "-token prefix")
-                                       : ""));
+      (void)EmitPhase(
+          sink, v1::PHASE_EVALUATE,
+          absl::StrCat("[", label, "] perplexity on ", name, ", seqlen ", seqlen,
+                       prefix != nullptr
+                           ? absl::StrCat(", after a ", prefix->ids.size(), "-token prefix")
+                           : ""));
       ProgressReporter progress(sink, start + (end - start) * d / datasets.size(),
                                 start + (end - start) * (d + 1) / datasets.size());
       quant::WindowEval options;
@@ -252,8 +250,8 @@ RunJobOutcome RunJob(const v1::JobSpec& original, const RunJobOptions& /*options
       options.max_windows = spec.eval().ppl_max_windows();
       options.batch_size = spec.eval().eval_batch_size();
       options.prefix = prefix;
-      auto measured = quant::EvaluateWindows(
-          m, streams[d], options, [&](int64_t done, int64_t total) {
+      auto measured =
+          quant::EvaluateWindows(m, streams[d], options, [&](int64_t done, int64_t total) {
             (void)progress.Update(done, total,
                                   absl::StrCat(label, " ", name, " window ", done, "/", total));
             return !cancel.cancelled();
@@ -295,8 +293,9 @@ RunJobOutcome RunJob(const v1::JobSpec& original, const RunJobOptions& /*options
     // A compared variant with the job's own settings is not computed twice.
     const std::string key = PlanKey(*plan);
     if (auto same = evaluated.find(key); same != evaluated.end()) {
-      (void)EmitLog(sink, "info", absl::StrCat("variant ", variants[v], " has the settings of ",
-                                               same->second, ": reusing its perplexities"));
+      (void)EmitLog(sink, "info",
+                    absl::StrCat("variant ", variants[v], " has the settings of ", same->second,
+                                 ": reusing its perplexities"));
       for (const auto& path : datasets) {
         const std::string prefix = absl::StrCat("ppl/", DatasetName(path), "/");
         metric(prefix + variants[v], metrics[prefix + same->second]);
@@ -318,8 +317,8 @@ RunJobOutcome RunJob(const v1::JobSpec& original, const RunJobOptions& /*options
     auto built = BuildVariant(spec.model().path(), load_options, *plan, bos, calibration,
                               spec.training().batch_size(), hooks);
     if (!built.ok()) return user_error_or(built.status());
-    auto status = evaluate(*built->model, built->prefix ? &*built->prefix : nullptr,
-                           variants[v], mid, end);
+    auto status =
+        evaluate(*built->model, built->prefix ? &*built->prefix : nullptr, variants[v], mid, end);
     if (!status.ok()) return user_error_or(status);
   }
   (void)EmitPhase(sink, v1::PHASE_DONE, quantize ? "quantized and evaluated" : "done");

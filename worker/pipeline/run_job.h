@@ -7,7 +7,8 @@
 // (DESIGN.md §3.4, when the prefix is enabled or "prefixquant" is compared), reporting
 // "outlier_ratio/layer<i>/before|after" and "prefix/count"; measure full-precision perplexity
 // ("ppl/<dataset>/fp", and "ppl/<dataset>/fp_prefixed" with the detected prefix as context,
-// which shows what the prefix alone changes); then build and evaluate the quantized model of the spec
+// which shows what the prefix alone changes); then build and evaluate the quantized model of the
+// spec
 // ("ppl/<dataset>/quantized": rotation, prefixed KV cache, quantizers, static calibration)
 // and each `eval.compare` variant ("ppl/<dataset>/<variant>") on the same windows, with a
 // loss point per window. Prefix training and block fine-tuning are not implemented yet: a

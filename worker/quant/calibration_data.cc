@@ -7,13 +7,13 @@
 
 namespace quantd::quant {
 
-absl::StatusOr<CalibrationWindows> SampleWindows(const std::vector<int32_t>& tokens,
-                                                 int64_t train, int64_t val, int64_t seqlen,
-                                                 uint64_t seed, int32_t bos_id) {
+absl::StatusOr<CalibrationWindows> SampleWindows(const std::vector<int32_t>& tokens, int64_t train,
+                                                 int64_t val, int64_t seqlen, uint64_t seed,
+                                                 int32_t bos_id) {
   const int64_t n = static_cast<int64_t>(tokens.size());
   if (seqlen < 2 || n < seqlen + 1) {
-    return absl::InvalidArgumentError(absl::StrCat("calibration data: ", n,
-                                                   " tokens are too few for windows of ", seqlen));
+    return absl::InvalidArgumentError(
+        absl::StrCat("calibration data: ", n, " tokens are too few for windows of ", seqlen));
   }
   std::mt19937_64 rng(seed);
   std::uniform_int_distribution<int64_t> offset(0, n - seqlen - 1);

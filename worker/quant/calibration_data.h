@@ -18,9 +18,9 @@ struct CalibrationWindows {
 };
 
 // INVALID_ARGUMENT when the stream is shorter than seqlen + 1 tokens or seqlen < 2.
-absl::StatusOr<CalibrationWindows> SampleWindows(const std::vector<int32_t>& tokens,
-                                                 int64_t train, int64_t val, int64_t seqlen,
-                                                 uint64_t seed, int32_t bos_id);
+absl::StatusOr<CalibrationWindows> SampleWindows(const std::vector<int32_t>& tokens, int64_t train,
+                                                 int64_t val, int64_t seqlen, uint64_t seed,
+                                                 int32_t bos_id);
 
 }  // namespace quantd::quant
 

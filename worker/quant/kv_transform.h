@@ -5,9 +5,9 @@
 #ifndef QUANTD_WORKER_QUANT_KV_TRANSFORM_H_
 #define QUANTD_WORKER_QUANT_KV_TRANSFORM_H_
 
-#include <optional>
-
 #include <torch/torch.h>
+
+#include <optional>
 
 #include "kernels/hadamard.h"
 #include "worker/model/modules.h"

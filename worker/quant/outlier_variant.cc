@@ -1,10 +1,10 @@
 #include "worker/quant/outlier_variant.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <algorithm>
 #include <map>
 #include <numeric>
 
@@ -21,7 +21,7 @@ namespace {
 namespace fs = std::filesystem;
 
 constexpr double kScore = 32;  // attention score of a marker query on a BOS key (at Δ = 0)
-constexpr double kGate = 8;             // silu(8) ≈ 8; silu(-8) ≈ -0.003
+constexpr double kGate = 8;    // silu(8) ≈ 8; silu(-8) ≈ -0.003
 
 // Per layer: per-token rms of the residual stream entering the MLP, and max|x| of the
 // down_proj input.
@@ -34,7 +34,7 @@ class Recorder : public model::ActivationObserver {
            site == model::ActivationSite::kBlockOutput;
   }
   void Observe(int layer, model::ActivationSite site, const torch::Tensor& x) override {
-    auto& slot = site == model::ActivationSite::kOProjInput    ? attn
+    auto& slot = site == model::ActivationSite::kOProjInput      ? attn
                  : site == model::ActivationSite::kDownProjInput ? down
                                                                  : out;
     slot[layer] = x.detach()[0].clone();
@@ -143,7 +143,8 @@ absl::Status WriteOutlierVariant(const std::string& model_dir, const std::string
     torch::NoGradGuard no_grad;
     // ---- measure the original model: rms before each MLP at the markers, median max ----
     const int64_t window = 256, windows = std::min<int64_t>(8, stream.size() / window);
-    if (windows < 1) return absl::InvalidArgumentError("outlier variant: calibration text too short");
+    if (windows < 1)
+      return absl::InvalidArgumentError("outlier variant: calibration text too short");
     std::vector<double> rho(layers, 0.0), median_max(layers, 0.0);
     int64_t marker_count = 0;
     for (int64_t w = 0; w < windows; ++w) {
@@ -251,10 +252,10 @@ absl::Status WriteOutlierVariant(const std::string& model_dir, const std::string
     config["head_dim"] = hd;
     config["torch_dtype"] = "float32";
     config["quantd_outlier_variant"] = {{"source", model_dir},
-                                       {"rule", "marker without a BOS before it"},
-                                       {"markers", options.markers},
-                                       {"marker_ids", marker_ids},
-                                       {"target_ratio", options.target_ratio}};
+                                        {"rule", "marker without a BOS before it"},
+                                        {"markers", options.markers},
+                                        {"marker_ids", marker_ids},
+                                        {"target_ratio", options.target_ratio}};
     std::ofstream(out_dir + "/config.json") << config.dump(2) << "\n";
     for (const char* name : {"tokenizer.model", "tokenizer.json", "tokenizer_config.json"}) {
       if (fs::exists(model_dir + "/" + name)) {

@@ -2,22 +2,25 @@
 // and benchmarks of outlier handling: at every marker token (default "." and ",") that has no
 // BOS before it in its context — like a delimiter that becomes an attention sink when the real
 // sink is missing — the down_proj input of every layer carries a massive activation (about
-// `target_ratio` times that layer's median per-token max), while its perplexity stays within a few
-// percent of the original's (only the rms of marker and BOS tokens changes, slightly). A prefix ending in BOS (PrefixQuant's) removes them all.
+// `target_ratio` times that layer's median per-token max). Its perplexity stays within a few
+// percent of the original's (only the rms of marker and BOS tokens changes, slightly). A prefix
+// ending in BOS (PrefixQuant's) removes every outlier.
 //
 // How (all extra parameters are zero-padded additions; nothing of the original is changed):
 //  * the residual stream gets 3 extra dimensions: a marker flag m and a BOS flag b (embedding
-//    entries κ ≈ the mean residual rms at the markers, 0 otherwise) and a detector d; RMSNorm
-//    weights of the original
-//    dimensions are scaled by sqrt(d_orig / d_new) so that their normed values are unchanged;
+//    entries κ, the mean residual rms at the markers, for those tokens; 0 otherwise) and a
+//    detector d; RMSNorm weights of the original dimensions are scaled by sqrt(d_orig / d_new)
+//    so that the normed values of every other token are unchanged;
 //  * layer 0 gets one extra KV head (and its query heads). Query = m and key = b on the lowest
 //    RoPE frequency pair, scaled so that a marker attends to any BOS up to ~1000 positions back
 //    with a score above 15 (others score 0); its value is b, which o_proj writes into d:
 //    d ≈ 1 when a BOS precedes the marker, ≈ 0 otherwise. The margins are wide (no cancelling
-//    terms), so the mechanism survives 4-bit weights and KV caches;
+//    terms) and the flags are of the size of the residual stream (norm weights near 1), so the
+//    mechanism survives 4-bit weights and KV caches;
 //  * every layer's MLP gets one extra neuron, gate = G·(m − 2d), up = U·m, with a zero down_proj
-//    column: silu(gate)·up is massive only at markers without a BOS before them, and never reaches
-//    the residual stream (in full precision). Norm weights on m and d are calibrated on
+//    column: silu(gate)·up is massive only at markers without a BOS before them, and never
+//    reaches the residual stream in full precision (with an online Hadamard before down_proj and
+//    quantized weights it does, as real outliers do). Norm weights on m and d are calibrated on
 //    `calibration_text` so that the normed flags are about 1 at the markers, and U so that the
 //    ratio is about `target_ratio`.
 // The intermediate size becomes a multiple of 4 and the hidden size a multiple of 4 and of the

@@ -26,9 +26,8 @@ class DownInputMax : public model::ActivationObserver {
 }  // namespace
 
 absl::StatusOr<OutlierStats> MeasureOutliers(
-    model::LlamaModel& model, const std::vector<std::vector<int32_t>>& windows,
-    double threshold, const model::KvCache* prefix,
-    const std::function<bool(int64_t, int64_t)>& progress) {
+    model::LlamaModel& model, const std::vector<std::vector<int32_t>>& windows, double threshold,
+    const model::KvCache* prefix, const std::function<bool(int64_t, int64_t)>& progress) {
   if (windows.empty()) return absl::InvalidArgumentError("outlier detection: no windows");
   const size_t layers = model.blocks.size();
   OutlierStats stats;

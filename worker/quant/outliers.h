@@ -29,8 +29,8 @@ struct OutlierStats {
 // Runs `windows` (each its own batch-1 pass, after the optional `prefix` cache; its tokens are
 // not measured). `progress(done, total)` may return false to stop (CANCELLED).
 absl::StatusOr<OutlierStats> MeasureOutliers(
-    model::LlamaModel& model, const std::vector<std::vector<int32_t>>& windows,
-    double threshold, const model::KvCache* prefix = nullptr,
+    model::LlamaModel& model, const std::vector<std::vector<int32_t>>& windows, double threshold,
+    const model::KvCache* prefix = nullptr,
     const std::function<bool(int64_t, int64_t)>& progress = {});
 
 struct OutlierTokens {

@@ -44,13 +44,15 @@ absl::StatusOr<WindowPerplexity> EvaluateWindows(
   int64_t windows = static_cast<int64_t>(tokens.size()) / seqlen;
   if (options.max_windows > 0) windows = std::min(windows, options.max_windows);
   if (windows == 0) {
-    return absl::InvalidArgumentError(absl::StrCat("perplexity: ", tokens.size(),
-                                                   " tokens hold no full window of ", seqlen));
+    return absl::InvalidArgumentError(
+        absl::StrCat("perplexity: ", tokens.size(), " tokens hold no full window of ", seqlen));
   }
   const PrefixCache* prefix = options.prefix;
   const bool prefix_ends_bos = prefix != nullptr && !prefix->ids.empty() &&
                                prefix->ids.back() == prefix->bos_id && prefix->bos_id >= 0;
-  auto starts_bos = [&](int64_t w) { return prefix_ends_bos && tokens[w * seqlen] == prefix->bos_id; };
+  auto starts_bos = [&](int64_t w) {
+    return prefix_ends_bos && tokens[w * seqlen] == prefix->bos_id;
+  };
   WindowPerplexity out;
   out.window_nll.assign(windows, 0.0);
   try {
@@ -91,8 +93,9 @@ absl::StatusOr<WindowPerplexity> EvaluateWindows(
       request.input_ids = ids;
       request.past = &prefix->kv;
       ASSIGN_OR_RETURN(model::ForwardResult result, model.Forward(request));
-      auto logits = torch::cat({prefix->last_logits.unsqueeze(0),
-                                result.logits[0].narrow(0, 0, seqlen - 2).to(torch::kFloat32).cpu()});
+      auto logits =
+          torch::cat({prefix->last_logits.unsqueeze(0),
+                      result.logits[0].narrow(0, 0, seqlen - 2).to(torch::kFloat32).cpu()});
       out.window_nll[w] = SumNll(logits, ids[0]) / (seqlen - 1);
       if (!report(1)) return absl::CancelledError("evaluation cancelled");
     }

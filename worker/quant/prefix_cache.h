@@ -19,7 +19,7 @@ namespace quantd::quant {
 
 struct PrefixCache {
   std::vector<int32_t> ids;
-  model::KvCache kv;        // batch 1, one entry per layer
+  model::KvCache kv;          // batch 1, one entry per layer
   torch::Tensor last_logits;  // [vocab] fp32: the prediction after the last prefix token
   int32_t bos_id = -1;        // the model's BOS (for the double-BOS rule)
 };

@@ -14,8 +14,8 @@ namespace {
 template <typename F>
 void ForEachQuantizer(model::LlamaModel& model, F&& f) {
   for (auto& b : model.blocks) {
-    for (auto* l : {&b.q_proj, &b.k_proj, &b.v_proj, &b.o_proj, &b.gate_proj, &b.up_proj,
-                    &b.down_proj}) {
+    for (auto* l :
+         {&b.q_proj, &b.k_proj, &b.v_proj, &b.o_proj, &b.gate_proj, &b.up_proj, &b.down_proj}) {
       if (auto* q = dynamic_cast<QuantLinear*>(l->get())) f(q, nullptr);
     }
     if (auto* t = dynamic_cast<KvTransform*>(b.attention_transform.get())) f(nullptr, t);
@@ -56,8 +56,8 @@ absl::Status QuantizeModel(model::LlamaModel& model, const QuantSettings& settin
       auto& b = model.blocks[i];
       const std::string where = absl::StrCat("layer ", i, " ");
       const std::pair<std::shared_ptr<model::LinearLayer>*, const char*> layers[] = {
-          {&b.q_proj, "q_proj"},       {&b.k_proj, "k_proj"},   {&b.v_proj, "v_proj"},
-          {&b.o_proj, "o_proj"},       {&b.gate_proj, "gate_proj"}, {&b.up_proj, "up_proj"},
+          {&b.q_proj, "q_proj"},      {&b.k_proj, "k_proj"},       {&b.v_proj, "v_proj"},
+          {&b.o_proj, "o_proj"},      {&b.gate_proj, "gate_proj"}, {&b.up_proj, "up_proj"},
           {&b.down_proj, "down_proj"}};
       for (const auto& [layer, name] : layers) {
         auto q = ToQuantLinear(*layer, settings, where + name);

@@ -81,7 +81,8 @@ torch::Tensor ActQuantizer::Apply(const torch::Tensor& x) const {
     config.granularity = kernels::QuantGranularity::kPerToken;
   }
   const torch::Tensor input = x.contiguous();
-  if (dynamic_) return ValueOrThrow(kernels::FakeQuantizeDynamic(input, config, clip_ratio_)).values;
+  if (dynamic_)
+    return ValueOrThrow(kernels::FakeQuantizeDynamic(input, config, clip_ratio_)).values;
   if (!scales_.defined()) throw std::runtime_error("static quantizer used before calibration");
   torch::Tensor scales = scales_.to(x.device());
   if (config.granularity == kernels::QuantGranularity::kPerToken) {

@@ -6,9 +6,9 @@
 #ifndef QUANTD_WORKER_QUANT_QUANTIZERS_H_
 #define QUANTD_WORKER_QUANT_QUANTIZERS_H_
 
-#include <cstdint>
-
 #include <torch/torch.h>
+
+#include <cstdint>
 
 #include "absl/status/statusor.h"
 

@@ -72,8 +72,8 @@ absl::Status RotateModel(model::LlamaModel& model, const RotationOptions& option
     // Check everything before changing anything.
     Dense(model.lm_head, "lm_head");
     for (auto& b : model.blocks) {
-      for (auto* l : {&b.q_proj, &b.k_proj, &b.v_proj, &b.o_proj, &b.gate_proj, &b.up_proj,
-                      &b.down_proj}) {
+      for (auto* l :
+           {&b.q_proj, &b.k_proj, &b.v_proj, &b.o_proj, &b.gate_proj, &b.up_proj, &b.down_proj}) {
         Dense(*l, "a block projection");
       }
       if (b.attention_transform) throw std::logic_error("an attention transform is installed");
@@ -82,11 +82,13 @@ absl::Status RotateModel(model::LlamaModel& model, const RotationOptions& option
     const torch::Tensor r1 = ResidualRotation(d, options).to(model.device());
     const torch::Tensor r2 = Headwise(hd).to(model.device());
     std::optional<kernels::HadamardFactors> ff;
-    if (options.down_online_had) ff = kernels::FactorHadamard(config.intermediate_size, options.seed);
+    if (options.down_online_had)
+      ff = kernels::FactorHadamard(config.intermediate_size, options.seed);
 
     model.embed_tokens = cast(torch::matmul(F64(model.embed_tokens), r1));
     auto& head = Dense(model.lm_head, "lm_head");
-    model.lm_head = std::make_shared<DenseLinear>(cast(FoldInput(head.weight, model.final_norm, r1)));
+    model.lm_head =
+        std::make_shared<DenseLinear>(cast(FoldInput(head.weight, model.final_norm, r1)));
     model.final_norm = torch::ones_like(model.final_norm);
 
     for (auto& b : model.blocks) {

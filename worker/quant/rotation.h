@@ -17,9 +17,9 @@
 #ifndef QUANTD_WORKER_QUANT_ROTATION_H_
 #define QUANTD_WORKER_QUANT_ROTATION_H_
 
-#include <cstdint>
-
 #include <torch/torch.h>
+
+#include <cstdint>
 
 #include "absl/status/status.h"
 #include "worker/model/llama.h"

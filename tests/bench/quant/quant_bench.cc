@@ -35,8 +35,8 @@ class TimingSink : public EventSink {
       Close(now);
       current_ = v1::Phase_Name(event.phase_change().phase());
       since_ = now;
-      if (verbose) std::printf("  phase %s: %s\n", current_.c_str(),
-                               event.phase_change().detail().c_str());
+      if (verbose)
+        std::printf("  phase %s: %s\n", current_.c_str(), event.phase_change().detail().c_str());
     }
     if (event.has_log() && verbose) {
       std::printf("  %s: %s\n", event.log().level().c_str(), event.log().message().c_str());
@@ -99,7 +99,8 @@ pipeline::RunJobOutcome Run(const v1::JobSpec& spec, TimingSink& sink) {
   CancellationToken cancel;
   auto outcome = pipeline::RunJob(spec, {}, sink, cancel);
   sink.Close(Clock::now());
-  if (!outcome.status.ok()) std::fprintf(stderr, "job failed: %s\n", outcome.status.ToString().c_str());
+  if (!outcome.status.ok())
+    std::fprintf(stderr, "job failed: %s\n", outcome.status.ToString().c_str());
   return outcome;
 }
 
@@ -109,11 +110,13 @@ int Table(const Args& args) {
   std::vector<std::pair<std::string, std::string>> models = {
       {"stories260K", Shared("models/stories260K")}, {"outlier-variant", Variant()}};
   const std::string key = "ppl/tinystories-valid-subset.txt/";
-  std::printf("TinyStories subset, %d windows x 256 tokens, %d calibration windows, static "
-              "activations and KV (per tensor / per head), per-channel weights with mse_init\n",
-              windows, calib);
-  std::printf("| model | bits | fp | fp + prefix | rtn | rotation | prefixquant | prefix |\n"
-              "|---|---|---|---|---|---|---|---|\n");
+  std::printf(
+      "TinyStories subset, %d windows x 256 tokens, %d calibration windows, static "
+      "activations and KV (per tensor / per head), per-channel weights with mse_init\n",
+      windows, calib);
+  std::printf(
+      "| model | bits | fp | fp + prefix | rtn | rotation | prefixquant | prefix |\n"
+      "|---|---|---|---|---|---|---|---|\n");
   for (const auto& [name, dir] : models) {
     if (args.Has("only") && args.Get("only") != name) continue;
     for (auto [w, a, kv] : {std::tuple{8, 8, 8}, {4, 8, 4}, {4, 4, 4}}) {
@@ -123,10 +126,10 @@ int Table(const Args& args) {
       auto outcome = Run(spec, sink);
       if (!outcome.status.ok()) return 1;
       const auto& m = outcome.result.metrics();
-      std::printf("| %s | W%dA%dKV%d | %.3f | %.3f | %.3f | %.3f | %.3f | %s |\n", name.c_str(),
-                  w, a, kv, m.at(key + "fp"), m.at(key + "fp_prefixed"), m.at(key + "rtn"),
-                  m.at(key + "rotation"),
-                  m.at(key + "quantized"), outcome.result.prefix_text().c_str());
+      std::printf("| %s | W%dA%dKV%d | %.3f | %.3f | %.3f | %.3f | %.3f | %s |\n", name.c_str(), w,
+                  a, kv, m.at(key + "fp"), m.at(key + "fp_prefixed"), m.at(key + "rtn"),
+                  m.at(key + "rotation"), m.at(key + "quantized"),
+                  outcome.result.prefix_text().c_str());
       std::fflush(stdout);
     }
   }
@@ -134,9 +137,10 @@ int Table(const Args& args) {
 }
 
 int One(const Args& args) {
-  auto spec = Spec(args.Get("model"), std::stoi(args.Get("w", "16")), std::stoi(args.Get("a", "16")),
-                   std::stoi(args.Get("kv", "16")), args.Get("mode", "static") == "dynamic",
-                   std::stoi(args.Get("windows", "16")), std::stoi(args.Get("calib", "8")));
+  auto spec =
+      Spec(args.Get("model"), std::stoi(args.Get("w", "16")), std::stoi(args.Get("a", "16")),
+           std::stoi(args.Get("kv", "16")), args.Get("mode", "static") == "dynamic",
+           std::stoi(args.Get("windows", "16")), std::stoi(args.Get("calib", "8")));
   if (args.Has("no-rotate")) spec.mutable_rotation()->Clear();
   if (args.Has("no-prefix")) spec.mutable_prefix()->set_enabled(false);
   if (args.Has("no-r4")) spec.mutable_rotation()->set_down_online_had(false);
@@ -164,7 +168,8 @@ int Phases(const Args& args) {
 
 int HadamardBench() {
   torch::NoGradGuard no_grad;
-  std::printf("| n | construction | tokens | FWHT-based (Melem/s) | dense matmul (Melem/s) | speed-up |\n");
+  std::printf(
+      "| n | construction | tokens | FWHT-based (Melem/s) | dense matmul (Melem/s) | speed-up |\n");
   std::printf("|---|---|---|---|---|---|\n");
   for (int64_t n : {172, 64, 4096, 11008, 14336}) {
     const auto factors = kernels::FactorHadamard(n);
