@@ -2,7 +2,10 @@
 // detected prefix and the quantized-vs-full-precision perplexities on the same windows.
 #include "worker/pipeline/run_job.h"
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <filesystem>
 #include <map>
 #include <mutex>
 #include <vector>
@@ -102,7 +105,8 @@ TEST(RunJobTest, Stories260KW8A8KV8) {
 }
 
 TEST(RunJobTest, OutlierVariantPrefixBeatsRotationBeatsRtn) {
-  const std::string dir = std::string(QUANTD_BINARY_DIR) + "/tests/pipeline/outlier-variant";
+  const std::string dir = std::string(QUANTD_BINARY_DIR) + "/tests/pipeline/outlier-variant-" +
+                          std::to_string(getpid());
   quant::OutlierVariantOptions options;
   options.calibration_text = SharedData("text/tinystories-valid-subset.txt");
   ASSERT_TRUE(quant::WriteOutlierVariant(SharedData("models/stories260K"), dir, options).ok());
@@ -113,6 +117,7 @@ TEST(RunJobTest, OutlierVariantPrefixBeatsRotationBeatsRtn) {
   spec.mutable_eval()->add_compare("rtn");
   spec.mutable_eval()->add_compare("rotation");
   auto outcome = RunJob(spec, {}, sink, cancel);
+  std::filesystem::remove_all(dir);
   ASSERT_TRUE(outcome.status.ok()) << outcome.status;
   const auto& m = outcome.result.metrics();
   EXPECT_GE(m.at("prefix/count"), 2);

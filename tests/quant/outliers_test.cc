@@ -3,6 +3,8 @@
 // cache.
 #include "worker/quant/outliers.h"
 
+#include <unistd.h>
+
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -25,7 +27,9 @@ using testing::StoryTokens;
 class OutlierTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    variant_dir_ = new std::string(std::string(QUANTD_BINARY_DIR) + "/tests/quant/outlier-variant");
+    // One folder per test process: ctest runs each test in its own process, maybe in parallel.
+    variant_dir_ = new std::string(std::string(QUANTD_BINARY_DIR) +
+                                   "/tests/quant/outlier-variant-" + std::to_string(getpid()));
     OutlierVariantOptions options;
     options.calibration_text = SharedData("text/tinystories-valid-subset.txt");
     auto status = WriteOutlierVariant(testing::StoriesDir(), *variant_dir_, options);
@@ -42,6 +46,7 @@ class OutlierTest : public ::testing::Test {
     EXPECT_EQ(*(*tokenizer)->Decode({markers_[1]}), ",");
   }
   static void TearDownTestSuite() {
+    std::filesystem::remove_all(*variant_dir_);
     delete variant_dir_;
     delete tokens_;
   }

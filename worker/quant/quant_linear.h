@@ -30,6 +30,11 @@ class QuantLinear : public model::LinearLayer {
   torch::Tensor weight;  // [out, in]; already multiplied by the Hadamard when one is set
   std::optional<kernels::HadamardFactors> input_hadamard;  // orthonormal transform of x
   ActQuantizer input_quantizer;
+
+ private:
+  // Small sizes with a large non-power-of-two base (e.g. 172) are faster as one dense matmul
+  // than as the base-mixing loop; the matrix is made on first use.
+  torch::Tensor dense_hadamard_;
 };
 
 }  // namespace quantd::quant
