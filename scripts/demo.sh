@@ -49,8 +49,11 @@ if [ -x "$SCHEDULER" ] && has_command "$WORKER" connect; then
   status=0
   "$QUANTCTL" watch "$job_id" --addr "$addr" || status=$?
 
-  step "4. The job as the scheduler records it"
+  step "4. The job as the scheduler records it, and its curves as an image"
   "$QUANTCTL" get "$job_id" --addr "$addr"
+  plot="$tmp/$job_id-curves.svg"
+  command -v rsvg-convert > /dev/null && plot="$tmp/$job_id-curves.png"
+  "$QUANTCTL" plot "$job_id" --addr "$addr" --out "$plot" > /dev/null && echo "   plot: $plot"
   echo
   echo "Job files: $tmp/work/$job_id (job.json, job.log). Scheduler database: $tmp/quantd.db"
   echo "Still to come (issues 6-9): rotation, outlier-token prefix, quantization, prefix"

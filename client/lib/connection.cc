@@ -6,11 +6,42 @@
 
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
+#include "yaml-cpp/yaml.h"
 
 namespace quantd::client {
 
-ConnectionOptions OptionsFromEnvironment() {
+absl::StatusOr<ConnectionOptions> OptionsFromConfigAndEnvironment() {
   ConnectionOptions options;
+  std::string path;
+  if (const char* explicit_path = std::getenv("QUANTCTL_CONFIG")) {
+    path = explicit_path;
+  } else if (const char* home = std::getenv("HOME")) {
+    path = std::string(home) + "/.config/quantd/quantctl.yaml";
+  }
+  if (!path.empty() && std::ifstream(path).good()) {
+    try {
+      const YAML::Node config = YAML::LoadFile(path);
+      for (const auto& entry : config) {
+        const std::string key = entry.first.as<std::string>();
+        const std::string value = entry.second.as<std::string>();
+        if (key == "addr") {
+          options.address = value;
+        } else if (key == "token") {
+          options.token = value;
+        } else if (key == "ca_cert") {
+          options.ca_cert_path = value;
+        } else if (key == "timeout_seconds") {
+          options.timeout = std::chrono::milliseconds(
+              static_cast<int64_t>(std::stod(value) * 1000));
+        } else {
+          return absl::InvalidArgumentError(path + ": unknown key \"" + key +
+                                            "\" (known: addr, token, ca_cert, timeout_seconds)");
+        }
+      }
+    } catch (const std::exception& e) {
+      return absl::InvalidArgumentError(path + ": " + e.what());
+    }
+  }
   if (const char* address = std::getenv("QUANTD_ADDR"); address != nullptr && *address) {
     options.address = address;
   }

@@ -1,7 +1,9 @@
 // How a client reaches quantd: address, bearer token, TLS, per-call deadline.
 //
-// Settings come, in increasing priority, from the environment (QUANTD_ADDR, QUANTD_TOKEN,
-// QUANTD_CA_CERT) and from explicit values (command-line flags). Thread-compatible.
+// Settings come, in increasing priority, from a config file ($QUANTCTL_CONFIG, else
+// ~/.config/quantd/quantctl.yaml, when present: keys addr, token, ca_cert, timeout_seconds),
+// the environment (QUANTD_ADDR, QUANTD_TOKEN, QUANTD_CA_CERT) and explicit values
+// (command-line flags). Thread-compatible.
 #ifndef QUANTD_CLIENT_LIB_CONNECTION_H_
 #define QUANTD_CLIENT_LIB_CONNECTION_H_
 
@@ -27,8 +29,9 @@ struct ConnectionOptions {
   std::chrono::milliseconds timeout{10000};
 };
 
-// Options from the environment, on top of the defaults.
-ConnectionOptions OptionsFromEnvironment();
+// Options from the config file and the environment, on top of the defaults.
+// INVALID_ARGUMENT naming the file for an unreadable config or an unknown key.
+absl::StatusOr<ConnectionOptions> OptionsFromConfigAndEnvironment();
 
 // A channel for `options`; NOT_FOUND when the CA file cannot be read.
 absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const ConnectionOptions& options);

@@ -48,6 +48,8 @@ commands:
 
 flags for every command:
   --addr HOST:PORT  quantd address (env QUANTD_ADDR, default 127.0.0.1:7070)
+                    (defaults for addr, token, ca_cert, timeout_seconds may also come from
+                    $QUANTCTL_CONFIG or ~/.config/quantd/quantctl.yaml)
   --token TOKEN     bearer token (env QUANTD_TOKEN)
   --ca-cert FILE    CA certificate for TLS (env QUANTD_CA_CERT)
   --timeout SECS    deadline of each call (default 10)
@@ -82,7 +84,9 @@ int Fail(std::ostream& err, const absl::Status& status, const std::string& conte
 
 absl::StatusOr<Session> OpenSession(const Args& args) {
   Session session;
-  session.options = client::OptionsFromEnvironment();
+  auto configured = client::OptionsFromConfigAndEnvironment();
+  if (!configured.ok()) return configured.status();
+  session.options = *configured;
   if (args.Has("addr")) session.options.address = args.Get("addr");
   if (args.Has("token")) session.options.token = args.Get("token");
   if (args.Has("ca-cert")) session.options.ca_cert_path = args.Get("ca-cert");

@@ -46,6 +46,32 @@ std::string Process::Output() const {
   return text.str();
 }
 
+int Process::WaitExit(std::chrono::milliseconds timeout) {
+  if (reaped_) return exit_code_;
+  int status = 0;
+  const bool exited = WaitFor(
+      [&] {
+        if (::waitpid(pid_, &status, WNOHANG) == pid_) reaped_ = true;
+        return reaped_;
+      },
+      timeout);
+  if (!exited) return -1;
+  exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return exit_code_;
+}
+
+CommandResult RunCommand(const std::vector<std::string>& argv, const std::string& output_path,
+                         std::chrono::milliseconds timeout,
+                         const std::map<std::string, std::string>& extra_env) {
+  ::unlink(output_path.c_str());
+  CommandResult result;
+  auto process = Process::Start(argv, output_path, extra_env);
+  if (!process.ok()) return result;
+  result.exit_code = (*process)->WaitExit(timeout);
+  result.output = (*process)->Output();
+  return result;
+}
+
 void Process::Kill() {
   if (reaped_ || pid_ <= 0) return;
   ::kill(pid_, SIGKILL);

@@ -28,6 +28,8 @@ class Process {
   const std::string& output_path() const { return output_path_; }
   std::string Output() const;
 
+  // The exit code once it exits within `timeout` (128+signal when killed), else -1.
+  int WaitExit(std::chrono::milliseconds timeout);
   void Kill();                                       // SIGKILL and reap
   bool Terminate(std::chrono::milliseconds timeout);  // SIGTERM; true when it exited in time
 
@@ -35,7 +37,17 @@ class Process {
   pid_t pid_ = -1;
   std::string output_path_;
   bool reaped_ = false;
+  int exit_code_ = -1;
 };
+
+// Runs `argv` to completion (at most `timeout`); its exit code and combined output.
+struct CommandResult {
+  int exit_code = -1;
+  std::string output;
+};
+CommandResult RunCommand(const std::vector<std::string>& argv, const std::string& output_path,
+                         std::chrono::milliseconds timeout = std::chrono::seconds(120),
+                         const std::map<std::string, std::string>& extra_env = {});
 
 // Polls `condition` every 20 ms until it holds or `timeout` passes.
 bool WaitFor(const std::function<bool()>& condition, std::chrono::milliseconds timeout);
