@@ -56,9 +56,8 @@ if [ -x "$SCHEDULER" ] && has_command "$WORKER" connect; then
   "$QUANTCTL" plot "$job_id" --addr "$addr" --out "$plot" > /dev/null && echo "   plot: $plot"
   echo
   echo "Job files: $tmp/work/$job_id (job.json, job.log). Scheduler database: $tmp/quantd.db"
-  echo "Still to come (issues 6-9): rotation, outlier-token prefix, quantization, prefix"
-  echo "training and fine-tuning, export, and the plot; today the job measures the"
-  echo "full-precision baseline."
+  echo "Still to come: prefix training and fine-tuning inside the job (issue 7) and the"
+  echo "exported quantized model (issue 9)."
   exit "$status"
 elif has_command "$WORKER" run; then
   step "2. The job run locally by the worker (no scheduler yet)"
