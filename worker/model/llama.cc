@@ -43,7 +43,8 @@ torch::Tensor LlamaModel::RmsNorm(const torch::Tensor& x, const torch::Tensor& w
 }
 
 torch::Tensor LlamaModel::Embed(const torch::Tensor& ids) const {
-  return torch::nn::functional::embedding(ids.to(torch::kInt64), embed_tokens);
+  return torch::nn::functional::embedding(ids.to(embed_tokens.device(), torch::kInt64),
+                                          embed_tokens);
 }
 
 torch::Tensor LlamaModel::RunBlock(int layer, const torch::Tensor& hidden, int64_t start,

@@ -13,6 +13,7 @@
 #include "worker/eval/token_stream.h"
 #include "worker/model/llama.h"
 #include "worker/model/tokenizer.h"
+#include "worker/pipeline/job_device.h"
 #include "worker/pipeline/progress_reporter.h"
 #include "worker/pipeline/quantized_variant.h"
 #include "worker/quant/calibration_data.h"
@@ -78,7 +79,7 @@ std::string DatasetName(const std::string& path) {
 
 }  // namespace
 
-RunJobOutcome RunJob(const v1::JobSpec& original, const RunJobOptions& /*options*/, EventSink& sink,
+RunJobOutcome RunJob(const v1::JobSpec& original, const RunJobOptions& options, EventSink& sink,
                      CancellationToken& cancel) {
   v1::JobSpec spec = original;
   ApplyDefaults(&spec);
@@ -90,10 +91,23 @@ RunJobOutcome RunJob(const v1::JobSpec& original, const RunJobOptions& /*options
   (void)EmitPhase(sink, v1::PHASE_LOAD_MODEL, "loading " + spec.model().path());
   auto dtype = ComputeDtype(spec.model().dtype());
   if (!dtype.ok()) return Failed(v1::FAILURE_REASON_USER_ERROR, dtype.status());
+  auto device = ChooseJobDevice(options.device);
+  if (!device.ok()) return Failed(v1::FAILURE_REASON_USER_ERROR, device.status());
   model::LoadOptions load_options;
   load_options.dtype = *dtype;
+  load_options.device = *device;
+  if (auto config = model::LoadLlamaConfig(spec.model().path()); config.ok()) {
+    if (auto fits = CheckFitsDevice(*config, *dtype, *device, spec.resources().max_memory());
+        !fits.ok()) {
+      return Failed(v1::FAILURE_REASON_OOM, fits);
+    }
+  }
   auto model = model::LlamaModel::Load(spec.model().path(), load_options);
-  if (!model.ok()) return Failed(v1::FAILURE_REASON_MODEL_LOAD, model.status());
+  if (!model.ok()) {
+    return Failed(IsOutOfMemory(model.status()) ? v1::FAILURE_REASON_OOM
+                                                : v1::FAILURE_REASON_MODEL_LOAD,
+                  model.status());
+  }
   auto tokenizer = model::LoadTokenizer(spec.model().path());
   if (!tokenizer.ok()) return Failed(v1::FAILURE_REASON_MODEL_LOAD, tokenizer.status());
   const model::LlamaConfig& config = (*model)->config();
@@ -108,7 +122,8 @@ RunJobOutcome RunJob(const v1::JobSpec& original, const RunJobOptions& /*options
   (void)EmitLog(
       sink, "info",
       absl::StrCat("loaded ", spec.model().name(), ": ", config.num_hidden_layers,
-                   " layers, hidden ", config.hidden_size, ", vocab ", config.vocab_size));
+                   " layers, hidden ", config.hidden_size, ", vocab ", config.vocab_size, " on ",
+                   device->str()));
   ProgressReporter(sink, 0.0, kLoadEnd).Update(1, 1, "model loaded").IgnoreError();
   if (cancel.cancelled()) return Cancelled();
 
@@ -130,6 +145,7 @@ RunJobOutcome RunJob(const v1::JobSpec& original, const RunJobOptions& /*options
   };
   auto user_error_or = [](const absl::Status& status) {
     if (status.code() == absl::StatusCode::kCancelled) return Cancelled();
+    if (IsOutOfMemory(status)) return Failed(v1::FAILURE_REASON_OOM, status);
     const bool user = status.code() == absl::StatusCode::kInvalidArgument ||
                       status.code() == absl::StatusCode::kNotFound;
     return Failed(user ? v1::FAILURE_REASON_USER_ERROR : v1::FAILURE_REASON_INTERNAL, status);

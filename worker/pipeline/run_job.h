@@ -16,7 +16,9 @@
 // Metric "pipeline/quantized" is 1 when a quantized model was evaluated.
 //
 // Failures carry a FailureReason: MODEL_LOAD for a model that cannot be read, USER_ERROR
-// for a spec that does not fit the model or a missing dataset, CANCELLED, OOM, INTERNAL.
+// for a spec that does not fit the model or a missing dataset, CANCELLED, OOM (a LibTorch
+// allocation failure, or weights larger than resources.max_memory, with the figures),
+// INTERNAL.
 #ifndef QUANTD_WORKER_PIPELINE_RUN_JOB_H_
 #define QUANTD_WORKER_PIPELINE_RUN_JOB_H_
 
@@ -32,6 +34,10 @@ struct RunJobOptions {
   // Folder for the job's files (checkpoints, exports); relative dataset and model paths
   // in the spec are resolved against the process's working directory.
   std::string work_dir;
+  // Where the model, the prefix KV cache and training live: "" / "auto" (the first visible
+  // CUDA device when there is one, else the CPU), "cpu", "cuda" or "cuda:N"
+  // (job_device.h). The model loads straight onto it; resources.max_memory bounds its weights.
+  std::string device;
 };
 
 struct RunJobOutcome {

@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_join.h"
 #include "client/format/event_format.h"
 #include "proto/common/args.h"
 #include "proto/common/logging.h"
@@ -22,6 +23,7 @@
 #include "spdlog/spdlog.h"
 #include "worker/daemon/worker_daemon.h"
 #include "worker/link/devices.h"
+#include "worker/pipeline/job_device.h"
 #include "worker/pipeline/run_job.h"
 #include "worker/runner/child_side.h"
 #include "worker/runner/job_process.h"
@@ -35,6 +37,7 @@ constexpr char kUsage[] = R"(  connect --scheduler HOST:PORT [--token TOKEN | --
           "" = off)] [--log_format text|json]
       run as a worker: connect to quantd and run the jobs it assigns, each in a child process
   run --spec JOB.yaml [--set path=value ...] [--work_dir DIR] [--output text|json]
+      [--device auto|cpu|cuda|cuda:N]
       run one job in this process without a scheduler; exit 0 succeeded, 1 failed,
       2 cancelled (Ctrl-C), 65 invalid spec
   exec-job --job FILE --work_dir DIR --event_fd N
@@ -215,9 +218,16 @@ int RunExecJobCommand(const std::vector<std::string>& argv) {
     return runner::ReportFailureAndExitCode(sink, v1::FAILURE_REASON_INTERNAL,
                                             "cannot read the job file " + args->Get("job"));
   }
+  // Only the assigned GPUs are visible to the job; LibTorch reads this at its first CUDA call.
+  const std::vector<std::string> device_ids(assignment.device_ids().begin(),
+                                            assignment.device_ids().end());
+  if (auto visible = pipeline::VisibleDevicesFor(device_ids)) {
+    ::setenv("CUDA_VISIBLE_DEVICES", visible->c_str(), /*overwrite=*/1);
+  }
   pipeline::RunJobOptions options;
   options.work_dir = args->Get("work_dir", ".");
-  spdlog::info("job {} starting", assignment.job().job_id());
+  spdlog::info("job {} starting on device(s) [{}]", assignment.job().job_id(),
+               absl::StrJoin(device_ids, ","));
   const pipeline::RunJobOutcome outcome =
       pipeline::RunJob(assignment.job().spec(), options, sink, cancel);
   if (outcome.reason == v1::FAILURE_REASON_CANCELLED || cancel.cancelled()) {
@@ -236,7 +246,7 @@ int RunExecJobCommand(const std::vector<std::string>& argv) {
 }
 
 int RunLocalCommand(const std::vector<std::string>& argv) {
-  auto args = Args::Parse(argv, {"spec", "set", "work_dir", "output"}, {});
+  auto args = Args::Parse(argv, {"spec", "set", "work_dir", "output", "device"}, {});
   if (!args.ok()) return Usage(args.status());
   if (!args->Has("spec")) return Usage(absl::InvalidArgumentError("--spec is required"));
   const std::string output = args->Get("output", "text");
@@ -263,6 +273,7 @@ int RunLocalCommand(const std::vector<std::string>& argv) {
   ConsoleSink sink(output == "json");
   pipeline::RunJobOptions options;
   options.work_dir = args->Get("work_dir", ".");
+  options.device = args->Get("device", "auto");
   const pipeline::RunJobOutcome outcome = pipeline::RunJob(*spec, options, sink, cancel);
   if (outcome.reason == v1::FAILURE_REASON_CANCELLED) {
     std::fprintf(stderr, "quantd-worker: cancelled\n");

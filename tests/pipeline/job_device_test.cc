@@ -1,0 +1,96 @@
+// Device choice, GPU visibility and OOM classification of a job (worker/pipeline/job_device.h).
+#include "worker/pipeline/job_device.h"
+
+#include <cstdint>
+#include <cstdio>
+#include <string>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "worker/model/config.h"
+
+namespace quantd::pipeline {
+namespace {
+
+using ::testing::HasSubstr;
+
+const std::string kStories = std::string(QUANTD_SHARED_DATA) + "/models/stories260K";
+
+TEST(JobDeviceTest, ChoosesTheCpuOrTheFirstVisibleGpu) {
+  auto automatic = ChooseJobDevice("auto");
+  ASSERT_TRUE(automatic.ok()) << automatic.status();
+  EXPECT_EQ(automatic->is_cuda(), torch::cuda::is_available());
+  EXPECT_EQ(ChooseJobDevice("")->str(), automatic->str());
+  EXPECT_TRUE(ChooseJobDevice("cpu")->is_cpu());
+}
+
+TEST(JobDeviceTest, RejectsUnknownNamesAndMissingGpus) {
+  for (const std::string bad : {"gpu", "cuda:", "cuda:-1", "cuda:x", "CPU"}) {
+    auto device = ChooseJobDevice(bad);
+    EXPECT_EQ(device.status().code(), absl::StatusCode::kInvalidArgument) << bad;
+  }
+  if (torch::cuda::is_available()) {
+    auto missing = ChooseJobDevice("cuda:" + std::to_string(torch::cuda::device_count()));
+    EXPECT_EQ(missing.status().code(), absl::StatusCode::kFailedPrecondition);
+  } else {
+    auto cuda = ChooseJobDevice("cuda");
+    EXPECT_EQ(cuda.status().code(), absl::StatusCode::kFailedPrecondition);
+    EXPECT_THAT(cuda.status().message(), HasSubstr("no CUDA device"));
+  }
+}
+
+TEST(JobDeviceTest, AssignedDevicesBecomeTheVisibleSet) {
+  EXPECT_FALSE(VisibleDevicesFor({}).has_value());
+  EXPECT_EQ(VisibleDevicesFor({"cuda:0", "cuda:2"}), "0,2");
+  EXPECT_EQ(VisibleDevicesFor({"cpu"}), "");  // a CPU job sees no GPU
+}
+
+TEST(JobDeviceTest, AllocationFailuresAreOutOfMemory) {
+  EXPECT_TRUE(IsOutOfMemory(absl::InternalError(
+      "forward: CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of "
+      "79.10 GiB of which 1.2 GiB is free.")));
+  EXPECT_TRUE(IsOutOfMemory(absl::InternalError(
+      "[enforce fail at alloc_cpu.cpp:83] DefaultCPUAllocator: can't allocate memory")));
+  EXPECT_FALSE(IsOutOfMemory(absl::InternalError("shape mismatch")));
+  // A real allocation failure of LibTorch on the host is recognised from its own message.
+  try {
+    const torch::Tensor huge = torch::empty({int64_t{1} << 60}, torch::kFloat32);
+    (void)huge;
+    FAIL() << "allocated 4 EiB";
+  } catch (const std::exception& error) {
+    EXPECT_TRUE(IsOutOfMemory(absl::InternalError(error.what()))) << error.what();
+  }
+}
+
+TEST(JobDeviceTest, ModelBytesCountsEveryWeight) {
+  auto config = model::LoadLlamaConfig(kStories);
+  ASSERT_TRUE(config.ok()) << config.status();
+  // stories260K stores 260,032 fp32 parameters (tied embeddings) in model.safetensors.
+  EXPECT_EQ(ModelBytes(*config, torch::kFloat32), 260032 * 4);
+  EXPECT_EQ(ModelBytes(*config, torch::kBFloat16), 260032 * 2);
+}
+
+TEST(JobDeviceTest, WeightsLargerThanMaxMemoryFailWithBothFigures) {
+  model::LlamaConfig llama2_7b;
+  llama2_7b.hidden_size = 4096;
+  llama2_7b.intermediate_size = 11008;
+  llama2_7b.num_hidden_layers = 32;
+  llama2_7b.num_attention_heads = 32;
+  llama2_7b.num_key_value_heads = 32;
+  llama2_7b.head_dim = 128;
+  llama2_7b.vocab_size = 32000;
+  // 6.74e9 parameters: 12.55 GiB in bf16.
+  EXPECT_NEAR(ModelBytes(llama2_7b, torch::kBFloat16) / 1e9, 13.48, 0.01);
+  const torch::Device gpu(torch::kCUDA, 0);
+  EXPECT_TRUE(CheckFitsDevice(llama2_7b, torch::kBFloat16, gpu, "65GiB").ok());
+  const absl::Status tight = CheckFitsDevice(llama2_7b, torch::kBFloat16, gpu, "8GiB");
+  EXPECT_EQ(tight.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_TRUE(IsOutOfMemory(tight));
+  EXPECT_THAT(tight.message(), HasSubstr("12.55 GiB"));
+  EXPECT_THAT(tight.message(), HasSubstr("8GiB (8.00 GiB)"));
+  // The host has no max_memory bound here.
+  EXPECT_TRUE(CheckFitsDevice(llama2_7b, torch::kBFloat16, torch::kCPU, "8GiB").ok());
+}
+
+}  // namespace
+}  // namespace quantd::pipeline

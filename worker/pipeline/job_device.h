@@ -1,0 +1,46 @@
+// Where a job computes, and how device trouble becomes a job failure.
+//
+// A worker gives each job process only its assigned GPUs (CUDA_VISIBLE_DEVICES, set by
+// `quantd-worker exec-job` from the assignment before LibTorch touches CUDA), so inside the
+// job the first visible device is the job's own.
+#ifndef QUANTD_WORKER_PIPELINE_JOB_DEVICE_H_
+#define QUANTD_WORKER_PIPELINE_JOB_DEVICE_H_
+
+#include <torch/torch.h>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "worker/model/config.h"
+
+namespace quantd::pipeline {
+
+// `requested`: "" or "auto" (cuda:0 when LibTorch sees a CUDA device, else cpu), "cpu",
+// "cuda" or "cuda:N". FAILED_PRECONDITION when CUDA is asked for and LibTorch has none (a CPU
+// build of LibTorch, or no visible device); INVALID_ARGUMENT for anything else.
+absl::StatusOr<torch::Device> ChooseJobDevice(const std::string& requested);
+
+// The value of CUDA_VISIBLE_DEVICES for an assignment's device ids (worker/link/devices.h ids:
+// {"cuda:0", "cuda:2"} -> "0,2"; {"cpu"} -> "", which hides every GPU); nullopt when the
+// assignment names no device (the job then sees what the worker sees).
+std::optional<std::string> VisibleDevicesFor(const std::vector<std::string>& device_ids);
+
+// True when `status` reports an allocation failure of LibTorch (CUDA or host): such a job
+// fails with reason OOM, its message (which carries LibTorch's memory figures) kept.
+bool IsOutOfMemory(const absl::Status& status);
+
+// Bytes the weights of a model of `config` take in `dtype` (embeddings, blocks, norms, lm_head).
+int64_t ModelBytes(const model::LlamaConfig& config, torch::ScalarType dtype);
+
+// OK when the model's weights fit in `max_memory` (a size such as "65GiB"; empty: no limit) on
+// a CUDA device; RESOURCE_EXHAUSTED with both figures otherwise. Always OK on the CPU.
+// Weights that do not fit are not yet kept on the host and streamed block by block.
+absl::Status CheckFitsDevice(const model::LlamaConfig& config, torch::ScalarType dtype,
+                             const torch::Device& device, const std::string& max_memory);
+
+}  // namespace quantd::pipeline
+
+#endif  // QUANTD_WORKER_PIPELINE_JOB_DEVICE_H_
