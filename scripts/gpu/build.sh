@@ -56,12 +56,15 @@ arch=${QUANTD_GPU_ARCH:-$(nvidia-smi --query-gpu=compute_cap --format=csv,nohead
                           head -1 | tr -d '.')}
 arch=${arch:-"80;90"}
 
+# -I puts the unpacked packages' headers before LibTorch's -isystem folder, which carries an
+# older google/protobuf of its own.
 step "configure (C++$cxx_standard, CUDA architectures $arch)"
 cmake -S . -B "$BUILD_DIR" -G Ninja \
   -DCMAKE_BUILD_TYPE=Release \
   -DCMAKE_PREFIX_PATH="$torch_prefix" \
   -DQUANTD_DEPS_PREFIX="$QUANTD_GPU_DEPS" \
   -DQUANTD_WERROR=OFF \
+  -DCMAKE_CXX_FLAGS="-I$QUANTD_GPU_DEPS/usr/include" \
   -DCMAKE_CXX_STANDARD="$cxx_standard" \
   -DCMAKE_CUDA_ARCHITECTURES="$arch" \
   -DPKG_CONFIG_EXECUTABLE="$QUANTD_GPU_DEPS/usr/bin/pkgconf" \
