@@ -22,13 +22,12 @@ absl::Status Generate(const std::vector<std::string>& argv, std::ostream& out, b
   if (!max_tokens.ok()) return max_tokens.status();
   bool json = false;
   if (auto s = OutputFormatFromArgs(*args, &json); !s.ok()) return s;
-  auto options = LoadOptionsFromArgs(*args);
-  if (!options.ok()) return options.status();
+  if (auto options = LoadOptionsFromArgs(*args); !options.ok()) return options.status();
   *usage = false;
 
   auto tokenizer = model::LoadTokenizer(*model_dir);
   if (!tokenizer.ok()) return tokenizer.status();
-  auto llama = model::LlamaModel::Load(*model_dir, *options);
+  auto llama = LoadModelFromArgs(*model_dir, *args);
   if (!llama.ok()) return llama.status();
 
   const std::string prompt = args->Get("prompt");
@@ -39,7 +38,15 @@ absl::Status Generate(const std::vector<std::string>& argv, std::ostream& out, b
 
   eval::GenerateOptions generate;
   generate.max_new_tokens = *max_tokens;
-  auto generated = eval::GreedyGenerate(**llama, input, generate);
+  std::vector<int64_t> fed = input;
+  if (llama->prefix) {
+    // An export's prefix KV cache comes first; a prefix ending in BOS replaces the prompt's.
+    generate.prefix = &llama->prefix->kv;
+    if (!llama->prefix->ids.empty() && llama->prefix->ids.back() == llama->prefix->bos_id) {
+      fed.erase(fed.begin());
+    }
+  }
+  auto generated = eval::GreedyGenerate(*llama->model, fed, generate);
   if (!generated.ok()) return generated.status();
   std::vector<int32_t> all(input.begin(), input.end());
   all.insert(all.end(), generated->begin(), generated->end());

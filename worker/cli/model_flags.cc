@@ -2,6 +2,8 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "worker/export/artifact_format.h"
+#include "worker/export/artifact_reader.h"
 
 namespace quantd::cli {
 
@@ -34,6 +36,29 @@ absl::StatusOr<model::LoadOptions> LoadOptionsFromArgs(const Args& args) {
     return absl::InvalidArgumentError("--device must be cpu or cuda[:N]");
   }
   return options;
+}
+
+absl::StatusOr<RunnableModel> LoadModelFromArgs(const std::string& dir, const Args& args) {
+  auto options = LoadOptionsFromArgs(args);
+  if (!options.ok()) return options.status();
+  RunnableModel out;
+  if (!exporter::IsArtifactDir(dir)) {
+    auto loaded = model::LlamaModel::Load(dir, *options);
+    if (!loaded.ok()) return loaded.status();
+    out.model = *std::move(loaded);
+    return out;
+  }
+  out.is_export = true;
+  if (!args.Has("dtype")) {
+    auto dtype = exporter::ArtifactDType(dir);
+    if (!dtype.ok()) return dtype.status();
+    options->dtype = *dtype;
+  }
+  auto loaded = exporter::LoadArtifact(dir, *options);
+  if (!loaded.ok()) return loaded.status();
+  out.model = std::move(loaded->model);
+  out.prefix = std::move(loaded->prefix);
+  return out;
 }
 
 absl::Status OutputFormatFromArgs(const Args& args, bool* json) {

@@ -2,12 +2,15 @@
 #ifndef QUANTD_WORKER_CLI_MODEL_FLAGS_H_
 #define QUANTD_WORKER_CLI_MODEL_FLAGS_H_
 
+#include <memory>
+#include <optional>
 #include <set>
 #include <string>
 
 #include "absl/status/statusor.h"
 #include "worker/cli/args.h"
 #include "worker/model/llama.h"
+#include "worker/quant/prefix_cache.h"
 
 namespace quantd::cli {
 
@@ -17,6 +20,16 @@ std::set<std::string> ModelFlagNames();
 // --dtype (default float32) and --device (default cpu); INVALID_ARGUMENT for unknown values
 // or a CUDA device on a machine without one.
 absl::StatusOr<model::LoadOptions> LoadOptionsFromArgs(const Args& args);
+
+// A model to run: a Hugging Face folder, or an export (worker/export: detected by its
+// quant_config.json), rebuilt quantized with its prefix KV cache. For an export, --dtype
+// defaults to the dtype it was exported in (what reproduces the job's numbers).
+struct RunnableModel {
+  std::unique_ptr<model::LlamaModel> model;
+  std::optional<quant::PrefixCache> prefix;  // exports with a prefix only
+  bool is_export = false;
+};
+absl::StatusOr<RunnableModel> LoadModelFromArgs(const std::string& dir, const Args& args);
 
 // --output: "text" (default) or "json"; sets *json.
 absl::Status OutputFormatFromArgs(const Args& args, bool* json);

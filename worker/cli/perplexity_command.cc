@@ -32,13 +32,12 @@ absl::Status Perplexity(const std::vector<std::string>& argv, std::ostream& out,
   if (!mode.ok()) return mode.status();
   bool json = false;
   if (auto s = OutputFormatFromArgs(*args, &json); !s.ok()) return s;
-  auto options = LoadOptionsFromArgs(*args);
-  if (!options.ok()) return options.status();
+  if (auto options = LoadOptionsFromArgs(*args); !options.ok()) return options.status();
   *usage = false;
 
   auto tokenizer = model::LoadTokenizer(*model_dir);
   if (!tokenizer.ok()) return tokenizer.status();
-  auto llama = model::LlamaModel::Load(*model_dir, *options);
+  auto llama = LoadModelFromArgs(*model_dir, *args);
   if (!llama.ok()) return llama.status();
   auto text = eval::ReadTextFile(*text_path);
   if (!text.ok()) return text.status();
@@ -49,7 +48,25 @@ absl::Status Perplexity(const std::vector<std::string>& argv, std::ostream& out,
   ppl.seqlen = *seqlen;
   ppl.max_windows = *max_windows;
   ppl.batch_size = *batch_size;
-  auto result = eval::EvaluatePerplexity(**llama, *tokens, ppl);
+  absl::StatusOr<eval::PerplexityResult> result;
+  if (llama->is_export) {
+    // The protocol of a job's evaluation (quant/prefix_cache.h), after the stored prefix.
+    quant::WindowEval windows;
+    windows.seqlen = *seqlen;
+    windows.max_windows = *max_windows;
+    windows.batch_size = *batch_size;
+    windows.prefix = llama->prefix ? &*llama->prefix : nullptr;
+    auto measured = quant::EvaluateWindows(*llama->model, *tokens, windows);
+    if (!measured.ok()) return measured.status();
+    eval::PerplexityResult r;
+    r.windows = static_cast<int64_t>(measured->window_nll.size());
+    r.predictions = measured->predictions;
+    r.mean_nll = measured->mean_nll;
+    r.perplexity = measured->perplexity;
+    result = r;
+  } else {
+    result = eval::EvaluatePerplexity(*llama->model, *tokens, ppl);
+  }
   if (!result.ok()) return result.status();
 
   if (json) {
@@ -61,7 +78,9 @@ absl::Status Perplexity(const std::vector<std::string>& argv, std::ostream& out,
                         {"windows", result->windows},
                         {"predictions", result->predictions},
                         {"mean_nll", result->mean_nll},
-                        {"perplexity", result->perplexity}};
+                        {"perplexity", result->perplexity},
+                        {"export", llama->is_export},
+                        {"prefix_tokens", llama->prefix ? llama->prefix->ids.size() : 0}};
     out << j.dump() << "\n";
   } else {
     out << absl::StrFormat(

@@ -182,4 +182,44 @@ absl::StatusOr<torch::Tensor> Checkpoint::Load(const std::string& name, torch::S
   return Load(name, dtype);
 }
 
+absl::StatusOr<torch::Tensor> Checkpoint::LoadStored(const std::string& name) const {
+  auto it = tensors_.find(name);
+  if (it == tensors_.end()) {
+    return absl::NotFoundError(absl::StrCat("checkpoint has no tensor '", name, "'"));
+  }
+  const Located& located = it->second;
+  const SafetensorsEntry& entry = located.entry;
+  torch::ScalarType stored;
+  switch (entry.dtype) {
+    case StDType::kF64: stored = torch::kFloat64; break;
+    case StDType::kF32: stored = torch::kFloat32; break;
+    case StDType::kF16: stored = torch::kFloat16; break;
+    case StDType::kBF16: stored = torch::kBFloat16; break;
+    case StDType::kI64: stored = torch::kInt64; break;
+    case StDType::kI32: stored = torch::kInt32; break;
+    case StDType::kI16: stored = torch::kInt16; break;
+    case StDType::kI8: stored = torch::kInt8; break;
+    case StDType::kU8: stored = torch::kUInt8; break;
+    case StDType::kBool: stored = torch::kBool; break;
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat("safetensors file ", located.file->path(), ", tensor '", name, "': dtype ",
+                       StDTypeName(entry.dtype), " cannot be loaded"));
+  }
+  try {
+    torch::Tensor tensor = torch::empty(entry.shape, torch::TensorOptions().dtype(stored));
+    std::memcpy(tensor.data_ptr(), located.file->data() + located.data_offset + entry.begin,
+                entry.end - entry.begin);
+    return tensor;
+  } catch (const std::exception& e) {
+    return absl::InternalError(
+        absl::StrCat("loading tensor '", name, "' from ", located.file->path(), ": ", e.what()));
+  }
+}
+
+std::string Checkpoint::FileOf(const std::string& name) const {
+  auto it = tensors_.find(name);
+  return it == tensors_.end() ? std::string() : it->second.file->path();
+}
+
 }  // namespace quantd::model

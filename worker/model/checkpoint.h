@@ -44,6 +44,12 @@ class Checkpoint {
   absl::StatusOr<torch::Tensor> Load(const std::string& name, torch::ScalarType dtype,
                                      const std::vector<int64_t>& expected_shape) const;
 
+  // Loads `name` in its stored dtype (any but F8) as a CPU tensor owning a copy of the bytes
+  // (for packed integers and scales). NOT_FOUND when absent, INVALID_ARGUMENT for F8.
+  absl::StatusOr<torch::Tensor> LoadStored(const std::string& name) const;
+  // Path of the file holding `name`; empty when absent.
+  std::string FileOf(const std::string& name) const;
+
  private:
   struct Located {
     std::shared_ptr<MappedFile> file;

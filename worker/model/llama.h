@@ -67,6 +67,11 @@ class LlamaModel {
                                                           const LoadOptions& options = {});
   static absl::StatusOr<std::unique_ptr<LlamaModel>> FromCheckpoint(
       const LlamaConfig& config, const Checkpoint& checkpoint, const LoadOptions& options = {});
+  // A model with no weights and no blocks, for loaders that fill in the public members
+  // themselves (e.g. a quantized export, worker/export). INVALID_ARGUMENT for a non-floating
+  // compute dtype.
+  static absl::StatusOr<std::unique_ptr<LlamaModel>> CreateEmpty(const LlamaConfig& config,
+                                                                 const LoadOptions& options = {});
 
   // INVALID_ARGUMENT for malformed requests (shapes, ids out of range, wrong past), INTERNAL
   // for a LibTorch failure, with context.

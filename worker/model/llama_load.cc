@@ -83,6 +83,14 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::FromCheckpoint(const Lla
   }
 }
 
+absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::CreateEmpty(const LlamaConfig& config,
+                                                                    const LoadOptions& options) {
+  if (!torch::isFloatingType(options.dtype)) {
+    return absl::InvalidArgumentError("load: the compute dtype must be a floating type");
+  }
+  return std::unique_ptr<LlamaModel>(new LlamaModel(config, options));
+}
+
 absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::string& model_dir,
                                                              const LoadOptions& options) {
   ASSIGN_OR_RETURN(LlamaConfig config, LoadLlamaConfig(model_dir));

@@ -11,6 +11,7 @@
 #include "proto/spec/defaults.h"
 #include "proto/spec/validate.h"
 #include "worker/eval/token_stream.h"
+#include "worker/export/job_export.h"
 #include "worker/model/llama.h"
 #include "worker/model/tokenizer.h"
 #include "worker/pipeline/job_device.h"
@@ -84,6 +85,10 @@ RunJobOutcome RunJob(const v1::JobSpec& original, const RunJobOptions& options, 
   v1::JobSpec spec = original;
   ApplyDefaults(&spec);
   if (auto status = ValidateSpec(spec); !status.ok()) {
+    return Failed(v1::FAILURE_REASON_USER_ERROR, status);
+  }
+  exporter::JobArtifact artifact(spec);  // spec.output_dir: the export (worker/export)
+  if (auto status = artifact.CheckDestination(); !status.ok()) {
     return Failed(v1::FAILURE_REASON_USER_ERROR, status);
   }
 
@@ -336,6 +341,27 @@ RunJobOutcome RunJob(const v1::JobSpec& original, const RunJobOptions& options, 
     auto status =
         evaluate(*built->model, built->prefix ? &*built->prefix : nullptr, variants[v], mid, end);
     if (!status.ok()) return user_error_or(status);
+    if (variants[v] == "quantized" && artifact.requested()) {
+      (void)EmitPhase(sink, v1::PHASE_EXPORT, "writing and re-checking " + spec.output_dir());
+      exporter::ArtifactModel contents;
+      contents.model = built->model.get();
+      contents.prefix = built->prefix ? &*built->prefix : nullptr;
+      contents.rotated = plan->rotate;
+      contents.rotation = plan->rotation;
+      contents.source_model_dir = spec.model().path();
+      auto report =
+          artifact.WriteAndValidate(contents, calibration, spec.eval().eval_batch_size());
+      if (!report.ok()) return Failed(v1::FAILURE_REASON_INTERNAL, report.status());
+      metric("export/bytes", static_cast<double>(report->artifact_bytes));
+      metric("export/input_bytes", static_cast<double>(report->input_bytes));
+    }
+  }
+  if (artifact.requested() && !variants.empty()) {
+    auto path = artifact.Commit(metrics);
+    if (!path.ok()) return Failed(v1::FAILURE_REASON_INTERNAL, path.status());
+    outcome.result.set_artifact_path(*path);
+  } else if (artifact.requested()) {
+    (void)EmitLog(sink, "warning", "output_dir is set but nothing was quantized: no export");
   }
   (void)EmitPhase(sink, v1::PHASE_DONE, quantize ? "quantized and evaluated" : "done");
   return outcome;

@@ -28,6 +28,10 @@ class QuantLinear : public model::LinearLayer {
   bool calibrating = false;
 
   torch::Tensor weight;  // [out, in]; already multiplied by the Hadamard when one is set
+  // How `weight` was fake-quantized (bits 16: it was not) and its fp32 scales ([out, 1] or
+  // [out, in / group_size], QuantizeWeightWithScales), for export.
+  WeightQuantSettings weight_quant;
+  torch::Tensor weight_scales;
   std::optional<kernels::HadamardFactors> input_hadamard;  // orthonormal transform of x
   ActQuantizer input_quantizer;
 

@@ -34,9 +34,11 @@ absl::StatusOr<std::shared_ptr<QuantLinear>> ToQuantLinear(
   } else {
     return absl::FailedPreconditionError(name + " is neither a DenseLinear nor a QuantLinear");
   }
-  auto w = QuantizeWeight(out->weight, s.weight);
+  auto w = QuantizeWeightWithScales(out->weight, s.weight);
   if (!w.ok()) return absl::InvalidArgumentError(absl::StrCat(name, ": ", w.status().message()));
-  out->weight = *w;
+  out->weight = w->values;
+  out->weight_quant = s.weight;
+  out->weight_scales = w->scales;
   out->input_quantizer = ActQuantizer(s.input_bits, s.input_dynamic, 0, s.activation_clip);
   return out;
 }

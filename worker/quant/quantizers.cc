@@ -18,7 +18,14 @@ T ValueOrThrow(absl::StatusOr<T> result) {
 
 absl::StatusOr<torch::Tensor> QuantizeWeight(const torch::Tensor& weight,
                                              const WeightQuantSettings& settings) {
-  if (!QuantEnabled(settings.bits)) return weight;
+  auto quantized = QuantizeWeightWithScales(weight, settings);
+  if (!quantized.ok()) return quantized.status();
+  return quantized->values;
+}
+
+absl::StatusOr<QuantizedWeight> QuantizeWeightWithScales(const torch::Tensor& weight,
+                                                         const WeightQuantSettings& settings) {
+  if (!QuantEnabled(settings.bits)) return QuantizedWeight{weight, torch::Tensor()};
   kernels::FakeQuantConfig config;
   config.bits = settings.bits;
   if (settings.group_size > 0) {
@@ -32,16 +39,19 @@ absl::StatusOr<torch::Tensor> QuantizeWeight(const torch::Tensor& weight,
     config.granularity = kernels::QuantGranularity::kPerToken;
   }
   const torch::Tensor w = weight.detach().to(torch::kFloat32).contiguous();
+  const int64_t groups = settings.group_size > 0 ? weight.size(1) / settings.group_size : 1;
   if (settings.mse_init) {
     auto scales = kernels::MseSearchScales(w, config);
     if (!scales.ok()) return scales.status();
     auto q = kernels::FakeQuantizeStatic(w, config, *scales);
     if (!q.ok()) return q.status();
-    return q->to(weight.scalar_type());
+    return QuantizedWeight{q->to(weight.scalar_type()),
+                           scales->reshape({weight.size(0), groups}).contiguous()};
   }
   auto q = kernels::FakeQuantizeDynamic(w, config);
   if (!q.ok()) return q.status();
-  return q->values.to(weight.scalar_type());
+  return QuantizedWeight{q->values.to(weight.scalar_type()),
+                         q->scales.reshape({weight.size(0), groups}).contiguous()};
 }
 
 torch::Tensor ActQuantizer::GroupAbsMax(const torch::Tensor& x) const {

@@ -27,6 +27,17 @@ struct WeightQuantSettings {
 absl::StatusOr<torch::Tensor> QuantizeWeight(const torch::Tensor& weight,
                                              const WeightQuantSettings& settings);
 
+struct QuantizedWeight {
+  torch::Tensor values;  // the fake-quantized weight (as QuantizeWeight returns it)
+  // fp32 scales, [out, 1] (per channel) or [out, in / group_size]; undefined when bits = 16.
+  // values = (scales · q).to(weight dtype) for integers q on the grid of `bits`.
+  torch::Tensor scales;
+};
+
+// QuantizeWeight, also returning the scales (what an export stores next to the integers).
+absl::StatusOr<QuantizedWeight> QuantizeWeightWithScales(const torch::Tensor& weight,
+                                                         const WeightQuantSettings& settings);
+
 // Quantizer of a tensor whose last dimension is split in groups of `group_size` (0: the whole
 // last dimension is one group). Modes:
 //  * dynamic: scales from each row's (token's) groups at run time, times `clip_ratio`;
@@ -41,6 +52,9 @@ class ActQuantizer {
   bool enabled() const { return QuantEnabled(bits_) && active_; }
   bool is_static() const { return QuantEnabled(bits_) && !dynamic_; }
   int bits() const { return bits_; }
+  bool dynamic() const { return dynamic_; }
+  int64_t group_size() const { return group_size_; }
+  float clip_ratio() const { return clip_ratio_; }
   // Disables quantization while true (the quantizer passes inputs through).
   void set_active(bool active) { active_ = active; }
 
@@ -49,6 +63,9 @@ class ActQuantizer {
   // Sets the static scales from what was observed. FAILED_PRECONDITION when nothing was.
   absl::Status Finalize();
   bool calibrated() const { return scales_.defined(); }
+  // Restores static scales calibrated earlier (an export being loaded): fp32, the shape
+  // Finalize() gives ([] per tensor, [1, heads, 1, groups] for KV).
+  void set_scales(torch::Tensor scales) { scales_ = std::move(scales); }
   const torch::Tensor& scales() const { return scales_; }
 
   // Fake-quantized x (x itself when disabled). Throws on LibTorch errors (call sites inside a

@@ -1,0 +1,44 @@
+#include <ostream>
+
+#include "worker/cli/commands.h"
+#include "worker/cli/model_flags.h"
+#include "worker/export/inspect.h"
+
+namespace quantd::cli {
+namespace {
+
+absl::Status Inspect(std::vector<std::string> argv, std::ostream& out, bool* usage) {
+  *usage = true;
+  std::string dir;
+  if (!argv.empty() && argv[0].rfind("--", 0) != 0) {  // `inspect DIR` as well as --model DIR
+    dir = argv[0];
+    argv.erase(argv.begin());
+  }
+  auto args = Args::Parse(argv, {"model", "output"});
+  if (!args.ok()) return args.status();
+  if (dir.empty()) {
+    auto model = args->Require("model");
+    if (!model.ok()) return model.status();
+    dir = *model;
+  }
+  bool json = false;
+  if (auto s = OutputFormatFromArgs(*args, &json); !s.ok()) return s;
+  *usage = false;
+  auto summary = exporter::InspectArtifact(dir);
+  if (!summary.ok()) return summary.status();
+  out << (json ? summary->dump() + "\n" : exporter::FormatInspection(*summary));
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+int RunInspect(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
+  bool usage = false;
+  const absl::Status status = Inspect(args, out, &usage);
+  if (status.ok()) return 0;
+  err << "quantd-worker inspect: " << status.message() << "\n";
+  if (usage) err << "usage: quantd-worker inspect EXPORT_DIR [--output text|json]\n";
+  return usage ? 2 : 1;
+}
+
+}  // namespace quantd::cli
