@@ -29,7 +29,8 @@
 //     P.input_scale  F32 []  the static activation scale (static activation quantization only)
 //   model.layers.<i>.self_attn.k_cache_scale / v_cache_scale  F32 [1, kv_heads, 1, head_dim /
 //     kv_group_size]  static KV scales (static KV quantization only; keys after RoPE and R3)
-//   hadamard.down_proj.base, hadamard.qk.base  F32 [k, k]  the base matrix B of the online
+//   hadamard.down_proj.base, hadamard.qk.base  I8 [k, k] (±1; F32 for the random-orthogonal
+//     fallback, "is_hadamard": false)  the base matrix B of the online
 //     Hadamard (R4 on down_proj inputs, R3 on queries and keys), M = B ⊗ H_{2^m}, orthonormal
 //     scaling 1/sqrt(n) (kernels/hadamard.h); present when that transform is on.
 // prefix.safetensors tensors:

@@ -76,7 +76,9 @@ absl::StatusOr<std::optional<int64_t>> HadamardOrder(const nlohmann::json& rotat
 
 absl::StatusOr<nlohmann::json> ReadJson(const std::string& path, const std::string& label) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat(label, " is missing in ", fs::path(path).parent_path().string()));
+  if (!in)
+    return absl::NotFoundError(
+        absl::StrCat(label, " is missing in ", fs::path(path).parent_path().string()));
   std::stringstream text;
   text << in.rdbuf();
   nlohmann::json j = nlohmann::json::parse(text.str(), nullptr, /*allow_exceptions=*/false);
@@ -98,9 +100,9 @@ absl::Status CheckTensors(const model::Checkpoint& checkpoint,
     names.insert(t.name);
     auto entry = checkpoint.Entry(t.name);
     if (!entry.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          file, ": tensor '", t.name, "' is missing (", kQuantConfigFile,
-          " and config.json call for it)"));
+      return absl::InvalidArgumentError(absl::StrCat(file, ": tensor '", t.name, "' is missing (",
+                                                     kQuantConfigFile,
+                                                     " and config.json call for it)"));
     }
     const std::string where = checkpoint.FileOf(t.name);
     if (entry->dtype != t.dtype || entry->shape != t.shape) {
@@ -148,10 +150,9 @@ absl::Status CheckChecksums(const std::string& dir, const nlohmann::json& manife
     }
     ASSIGN_OR_RETURN(std::string sha, Sha256OfFile(path));
     if (sha != f.at("sha256").get<std::string>()) {
-      return absl::DataLossError(absl::StrCat(name, ": SHA-256 ", sha, " differs from ",
-                                              kManifestFile, "'s ",
-                                              f.at("sha256").get<std::string>(),
-                                              " (the file is corrupt or was changed)"));
+      return absl::DataLossError(
+          absl::StrCat(name, ": SHA-256 ", sha, " differs from ", kManifestFile, "'s ",
+                       f.at("sha256").get<std::string>(), " (the file is corrupt or was changed)"));
     }
     *total_bytes += bytes;
   }
@@ -175,7 +176,7 @@ absl::StatusOr<kernels::HadamardFactors> Factors(const model::Checkpoint& checkp
   f.is_hadamard = recorded.value("is_hadamard", true);
   f.construction = recorded.value("construction", std::string());
   ASSIGN_OR_RETURN(torch::Tensor base, checkpoint.LoadStored(tensor));
-  base = base.contiguous();
+  base = base.to(torch::kFloat32).contiguous();
   f.base.assign(base.data_ptr<float>(), base.data_ptr<float>() + base.numel());
   return f;
 }
@@ -189,7 +190,8 @@ absl::StatusOr<QuantConfig> ParseQuantConfig(const nlohmann::json& j) {
   if (format != kFormatName) return Bad("format", "is \"" + format + "\", not " + kFormatName);
   ASSIGN_OR_RETURN(int version, Field<int>(j, "", "format_version"));
   if (version != kFormatVersion) {
-    return Bad("format_version", absl::StrCat("is ", version, "; this build reads ", kFormatVersion));
+    return Bad("format_version",
+               absl::StrCat("is ", version, "; this build reads ", kFormatVersion));
   }
   ASSIGN_OR_RETURN(std::string dtype, Field<std::string>(j, "", "dtype"));
   auto parsed = DTypeFromName(dtype);
@@ -206,7 +208,8 @@ absl::StatusOr<QuantConfig> ParseQuantConfig(const nlohmann::json& j) {
       return Bad("weight.group_size", "must be -1 or positive");
     }
     ASSIGN_OR_RETURN(std::string packing, Field<std::string>(w, "weight", "packing"));
-    if (packing != kPacking) return Bad("weight.packing", "is \"" + packing + "\", not " + kPacking);
+    if (packing != kPacking)
+      return Bad("weight.packing", "is \"" + packing + "\", not " + kPacking);
   }
   const nlohmann::json a = j.value("activation", nlohmann::json());
   ASSIGN_OR_RETURN(q.activation_bits, Field<int>(a, "activation", "bits"));
@@ -263,8 +266,8 @@ std::vector<TensorDecl> ExpectedModelTensors(const model::LlamaConfig& c, const 
       const int64_t rows = shapes[j][0], cols = shapes[j][1];
       if (q.weight_bits < 16) {
         const int64_t groups = q.weight_group_size > 0 ? cols / q.weight_group_size : 1;
-        out.push_back({name + ".qweight", model::StDType::kU8,
-                       {rows, PackedRowBytes(cols, q.weight_bits)}});
+        out.push_back(
+            {name + ".qweight", model::StDType::kU8, {rows, PackedRowBytes(cols, q.weight_bits)}});
         out.push_back({name + ".scales", model::StDType::kF32, {rows, groups}});
       } else {
         out.push_back({name + ".weight", f, {rows, cols}});
@@ -276,22 +279,30 @@ std::vector<TensorDecl> ExpectedModelTensors(const model::LlamaConfig& c, const 
     if (!q.kv_dynamic) {
       const int64_t groups = c.head_dim / std::max<int64_t>(1, q.kv_group_size);
       if (q.k_bits < 16) {
-        out.push_back({p + "self_attn.k_cache_scale", model::StDType::kF32,
+        out.push_back({p + "self_attn.k_cache_scale",
+                       model::StDType::kF32,
                        {1, c.num_key_value_heads, 1, groups}});
       }
       if (q.v_bits < 16) {
-        out.push_back({p + "self_attn.v_cache_scale", model::StDType::kF32,
+        out.push_back({p + "self_attn.v_cache_scale",
+                       model::StDType::kF32,
                        {1, c.num_key_value_heads, 1, groups}});
       }
     }
   }
   if (q.down_hadamard_n) {
     const int64_t k = q.down_hadamard.at("base_order").get<int64_t>();
-    out.push_back({"hadamard.down_proj.base", model::StDType::kF32, {k, k}});
+    out.push_back(
+        {"hadamard.down_proj.base",
+         q.down_hadamard.value("is_hadamard", true) ? model::StDType::kI8 : model::StDType::kF32,
+         {k, k}});
   }
   if (q.qk_hadamard_n) {
     const int64_t k = q.qk_hadamard.at("base_order").get<int64_t>();
-    out.push_back({"hadamard.qk.base", model::StDType::kF32, {k, k}});
+    out.push_back(
+        {"hadamard.qk.base",
+         q.qk_hadamard.value("is_hadamard", true) ? model::StDType::kI8 : model::StDType::kF32,
+         {k, k}});
   }
   return out;
 }
@@ -402,11 +413,11 @@ absl::StatusOr<LoadedArtifact> LoadArtifact(const std::string& dir,
       const std::string p = absl::StrCat("model.layers.", i, ".");
       model::LlamaBlock block;
       ASSIGN_OR_RETURN(block.input_norm, load_float(p + "input_layernorm.weight"));
-      ASSIGN_OR_RETURN(block.post_attention_norm, load_float(p + "post_attention_layernorm.weight"));
-      std::shared_ptr<model::LinearLayer>* slots[] = {&block.q_proj,    &block.k_proj,
-                                                      &block.v_proj,    &block.o_proj,
-                                                      &block.gate_proj, &block.up_proj,
-                                                      &block.down_proj};
+      ASSIGN_OR_RETURN(block.post_attention_norm,
+                       load_float(p + "post_attention_layernorm.weight"));
+      std::shared_ptr<model::LinearLayer>* slots[] = {
+          &block.q_proj,    &block.k_proj,  &block.v_proj,   &block.o_proj,
+          &block.gate_proj, &block.up_proj, &block.down_proj};
       for (int j = 0; j < 7; ++j) {
         const std::string name = p + kProjections[j];
         std::shared_ptr<quant::QuantLinear> layer;
@@ -460,8 +471,9 @@ absl::StatusOr<LoadedArtifact> LoadArtifact(const std::string& dir,
       ASSIGN_OR_RETURN(torch::Tensor ids, prefix_file->LoadStored("prefix.token_ids"));
       prefix.ids.assign(ids.data_ptr<int32_t>(), ids.data_ptr<int32_t>() + ids.numel());
       if (prefix.ids != q.prefix_ids) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            kPrefixFile, ": prefix.token_ids differ from ", kQuantConfigFile, "'s prefix.token_ids"));
+        return absl::InvalidArgumentError(absl::StrCat(kPrefixFile,
+                                                       ": prefix.token_ids differ from ",
+                                                       kQuantConfigFile, "'s prefix.token_ids"));
       }
       prefix.bos_id = q.bos_id;
       ASSIGN_OR_RETURN(torch::Tensor logits, prefix_file->LoadStored("prefix.last_logits"));

@@ -44,7 +44,7 @@ struct QuantConfig {
   bool kv_dynamic = true;
   bool rotated = false;
   std::optional<int64_t> down_hadamard_n, qk_hadamard_n;  // the online Hadamard orders
-  nlohmann::json down_hadamard, qk_hadamard;             // their recorded factors
+  nlohmann::json down_hadamard, qk_hadamard;              // their recorded factors
   bool has_prefix = false;
   std::vector<int32_t> prefix_ids;
   int32_t bos_id = -1;

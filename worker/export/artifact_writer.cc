@@ -47,9 +47,10 @@ nlohmann::json HadamardJson(const std::optional<kernels::HadamardFactors>& f) {
           {"construction", f->construction}};
 }
 
+// A ±1 base (every direct construction) is stored as I8, the random fallback as F32.
 Planned HadamardBase(const std::string& name, const kernels::HadamardFactors& f) {
   torch::Tensor base = torch::tensor(f.base, torch::kFloat32).view({f.base_order, f.base_order});
-  return Plain(name, base, torch::kFloat32);
+  return f.is_hadamard ? Plain(name, base, torch::kInt8) : Plain(name, base, torch::kFloat32);
 }
 
 const char* ModeName(bool dynamic) { return dynamic ? "dynamic" : "static"; }
@@ -94,7 +95,8 @@ class Planner {
                    {"group_size", weight_group_},
                    {"mse_init", mse_init_},
                    {"packing", kPacking}};
-    j["activation"] = {{"bits", act_bits_}, {"mode", ModeName(act_dynamic_)}, {"clip_ratio", clip_}};
+    j["activation"] = {
+        {"bits", act_bits_}, {"mode", ModeName(act_dynamic_)}, {"clip_ratio", clip_}};
     j["kv_cache"] = {{"k_bits", k_bits_},
                      {"v_bits", v_bits_},
                      {"group_size", kv_group_},
@@ -152,7 +154,8 @@ class Planner {
       input = &q->input_quantizer;
       had = q->input_hadamard;
     } else if (auto* d = dynamic_cast<model::DenseLinear*>(l.get())) {
-      if (d->bias.defined()) return absl::FailedPreconditionError("export: " + name + " has a bias");
+      if (d->bias.defined())
+        return absl::FailedPreconditionError("export: " + name + " has a bias");
       weight = d->weight;
     } else {
       return absl::FailedPreconditionError("export: " + name + " is not a QuantLinear");
@@ -173,7 +176,8 @@ class Planner {
         return absl::FailedPreconditionError("export: " + name + " has no weight scales");
       }
       Planned p;
-      p.decl = {name + ".qweight", model::StDType::kU8,
+      p.decl = {name + ".qweight",
+                model::StDType::kU8,
                 {weight.size(0), PackedRowBytes(weight.size(1), bits)}};
       p.make = [weight, scales, bits, name]() -> absl::StatusOr<torch::Tensor> {
         auto packed = PackQuantizedWeight(weight, scales, bits);
@@ -195,7 +199,8 @@ class Planner {
       RETURN_IF_ERROR(Uniform(&clip_, &clip_seen_, input->clip_ratio(), "activation clip ratio"));
       if (!input->dynamic()) {
         if (!input->calibrated()) {
-          return absl::FailedPreconditionError("export: " + name + ": static input scale not calibrated");
+          return absl::FailedPreconditionError("export: " + name +
+                                               ": static input scale not calibrated");
         }
         model_.push_back(Plain(name + ".input_scale", input->scales(), torch::kFloat32));
       }
@@ -208,9 +213,8 @@ class Planner {
     const std::string p = absl::StrCat("model.layers.", i, ".");
     model_.push_back(Plain(p + "input_layernorm.weight", b.input_norm, dtype_));
     model_.push_back(Plain(p + "post_attention_layernorm.weight", b.post_attention_norm, dtype_));
-    const std::shared_ptr<model::LinearLayer>* layers[] = {&b.q_proj,    &b.k_proj,  &b.v_proj,
-                                                           &b.o_proj,    &b.gate_proj,
-                                                           &b.up_proj,   &b.down_proj};
+    const std::shared_ptr<model::LinearLayer>* layers[] = {
+        &b.q_proj, &b.k_proj, &b.v_proj, &b.o_proj, &b.gate_proj, &b.up_proj, &b.down_proj};
     for (int j = 0; j < 7; ++j) {
       RETURN_IF_ERROR(PlanLinear(p + kProjections[j], *layers[j], j == 6));
     }
@@ -238,8 +242,9 @@ class Planner {
           return absl::FailedPreconditionError(
               absl::StrCat("export: layer ", i, ": static KV scale not calibrated"));
         }
-        model_.push_back(Plain(p + (q == &kq ? "self_attn.k_cache_scale" : "self_attn.v_cache_scale"),
-                               q->scales(), torch::kFloat32));
+        model_.push_back(
+            Plain(p + (q == &kq ? "self_attn.k_cache_scale" : "self_attn.v_cache_scale"),
+                  q->scales(), torch::kFloat32));
       }
     }
     return absl::OkStatus();
@@ -272,8 +277,8 @@ class Planner {
   bool down_had_on_ = false, qk_had_on_ = false;
   std::optional<kernels::HadamardFactors> down_had_, qk_had_;
   bool wb_seen_ = false, wg_seen_ = false, mse_seen_ = false, ab_seen_ = false, ad_seen_ = false,
-       clip_seen_ = false, kb_seen_ = false, vb_seen_ = false, kvd_seen_ = false,
-       kvg_seen_ = false, down_had_seen_ = false, qk_seen_ = false;
+       clip_seen_ = false, kb_seen_ = false, vb_seen_ = false, kvd_seen_ = false, kvg_seen_ = false,
+       down_had_seen_ = false, qk_seen_ = false;
 };
 
 absl::Status WriteTensors(std::vector<Planned>& planned, ShardedSafetensorsWriter& writer) {
@@ -324,8 +329,8 @@ absl::StatusOr<std::vector<WrittenFile>> WriteArtifactFiles(const ArtifactModel&
     return absl::FailedPreconditionError("export: " + staging_dir + " already exists");
   }
   if (!fs::create_directory(staging_dir, error)) {
-    return absl::InternalError(absl::StrCat("export: cannot create ", staging_dir, ": ",
-                                            error.message()));
+    return absl::InternalError(
+        absl::StrCat("export: cannot create ", staging_dir, ": ", error.message()));
   }
   torch::NoGradGuard no_grad;
   Planner planner(artifact);
@@ -338,10 +343,9 @@ absl::StatusOr<std::vector<WrittenFile>> WriteArtifactFiles(const ArtifactModel&
   try {
     const std::map<std::string, std::string> metadata = {{"format", kFormatName},
                                                          {"format_version", "1"}};
-    ASSIGN_OR_RETURN(auto model_writer,
-                     ShardedSafetensorsWriter::Create(staging_dir, "model",
-                                                      Decls(planner.model_tensors()),
-                                                      max_shard_bytes, metadata));
+    ASSIGN_OR_RETURN(auto model_writer, ShardedSafetensorsWriter::Create(
+                                            staging_dir, "model", Decls(planner.model_tensors()),
+                                            max_shard_bytes, metadata));
     RETURN_IF_ERROR(WriteTensors(planner.model_tensors(), *model_writer));
     ASSIGN_OR_RETURN(std::vector<WrittenFile> written, model_writer->Finish());
     files.insert(files.end(), written.begin(), written.end());
@@ -353,13 +357,14 @@ absl::StatusOr<std::vector<WrittenFile>> WriteArtifactFiles(const ArtifactModel&
                                                  Decls(planner.prefix_tensors()), metadata));
       for (Planned& p : planner.prefix_tensors()) {
         ASSIGN_OR_RETURN(torch::Tensor t, p.make());
-        RETURN_IF_ERROR(prefix_writer->Write(p.decl.name, t.data_ptr(), t.numel() * t.element_size()));
+        RETURN_IF_ERROR(
+            prefix_writer->Write(p.decl.name, t.data_ptr(), t.numel() * t.element_size()));
       }
       ASSIGN_OR_RETURN(WrittenFile prefix_file, prefix_writer->Finish());
       files.push_back(prefix_file);
     }
-    ASSIGN_OR_RETURN(WrittenFile qc, WriteTextFile(staging_dir + "/" + kQuantConfigFile,
-                                                   config.dump(2) + "\n"));
+    ASSIGN_OR_RETURN(WrittenFile qc,
+                     WriteTextFile(staging_dir + "/" + kQuantConfigFile, config.dump(2) + "\n"));
     files.push_back(qc);
   } catch (const std::exception& e) {
     return absl::InternalError(absl::StrCat("export: ", e.what()));
@@ -372,8 +377,8 @@ absl::StatusOr<std::vector<WrittenFile>> WriteArtifactFiles(const ArtifactModel&
     }
   }
   if (error) {
-    return absl::InternalError(absl::StrCat("export: listing ", artifact.source_model_dir, ": ",
-                                            error.message()));
+    return absl::InternalError(
+        absl::StrCat("export: listing ", artifact.source_model_dir, ": ", error.message()));
   }
   return files;
 }
@@ -406,15 +411,17 @@ absl::Status CommitArtifact(const std::string& staging_dir, const std::string& f
     const bool replaceable = fs::is_directory(final_dir, error) &&
                              (fs::is_empty(final_dir, error) || IsArtifactDir(final_dir));
     if (!replaceable) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "export: ", final_dir, " exists and is not an earlier export; it is left alone (the "
-          "export stays in ", staging_dir, ")"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("export: ", final_dir,
+                       " exists and is not an earlier export; it is left alone (the "
+                       "export stays in ",
+                       staging_dir, ")"));
     }
     old = absl::StrCat(StagingDirFor(final_dir), ".old");
     fs::rename(final_dir, old, error);
     if (error) {
-      return absl::InternalError(absl::StrCat("export: moving the earlier ", final_dir,
-                                              " aside: ", error.message()));
+      return absl::InternalError(
+          absl::StrCat("export: moving the earlier ", final_dir, " aside: ", error.message()));
     }
   }
   fs::rename(staging_dir, final_dir, error);
@@ -433,9 +440,8 @@ absl::StatusOr<nlohmann::json> DescribeInputModel(const std::string& model_dir) 
   std::vector<fs::path> paths;
   for (const auto& entry : fs::directory_iterator(model_dir, error)) {
     const std::string name = entry.path().filename().string();
-    if (entry.is_regular_file() &&
-        (IsModelSideFile(name) || absl::EndsWith(name, ".safetensors") ||
-         absl::EndsWith(name, ".safetensors.index.json"))) {
+    if (entry.is_regular_file() && (IsModelSideFile(name) || absl::EndsWith(name, ".safetensors") ||
+                                    absl::EndsWith(name, ".safetensors.index.json"))) {
       paths.push_back(entry.path());
     }
   }
@@ -449,9 +455,8 @@ absl::StatusOr<nlohmann::json> DescribeInputModel(const std::string& model_dir) 
     if (absl::EndsWith(path.string(), ".safetensors")) safetensors_bytes += bytes;
     files.push_back({{"name", path.filename().string()}, {"bytes", bytes}, {"sha256", sha}});
   }
-  return nlohmann::json{{"path", model_dir},
-                        {"files", files},
-                        {"safetensors_bytes", safetensors_bytes}};
+  return nlohmann::json{
+      {"path", model_dir}, {"files", files}, {"safetensors_bytes", safetensors_bytes}};
 }
 
 }  // namespace quantd::exporter

@@ -60,8 +60,9 @@ std::string FormatInspection(const nlohmann::json& j) {
   const int64_t group = w.value("group_size", int64_t{-1});
   line("weights", absl::StrCat(Bits(w.value("bits", 16)), " bits",
                                w.value("bits", 16) < 16
-                                   ? absl::StrCat(", ", group > 0 ? absl::StrCat("groups of ", group)
-                                                                  : std::string("per channel"),
+                                   ? absl::StrCat(", ",
+                                                  group > 0 ? absl::StrCat("groups of ", group)
+                                                            : std::string("per channel"),
                                                   w.value("mse_init", false) ? ", mse scales" : "")
                                    : std::string()));
   const auto& a = j.at("activation");
@@ -70,16 +71,16 @@ std::string FormatInspection(const nlohmann::json& j) {
                                        ? absl::StrCat(", ", a.value("mode", ""), " per-tensor")
                                        : std::string()));
   const auto& kv = j.at("kv_cache");
-  line("kv cache", absl::StrCat("K ", Bits(kv.value("k_bits", 16)), ", V ",
-                                Bits(kv.value("v_bits", 16)), " bits",
-                                kv.contains("mode") && (kv.value("k_bits", 16) < 16 ||
-                                                        kv.value("v_bits", 16) < 16)
-                                    ? absl::StrCat(", ", kv.value("mode", ""), ", groups of ",
-                                                   kv.value("group_size", int64_t{0}))
-                                    : std::string()));
+  line("kv cache",
+       absl::StrCat(
+           "K ", Bits(kv.value("k_bits", 16)), ", V ", Bits(kv.value("v_bits", 16)), " bits",
+           kv.contains("mode") && (kv.value("k_bits", 16) < 16 || kv.value("v_bits", 16) < 16)
+               ? absl::StrCat(", ", kv.value("mode", ""), ", groups of ",
+                              kv.value("group_size", int64_t{0}))
+               : std::string()));
   const auto& r = j.at("rotation");
-  std::string rotation = r.value("applied", false) ? absl::StrCat(r.value("mode", ""), " R1/R2")
-                                                   : std::string("none");
+  std::string rotation =
+      r.value("applied", false) ? absl::StrCat(r.value("mode", ""), " R1/R2") : std::string("none");
   if (r.contains("down_proj_online_hadamard") && !r["down_proj_online_hadamard"].is_null()) {
     absl::StrAppend(&rotation, ", online R4 (", r["down_proj_online_hadamard"].value("n", 0), ")");
   }
@@ -88,9 +89,10 @@ std::string FormatInspection(const nlohmann::json& j) {
   }
   line("rotation", rotation);
   const auto& p = j.at("prefix");
-  line("prefix", p.is_null() ? std::string("none")
-                             : absl::StrCat(p.value("length", 0), " tokens, ids ",
-                                            absl::StrJoin(p.at("token_ids").get<std::vector<int>>(), " ")));
+  line("prefix", p.is_null()
+                     ? std::string("none")
+                     : absl::StrCat(p.value("length", 0), " tokens, ids ",
+                                    absl::StrJoin(p.at("token_ids").get<std::vector<int>>(), " ")));
   for (const auto& [name, value] : j.at("metrics").items()) {
     if (name.rfind("ppl/", 0) == 0) line(name, absl::StrFormat("%.4f", value.get<double>()));
   }

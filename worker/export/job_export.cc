@@ -99,8 +99,7 @@ absl::StatusOr<ValidationReport> JobArtifact::WriteAndValidate(
   m["created_at"] = UtcNow();
   m["job"] = {{"spec", nlohmann::json::parse(ToJson(spec_, false), nullptr, false)},
               {"model_name", spec_.model().name()}};
-  m["seeds"] = {{"calibration", spec_.calibration().seed()},
-                {"rotation", artifact.rotation.seed}};
+  m["seeds"] = {{"calibration", spec_.calibration().seed()}, {"rotation", artifact.rotation.seed}};
   nlohmann::json windows = nlohmann::json::array();
   for (const auto& w : calibration) windows.push_back(WindowId(w));
   auto dataset_sha = Sha256OfFile(spec_.calibration().dataset_path());
@@ -128,14 +127,14 @@ absl::StatusOr<ValidationReport> JobArtifact::WriteAndValidate(
   options.device = artifact.model->device();
   auto loaded = LoadArtifact(staging_, options);
   if (!loaded.ok()) {
-    return absl::InternalError(
-        absl::StrCat("export validation: re-opening the export failed: ", loaded.status().message()));
+    return absl::InternalError(absl::StrCat("export validation: re-opening the export failed: ",
+                                            loaded.status().message()));
   }
   report.artifact_bytes = loaded->summary.total_bytes;
   report.input_bytes = m["input_model"].value("safetensors_bytes", uint64_t{0});
   if (!calibration.empty()) {
-    std::vector<std::vector<int32_t>> check(calibration.begin(),
-                                            calibration.begin() + std::min<size_t>(2, calibration.size()));
+    std::vector<std::vector<int32_t>> check(
+        calibration.begin(), calibration.begin() + std::min<size_t>(2, calibration.size()));
     ASSIGN_OR_RETURN(report.in_memory_ppl,
                      ShortPerplexity(const_cast<model::LlamaModel&>(*artifact.model),
                                      artifact.prefix, check, batch_size));
@@ -148,8 +147,7 @@ absl::StatusOr<ValidationReport> JobArtifact::WriteAndValidate(
       return absl::InternalError(absl::StrFormat(
           "export validation: the reloaded model's perplexity %.6f differs from the in-memory "
           "model's %.6f (relative %.2e > %.0e) on %d calibration windows",
-          report.reloaded_ppl, report.in_memory_ppl, relative, kPerplexityTolerance,
-          check.size()));
+          report.reloaded_ppl, report.in_memory_ppl, relative, kPerplexityTolerance, check.size()));
     }
   }
   report.validate_seconds =

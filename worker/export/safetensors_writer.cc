@@ -63,7 +63,8 @@ absl::StatusOr<std::unique_ptr<SafetensorsWriter>> SafetensorsWriter::Create(
           absl::StrCat(path, ": empty, reserved or duplicate tensor name '", t.name, "'"));
     }
     for (int64_t d : t.shape) {
-      if (d < 0) return absl::InvalidArgumentError(absl::StrCat(path, ": negative dim in ", t.name));
+      if (d < 0)
+        return absl::InvalidArgumentError(absl::StrCat(path, ": negative dim in ", t.name));
     }
     header[t.name] = {{"dtype", std::string(model::StDTypeName(t.dtype))},
                       {"shape", t.shape},
@@ -99,8 +100,8 @@ absl::Status SafetensorsWriter::Write(const std::string& name, const void* data,
         absl::StrCat(path_, ": tensor '", name, "' written out of its declared order"));
   }
   if (tensors_[next_].bytes() != size) {
-    return absl::FailedPreconditionError(absl::StrCat(path_, ": tensor '", name, "' has ", size,
-                                                      " bytes, declared ", tensors_[next_].bytes()));
+    return absl::FailedPreconditionError(absl::StrCat(
+        path_, ": tensor '", name, "' has ", size, " bytes, declared ", tensors_[next_].bytes()));
   }
   ++next_;
   return WriteBytes(data, size);
@@ -108,8 +109,8 @@ absl::Status SafetensorsWriter::Write(const std::string& name, const void* data,
 
 absl::StatusOr<WrittenFile> SafetensorsWriter::Finish() {
   if (next_ != tensors_.size()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        path_, ": finished after ", next_, " of ", tensors_.size(), " declared tensors"));
+    return absl::FailedPreconditionError(absl::StrCat(path_, ": finished after ", next_, " of ",
+                                                      tensors_.size(), " declared tensors"));
   }
   const int fd = fd_;
   fd_ = -1;

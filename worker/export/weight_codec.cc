@@ -11,9 +11,9 @@ namespace {
 absl::Status CheckScales(const torch::Tensor& scales, int64_t out, int64_t in) {
   if (scales.dim() != 2 || scales.size(0) != out || scales.size(1) < 1 ||
       in % scales.size(1) != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "scales [", absl::StrJoin(scales.sizes().vec(), ", "), "] do not fit a weight [", out,
-        ", ", in, "]"));
+    return absl::InvalidArgumentError(absl::StrCat("scales [",
+                                                   absl::StrJoin(scales.sizes().vec(), ", "),
+                                                   "] do not fit a weight [", out, ", ", in, "]"));
   }
   return absl::OkStatus();
 }
@@ -48,9 +48,9 @@ absl::StatusOr<torch::Tensor> PackQuantizedWeight(const torch::Tensor& weight,
     if (!q.ok()) return q.status();
     if (!torch::equal(Dequantize(*q, s).to(w.scalar_type()), w)) {
       const double off = (Dequantize(*q, s) - w.to(torch::kFloat32)).abs().max().item<double>();
-      return absl::FailedPreconditionError(absl::StrCat(
-          "the weight is not on its ", bits, "-bit grid (largest distance ", off,
-          "): it changed after quantization"));
+      return absl::FailedPreconditionError(absl::StrCat("the weight is not on its ", bits,
+                                                        "-bit grid (largest distance ", off,
+                                                        "): it changed after quantization"));
     }
     torch::Tensor packed = torch::empty({out, PackedRowBytes(in, bits)}, torch::kUInt8);
     PackSignedBits(q->data_ptr<int8_t>(), out, in, bits, packed.data_ptr<uint8_t>());
@@ -66,8 +66,8 @@ absl::StatusOr<torch::Tensor> UnpackQuantizedWeight(const torch::Tensor& packed,
   if (bits < 2 || bits > 8) return absl::InvalidArgumentError("unpacking needs 2..8 bits");
   if (packed.dim() != 2 || packed.scalar_type() != torch::kUInt8 ||
       packed.size(1) != PackedRowBytes(in_features, bits)) {
-    return absl::InvalidArgumentError(absl::StrCat("packed weight is not U8 [out, ",
-                                                   PackedRowBytes(in_features, bits), "]"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("packed weight is not U8 [out, ", PackedRowBytes(in_features, bits), "]"));
   }
   const int64_t out = packed.size(0);
   if (auto status = CheckScales(scales, out, in_features); !status.ok()) return status;

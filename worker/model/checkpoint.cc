@@ -191,16 +191,36 @@ absl::StatusOr<torch::Tensor> Checkpoint::LoadStored(const std::string& name) co
   const SafetensorsEntry& entry = located.entry;
   torch::ScalarType stored;
   switch (entry.dtype) {
-    case StDType::kF64: stored = torch::kFloat64; break;
-    case StDType::kF32: stored = torch::kFloat32; break;
-    case StDType::kF16: stored = torch::kFloat16; break;
-    case StDType::kBF16: stored = torch::kBFloat16; break;
-    case StDType::kI64: stored = torch::kInt64; break;
-    case StDType::kI32: stored = torch::kInt32; break;
-    case StDType::kI16: stored = torch::kInt16; break;
-    case StDType::kI8: stored = torch::kInt8; break;
-    case StDType::kU8: stored = torch::kUInt8; break;
-    case StDType::kBool: stored = torch::kBool; break;
+    case StDType::kF64:
+      stored = torch::kFloat64;
+      break;
+    case StDType::kF32:
+      stored = torch::kFloat32;
+      break;
+    case StDType::kF16:
+      stored = torch::kFloat16;
+      break;
+    case StDType::kBF16:
+      stored = torch::kBFloat16;
+      break;
+    case StDType::kI64:
+      stored = torch::kInt64;
+      break;
+    case StDType::kI32:
+      stored = torch::kInt32;
+      break;
+    case StDType::kI16:
+      stored = torch::kInt16;
+      break;
+    case StDType::kI8:
+      stored = torch::kInt8;
+      break;
+    case StDType::kU8:
+      stored = torch::kUInt8;
+      break;
+    case StDType::kBool:
+      stored = torch::kBool;
+      break;
     default:
       return absl::InvalidArgumentError(
           absl::StrCat("safetensors file ", located.file->path(), ", tensor '", name, "': dtype ",

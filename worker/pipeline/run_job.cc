@@ -349,8 +349,7 @@ RunJobOutcome RunJob(const v1::JobSpec& original, const RunJobOptions& options, 
       contents.rotated = plan->rotate;
       contents.rotation = plan->rotation;
       contents.source_model_dir = spec.model().path();
-      auto report =
-          artifact.WriteAndValidate(contents, calibration, spec.eval().eval_batch_size());
+      auto report = artifact.WriteAndValidate(contents, calibration, spec.eval().eval_batch_size());
       if (!report.ok()) return Failed(v1::FAILURE_REASON_INTERNAL, report.status());
       metric("export/bytes", static_cast<double>(report->artifact_bytes));
       metric("export/input_bytes", static_cast<double>(report->input_bytes));
