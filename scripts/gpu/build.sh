@@ -56,15 +56,19 @@ arch=${QUANTD_GPU_ARCH:-$(nvidia-smi --query-gpu=compute_cap --format=csv,nohead
                           head -1 | tr -d '.')}
 arch=${arch:-"80;90"}
 
-# -I puts the unpacked packages' headers before LibTorch's -isystem folder, which carries an
-# older google/protobuf of its own.
+# PyTorch's include folder carries an older google/protobuf of its own, which shadows the
+# packages' protobuf in files that include both. It is renamed google.bundled (LibTorch's own
+# headers do not use it; `mv` it back to build PyTorch extensions that do).
+if [ -d "$torch_include/google/protobuf" ]; then
+  mv "$torch_include/google" "$torch_include/google.bundled" || exit 1
+  echo "build.sh: moved $torch_include/google aside (google.bundled)"
+fi
 step "configure (C++$cxx_standard, CUDA architectures $arch)"
 cmake -S . -B "$BUILD_DIR" -G Ninja \
   -DCMAKE_BUILD_TYPE=Release \
   -DCMAKE_PREFIX_PATH="$torch_prefix" \
   -DQUANTD_DEPS_PREFIX="$QUANTD_GPU_DEPS" \
   -DQUANTD_WERROR=OFF \
-  -DCMAKE_CXX_FLAGS="-I$QUANTD_GPU_DEPS/usr/include" \
   -DCMAKE_CXX_STANDARD="$cxx_standard" \
   -DCMAKE_CUDA_ARCHITECTURES="$arch" \
   -DPKG_CONFIG_EXECUTABLE="$QUANTD_GPU_DEPS/usr/bin/pkgconf" \
@@ -92,7 +96,8 @@ step "CUDA tests"
 ctest --test-dir "$BUILD_DIR" -R "_CUDA" --output-on-failure --timeout 300 \
   2>&1 | tee "$LOGS/ctest-cuda.log" | tail -30
 step "whole suite"
-ctest --test-dir "$BUILD_DIR" -j "$(nproc)" --output-on-failure --timeout 300 \
+# Each test process gets 2 intra-op threads: nproc processes of nproc threads each starve.
+OMP_NUM_THREADS=2 ctest --test-dir "$BUILD_DIR" -j "$(( $(nproc) / 2 ))" --output-on-failure --timeout 300 \
   >"$LOGS/ctest.log" 2>&1
 test_status=$?
 grep -E "tests passed|tests failed|\(Failed\)|\(Timeout\)|\*\*\*" "$LOGS/ctest.log" | tail -40

@@ -60,5 +60,5 @@ grep -E "Elapsed|Maximum resident" "$LOGS/job-7b-shape.log"
 step "transformers comparison"
 TAIL=4 run hf-compare 120 "$PYTHON" scripts/gpu/hf_compare.py --worker $B/worker/quantd-worker
 step "whole suite"
-ctest --test-dir $B -j "$(nproc)" --timeout 200 >"$LOGS/ctest.log" 2>&1
+OMP_NUM_THREADS=2 ctest --test-dir $B -j 8 --timeout 300 --output-on-failure >"$LOGS/ctest.log" 2>&1
 grep -E "tests passed|tests failed|\(Failed\)|\(Timeout\)|\(SEGFAULT\)|Exception" "$LOGS/ctest.log" | tail -30

@@ -3,11 +3,13 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <map>
 #include <string>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "worker/model/config.h"
+#include "worker/pipeline/run_job.h"
 
 namespace quantd::pipeline {
 namespace {
@@ -90,6 +92,80 @@ TEST(JobDeviceTest, WeightsLargerThanMaxMemoryFailWithBothFigures) {
   EXPECT_THAT(tight.message(), HasSubstr("8GiB (8.00 GiB)"));
   // The host has no max_memory bound here.
   EXPECT_TRUE(CheckFitsDevice(llama2_7b, torch::kBFloat16, torch::kCPU, "8GiB").ok());
+}
+
+class MetricSink : public EventSink {
+ public:
+  absl::Status Emit(const v1::JobEvent& event) override {
+    if (event.has_metric()) metrics[event.metric().name()] = event.metric().value();
+    return absl::OkStatus();
+  }
+  std::map<std::string, double> metrics;
+};
+
+// W8A8KV8 with rotation and the detected prefix, and the three compared variants.
+v1::JobSpec SmallJob() {
+  const std::string text = std::string(QUANTD_SHARED_DATA) + "/text/tinystories-valid-subset.txt";
+  v1::JobSpec spec;
+  spec.mutable_model()->set_path(kStories);
+  auto* calibration = spec.mutable_calibration();
+  calibration->set_dataset_path(text);
+  calibration->set_documents("blank-line");
+  calibration->set_train_size(8);
+  calibration->set_val_size(0);
+  calibration->set_training_seqlen(256);
+  auto* quant = spec.mutable_quant();
+  quant->set_wbits(8);
+  quant->set_input_bits(8);
+  quant->set_input_mode(v1::QUANT_MODE_STATIC);
+  quant->set_k_bits(8);
+  quant->set_v_bits(8);
+  quant->set_kv_group_size(8);
+  quant->set_kv_mode(v1::QUANT_MODE_STATIC);
+  spec.mutable_rotation()->set_pre_rotate(true);
+  spec.mutable_rotation()->set_down_online_had(true);
+  spec.mutable_prefix()->set_enabled(true);
+  auto* eval = spec.mutable_eval();
+  eval->set_eval_ppl(true);
+  eval->add_ppl_datasets(text);
+  eval->set_ppl_seqlen(256);
+  eval->set_ppl_max_windows(8);
+  for (const char* v : {"rtn", "rotation", "prefixquant"}) eval->add_compare(v);
+  return spec;
+}
+
+TEST(JobDeviceTest, AJobAskingForCudaWithoutOneIsAUserError) {
+  if (torch::cuda::is_available()) GTEST_SKIP() << "this machine has CUDA";
+  MetricSink sink;
+  CancellationToken cancel;
+  RunJobOptions options;
+  options.device = "cuda";
+  const RunJobOutcome outcome = RunJob(SmallJob(), options, sink, cancel);
+  EXPECT_EQ(outcome.reason, v1::FAILURE_REASON_USER_ERROR);
+  EXPECT_THAT(outcome.status.message(), HasSubstr("no CUDA device"));
+}
+
+// The whole job on the GPU: every perplexity within 1 % of the same job on the CPU (fp32; the
+// GPU's reductions differ in order, and static scales may round the other way).
+TEST(JobDeviceTest, JobOnCudaMatchesTheCpu_CUDA) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  MetricSink cpu_sink, gpu_sink;
+  CancellationToken cancel;
+  RunJobOptions cpu, gpu;
+  cpu.device = "cpu";
+  gpu.device = "cuda";
+  const RunJobOutcome on_cpu = RunJob(SmallJob(), cpu, cpu_sink, cancel);
+  const RunJobOutcome on_gpu = RunJob(SmallJob(), gpu, gpu_sink, cancel);
+  ASSERT_TRUE(on_cpu.status.ok()) << on_cpu.status;
+  ASSERT_TRUE(on_gpu.status.ok()) << on_gpu.status;
+  int compared = 0;
+  for (const auto& [name, value] : cpu_sink.metrics) {
+    if (name.rfind("ppl/", 0) != 0) continue;
+    ASSERT_EQ(gpu_sink.metrics.count(name), 1u) << name;
+    EXPECT_NEAR(gpu_sink.metrics[name], value, 0.01 * value) << name;
+    ++compared;
+  }
+  EXPECT_GE(compared, 6);  // fp, fp_prefixed, quantized and the three variants
 }
 
 }  // namespace

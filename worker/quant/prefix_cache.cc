@@ -78,8 +78,9 @@ absl::StatusOr<WindowPerplexity> EvaluateWindows(
       request.input_ids = ids;
       request.past = prefix != nullptr ? &prefix->kv : nullptr;
       ASSIGN_OR_RETURN(model::ForwardResult result, model.Forward(request));
-      auto logits = result.logits.narrow(1, 0, seqlen - 1).to(torch::kCPU);
-      auto targets = ids.narrow(1, 1, seqlen - 1);
+      // Scored where the logits are: a GPU batch's logits never cross to the host.
+      auto logits = result.logits.narrow(1, 0, seqlen - 1);
+      auto targets = ids.narrow(1, 1, seqlen - 1).to(logits.device());
       for (int64_t i = 0; i < count; ++i) {
         out.window_nll[plain[first + i]] = SumNll(logits[i], targets[i]) / (seqlen - 1);
       }
@@ -93,10 +94,11 @@ absl::StatusOr<WindowPerplexity> EvaluateWindows(
       request.input_ids = ids;
       request.past = &prefix->kv;
       ASSIGN_OR_RETURN(model::ForwardResult result, model.Forward(request));
+      const torch::Tensor rest_logits = result.logits[0].narrow(0, 0, seqlen - 2);
       auto logits =
-          torch::cat({prefix->last_logits.unsqueeze(0),
-                      result.logits[0].narrow(0, 0, seqlen - 2).to(torch::kFloat32).cpu()});
-      out.window_nll[w] = SumNll(logits, ids[0]) / (seqlen - 1);
+          torch::cat({prefix->last_logits.to(rest_logits.device()).unsqueeze(0),
+                      rest_logits.to(torch::kFloat32)});
+      out.window_nll[w] = SumNll(logits, ids[0].to(logits.device())) / (seqlen - 1);
       if (!report(1)) return absl::CancelledError("evaluation cancelled");
     }
   } catch (const std::exception& e) {
