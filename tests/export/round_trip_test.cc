@@ -35,10 +35,12 @@ v1::JobResult RunAndReload(const v1::JobSpec& spec) {
   EXPECT_NE(std::find(sink.phases.begin(), sink.phases.end(), v1::PHASE_EXPORT), sink.phases.end());
   const std::string dir = outcome.result.artifact_path();
   EXPECT_EQ(std::filesystem::path(dir), std::filesystem::absolute(spec.output_dir()));
-  for (const char* file : {"model.safetensors", "prefix.safetensors", "quant_config.json",
-                           "manifest.json", "config.json", "tokenizer.model"}) {
+  for (const char* file : {"model.safetensors", "quant_config.json", "manifest.json", "config.json",
+                           "tokenizer.model"}) {
     EXPECT_TRUE(std::filesystem::is_regular_file(dir + "/" + file)) << file;
   }
+  EXPECT_EQ(std::filesystem::exists(dir + "/prefix.safetensors"),
+            outcome.result.prefix_token_ids_size() > 0 && spec.prefix().enabled());
   for (const auto& entry : std::filesystem::directory_iterator(
            std::filesystem::path(dir).parent_path())) {  // no staging folder left behind
     EXPECT_EQ(entry.path().string().find(".tmp-"), std::string::npos) << entry.path();
@@ -68,9 +70,13 @@ v1::JobResult RunAndReload(const v1::JobSpec& spec) {
                   manifest["validation"].value("in_memory_perplexity", 1.0),
               1.0, 1e-4);
   const nlohmann::json config = ReadJsonFile(dir + "/quant_config.json");
-  EXPECT_EQ(config["prefix"]["token_ids"].get<std::vector<int32_t>>(),
-            std::vector<int32_t>(outcome.result.prefix_token_ids().begin(),
-                                 outcome.result.prefix_token_ids().end()));
+  if (spec.prefix().enabled()) {
+    EXPECT_EQ(config["prefix"]["token_ids"].get<std::vector<int32_t>>(),
+              std::vector<int32_t>(outcome.result.prefix_token_ids().begin(),
+                                   outcome.result.prefix_token_ids().end()));
+  } else {
+    EXPECT_TRUE(config["prefix"].is_null());
+  }
   return outcome.result;
 }
 
@@ -119,6 +125,26 @@ TEST(ExportRoundTripTest, OutlierVariantWithItsPrefixReloadsInANewProcess) {
   const v1::JobResult result =
       RunAndReload(ExportSpec(scratch + "/variant", 4, 8, 8, scratch + "/export"));
   EXPECT_GT(result.prefix_token_ids_size(), 1);  // detected outlier tokens, then BOS
+  std::filesystem::remove_all(scratch);
+}
+
+TEST(ExportRoundTripTest, PlainRtnWithDynamicActivationsAndTiedEmbeddings) {
+  // No rotation (lm_head stays tied to the embeddings), no prefix, weight groups of 4, dynamic
+  // activation scales, full-precision KV cache.
+  const std::string scratch = ScratchDir("roundtrip-rtn");
+  v1::JobSpec spec = ExportSpec(StoriesDir(), 4, 8, 16, scratch + "/rtn");
+  spec.mutable_quant()->set_w_group_size(4);
+  spec.mutable_quant()->set_input_mode(v1::QUANT_MODE_DYNAMIC);
+  spec.mutable_quant()->set_mse_init(false);
+  spec.clear_rotation();
+  spec.mutable_prefix()->set_enabled(false);
+  RunAndReload(spec);
+  const nlohmann::json config = ReadJsonFile(scratch + "/rtn/quant_config.json");
+  EXPECT_TRUE(config["tie_word_embeddings"].get<bool>());
+  EXPECT_EQ(config["weight"]["group_size"], 4);
+  EXPECT_EQ(config["activation"]["mode"], "dynamic");
+  EXPECT_EQ(config["kv_cache"]["k_bits"], 16);
+  EXPECT_FALSE(config["rotation"]["applied"].get<bool>());
   std::filesystem::remove_all(scratch);
 }
 
