@@ -6,8 +6,11 @@
 //   validate  the job's re-open + short perplexity check time / the same baseline
 //   reload    LoadArtifact (checks + unpack) / the same baseline, best of 5
 //
-//   build/tests/bench/export/export_bench [MODEL_DIR] [TEXT]
-// (defaults: the shared stories260K and TinyStories subset).
+//   build/tests/bench/export/export_bench [MODEL_DIR|--random] [TEXT]
+// (defaults: the shared stories260K and TinyStories subset). --random first writes a seeded
+// random Llama of a more usual proportion (hidden 512, 8 layers, intermediate 1536, vocab 32000
+// with the shared Llama-2 tokenizer, fp32, untied lm_head, 58M parameters), where the blocks
+// rather than the embeddings dominate the size; its perplexities mean nothing.
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -16,6 +19,7 @@
 
 #include "nlohmann/json.hpp"
 #include "worker/export/artifact_reader.h"
+#include "worker/export/safetensors_writer.h"
 #include "worker/pipeline/run_job.h"
 
 namespace {
@@ -64,16 +68,76 @@ JobSpec Spec(const std::string& model, const std::string& text, int bits, const 
   return spec;
 }
 
+// Writes config.json, model.safetensors and tokenizer.model of a random Llama into `dir`.
+bool WriteRandomLlama(const std::string& dir) {
+  const int64_t d = 512, ff = 1536, layers = 8, vocab = 32000;
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir + "/config.json") << nlohmann::json{{"architectures", {"LlamaForCausalLM"}},
+                                                        {"model_type", "llama"},
+                                                        {"hidden_size", d},
+                                                        {"intermediate_size", ff},
+                                                        {"num_hidden_layers", layers},
+                                                        {"num_attention_heads", 8},
+                                                        {"num_key_value_heads", 8},
+                                                        {"vocab_size", vocab},
+                                                        {"max_position_embeddings", 2048},
+                                                        {"rms_norm_eps", 1e-5},
+                                                        {"tie_word_embeddings", false},
+                                                        {"bos_token_id", 1},
+                                                        {"eos_token_id", 2},
+                                                        {"hidden_act", "silu"},
+                                                        {"torch_dtype", "float32"}}
+                                                            .dump(2);
+  std::filesystem::copy_file(
+      std::string(QUANTD_SHARED_DATA) + "/tokenizers/llama2/tokenizer.model",
+      dir + "/tokenizer.model", std::filesystem::copy_options::overwrite_existing);
+  std::vector<std::pair<std::string, std::vector<int64_t>>> shapes = {
+      {"model.embed_tokens.weight", {vocab, d}}, {"model.norm.weight", {d}},
+      {"lm_head.weight", {vocab, d}}};
+  for (int64_t i = 0; i < layers; ++i) {
+    const std::string p = "model.layers." + std::to_string(i) + ".";
+    for (const char* n : {"input_layernorm", "post_attention_layernorm"}) {
+      shapes.push_back({p + n + ".weight", {d}});
+    }
+    for (const char* n : {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
+                          "self_attn.o_proj"}) {
+      shapes.push_back({p + n + ".weight", {d, d}});
+    }
+    shapes.push_back({p + "mlp.gate_proj.weight", {ff, d}});
+    shapes.push_back({p + "mlp.up_proj.weight", {ff, d}});
+    shapes.push_back({p + "mlp.down_proj.weight", {d, ff}});
+  }
+  std::vector<quantd::exporter::TensorDecl> decls;
+  for (const auto& [name, shape] : shapes) {
+    decls.push_back({name, quantd::model::StDType::kF32, shape});
+  }
+  auto writer = quantd::exporter::SafetensorsWriter::Create(dir + "/model.safetensors", decls);
+  if (!writer.ok()) return false;
+  torch::manual_seed(11);
+  for (const auto& [name, shape] : shapes) {
+    torch::Tensor t = shape.size() == 1 ? torch::ones(shape) : torch::randn(shape) * 0.02;
+    if (!(*writer)->Write(name, t.data_ptr(), t.numel() * 4).ok()) return false;
+  }
+  return (*writer)->Finish().ok();
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  const std::string model =
+  std::string model =
       argc > 1 ? argv[1] : std::string(QUANTD_SHARED_DATA) + "/models/stories260K";
   const std::string text =
       argc > 2 ? argv[2] : std::string(QUANTD_SHARED_DATA) + "/text/tinystories-valid-subset.txt";
   const std::string scratch = std::string(QUANTD_BINARY_DIR) + "/export-bench";
   std::filesystem::remove_all(scratch);
   std::filesystem::create_directories(scratch);
+  if (model == "--random") {
+    model = scratch + "/random-llama";
+    if (!WriteRandomLlama(model)) {
+      std::fprintf(stderr, "writing the random model failed\n");
+      return 1;
+    }
+  }
 
   const double load_fp = BestSeconds(5, [&] { (void)quantd::model::LlamaModel::Load(model); });
   std::printf("input %s; baseline LlamaModel::Load %.4f s (best of 5)\n\n", model.c_str(), load_fp);
