@@ -72,35 +72,36 @@ JobSpec Spec(const std::string& model, const std::string& text, int bits, const 
 bool WriteRandomLlama(const std::string& dir) {
   const int64_t d = 512, ff = 1536, layers = 8, vocab = 32000;
   std::filesystem::create_directories(dir);
-  std::ofstream(dir + "/config.json") << nlohmann::json{{"architectures", {"LlamaForCausalLM"}},
-                                                        {"model_type", "llama"},
-                                                        {"hidden_size", d},
-                                                        {"intermediate_size", ff},
-                                                        {"num_hidden_layers", layers},
-                                                        {"num_attention_heads", 8},
-                                                        {"num_key_value_heads", 8},
-                                                        {"vocab_size", vocab},
-                                                        {"max_position_embeddings", 2048},
-                                                        {"rms_norm_eps", 1e-5},
-                                                        {"tie_word_embeddings", false},
-                                                        {"bos_token_id", 1},
-                                                        {"eos_token_id", 2},
-                                                        {"hidden_act", "silu"},
-                                                        {"torch_dtype", "float32"}}
-                                                            .dump(2);
-  std::filesystem::copy_file(
-      std::string(QUANTD_SHARED_DATA) + "/tokenizers/llama2/tokenizer.model",
-      dir + "/tokenizer.model", std::filesystem::copy_options::overwrite_existing);
+  std::ofstream(dir + "/config.json") << nlohmann::json{
+      {"architectures", {"LlamaForCausalLM"}},
+      {"model_type", "llama"},
+      {"hidden_size", d},
+      {"intermediate_size", ff},
+      {"num_hidden_layers", layers},
+      {"num_attention_heads", 8},
+      {"num_key_value_heads", 8},
+      {"vocab_size", vocab},
+      {"max_position_embeddings", 2048},
+      {"rms_norm_eps", 1e-5},
+      {"tie_word_embeddings", false},
+      {"bos_token_id", 1},
+      {"eos_token_id", 2},
+      {"hidden_act", "silu"},
+      {"torch_dtype", "float32"}}.dump(2);
+  std::filesystem::copy_file(std::string(QUANTD_SHARED_DATA) + "/tokenizers/llama2/tokenizer.model",
+                             dir + "/tokenizer.model",
+                             std::filesystem::copy_options::overwrite_existing);
   std::vector<std::pair<std::string, std::vector<int64_t>>> shapes = {
-      {"model.embed_tokens.weight", {vocab, d}}, {"model.norm.weight", {d}},
+      {"model.embed_tokens.weight", {vocab, d}},
+      {"model.norm.weight", {d}},
       {"lm_head.weight", {vocab, d}}};
   for (int64_t i = 0; i < layers; ++i) {
     const std::string p = "model.layers." + std::to_string(i) + ".";
     for (const char* n : {"input_layernorm", "post_attention_layernorm"}) {
       shapes.push_back({p + n + ".weight", {d}});
     }
-    for (const char* n : {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
-                          "self_attn.o_proj"}) {
+    for (const char* n :
+         {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj"}) {
       shapes.push_back({p + n + ".weight", {d, d}});
     }
     shapes.push_back({p + "mlp.gate_proj.weight", {ff, d}});
@@ -124,8 +125,7 @@ bool WriteRandomLlama(const std::string& dir) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string model =
-      argc > 1 ? argv[1] : std::string(QUANTD_SHARED_DATA) + "/models/stories260K";
+  std::string model = argc > 1 ? argv[1] : std::string(QUANTD_SHARED_DATA) + "/models/stories260K";
   const std::string text =
       argc > 2 ? argv[2] : std::string(QUANTD_SHARED_DATA) + "/text/tinystories-valid-subset.txt";
   const std::string scratch = std::string(QUANTD_BINARY_DIR) + "/export-bench";
