@@ -4,6 +4,8 @@
 #include <signal.h>
 
 #include <filesystem>
+#include <map>
+#include <set>
 #include <regex>
 #include <thread>
 
@@ -174,6 +176,60 @@ TEST_F(WorkerE2ETest, JobSucceedsAndTheWatcherGetsEveryEventInOrder) {
   const v1::Job job = Get(job_id);
   EXPECT_EQ(job.state(), v1::JOB_STATE_SUCCEEDED);
   EXPECT_GT(job.result().metrics().at("ppl/tinystories-valid-subset.txt/fp"), 3.0);
+}
+
+// A PrefixQuant job (W8A8KV8 static, rotation, detected prefix, three compared variants)
+// through the scheduler: the watcher sees every phase, the outlier metrics and each variant's
+// perplexity as events, and the stored result carries the same numbers.
+TEST_F(WorkerE2ETest, QuantizationJobStreamsPhasesOutlierMetricsAndPerplexities) {
+  StartScheduler();
+  auto worker = StartWorker("w1");
+  v1::JobSpec spec = Spec(8);
+  spec.mutable_calibration()->set_train_size(8);
+  spec.mutable_calibration()->set_val_size(0);
+  spec.mutable_calibration()->set_training_seqlen(256);
+  auto* quant = spec.mutable_quant();
+  quant->set_wbits(8);
+  quant->set_input_bits(8);
+  quant->set_input_mode(v1::QUANT_MODE_STATIC);
+  quant->set_k_bits(8);
+  quant->set_v_bits(8);
+  quant->set_kv_group_size(8);
+  quant->set_kv_mode(v1::QUANT_MODE_STATIC);
+  spec.mutable_rotation()->set_pre_rotate(true);
+  spec.mutable_rotation()->set_down_online_had(true);
+  spec.mutable_rotation()->set_qk_online_had(true);
+  spec.mutable_prefix()->set_enabled(true);
+  for (const char* variant : {"rtn", "rotation", "prefixquant"}) {
+    spec.mutable_eval()->add_compare(variant);
+  }
+  const std::string job_id = Submit(spec);
+  const auto events = WatchToEnd(job_id, 240s);
+  ExpectGapless(events);
+  ASSERT_EQ(FinalState(events), v1::JOB_STATE_SUCCEEDED);
+
+  std::set<v1::Phase> phases;
+  std::map<std::string, double> metrics;
+  for (const auto& event : events) {
+    if (event.has_phase_change()) phases.insert(event.phase_change().phase());
+    if (event.has_metric()) metrics[event.metric().name()] = event.metric().value();
+  }
+  for (v1::Phase phase : {v1::PHASE_LOAD_MODEL, v1::PHASE_CALIBRATION_DATA,
+                          v1::PHASE_DETECT_OUTLIERS, v1::PHASE_EVALUATE, v1::PHASE_DONE}) {
+    EXPECT_EQ(phases.count(phase), 1u) << v1::Phase_Name(phase);
+  }
+  EXPECT_EQ(metrics.count("outlier_ratio/layer0/before"), 1u);
+  EXPECT_EQ(metrics.count("outlier_ratio/layer0/after"), 1u);
+  EXPECT_EQ(metrics.count("prefix/count"), 1u);
+  const std::string ppl = "ppl/tinystories-valid-subset.txt/";
+  const v1::Job job = Get(job_id);
+  for (const char* label : {"fp", "fp_prefixed", "quantized", "rtn", "rotation", "prefixquant"}) {
+    ASSERT_EQ(metrics.count(ppl + label), 1u) << label;
+    // W8A8KV8 on stories260K stays close to full precision (every variant within 10 %).
+    EXPECT_LT(metrics[ppl + label], 1.1 * metrics[ppl + "fp_prefixed"]) << label;
+    EXPECT_EQ(job.result().metrics().at(ppl + label), metrics[ppl + label]) << label;
+  }
+  EXPECT_FALSE(job.result().prefix_text().empty());
 }
 
 TEST_F(WorkerE2ETest, KilledWorkerIsReplacedAndTheOtherWorkerFinishesTheJob) {
