@@ -1,9 +1,11 @@
 // Fine-tuning on issue 6's rotated model: SteBlock reads rotation's quant::QuantLinear
-// (down_proj with its online Hadamard) through SteBlockOptions::adapt — the adapter a pipeline
-// uses — and trains W4 weights with dynamic A8 inputs behind a full-precision prefix KV cache.
+// (down_proj with its online Hadamard) through SteBlockOptions::adapt — the pipeline's
+// FromQuantLinear — and trains W4 weights with dynamic A8 inputs behind a full-precision prefix KV
+// cache.
 #include "gtest/gtest.h"
 #include "tests/train/train_fixture.h"
 #include "worker/eval/perplexity.h"
+#include "worker/pipeline/finetune_installer.h"
 #include "worker/quant/quant_linear.h"
 #include "worker/quant/rotation.h"
 #include "worker/train/finetune.h"
@@ -11,16 +13,6 @@
 
 namespace quantd::train {
 namespace {
-
-std::optional<LinearSource> FromQuantLinear(const model::LinearLayer& layer) {
-  const auto* q = dynamic_cast<const quant::QuantLinear*>(&layer);
-  if (q == nullptr) return std::nullopt;
-  LinearSource source{q->weight, q->input_hadamard, torch::Tensor()};
-  if (q->input_quantizer.is_static() && q->input_quantizer.calibrated()) {
-    source.static_input_scale = q->input_quantizer.scales();
-  }
-  return source;
-}
 
 struct TunedRun {
   double ppl = 0;
@@ -45,7 +37,7 @@ TunedRun RotateAndTune(int epochs, const std::vector<std::vector<int32_t>>& trai
   SteBlockOptions ste;
   ste.wbits = 4;
   ste.input_bits = 8;
-  ste.adapt = FromQuantLinear;
+  ste.adapt = pipeline::FromQuantLinear;
   FinetuneOptions options;
   options.epochs = epochs;
   options.quant_lr = 5e-3;

@@ -17,9 +17,11 @@
 #include "worker/pipeline/job_device.h"
 #include "worker/pipeline/progress_reporter.h"
 #include "worker/pipeline/quantized_variant.h"
+#include "worker/pipeline/training_stage.h"
 #include "worker/quant/calibration_data.h"
 #include "worker/quant/outliers.h"
 #include "worker/quant/prefix_cache.h"
+#include "worker/train/training.h"
 
 namespace quantd::pipeline {
 namespace {
@@ -71,7 +73,7 @@ absl::StatusOr<torch::ScalarType> ComputeDtype(const std::string& name) {
 bool AsksForQuantization(const v1::JobSpec& spec) {
   const auto& q = spec.quant();
   return q.wbits() < 16 || q.input_bits() < 16 || q.k_bits() < 16 || q.v_bits() < 16 ||
-         spec.prefix().enabled() || spec.rotation().pre_rotate() || spec.training().epochs() > 0;
+         spec.prefix().enabled() || spec.rotation().pre_rotate() || SpecTrains(spec);
 }
 
 std::string DatasetName(const std::string& path) {
@@ -133,11 +135,6 @@ RunJobOutcome RunJob(const v1::JobSpec& original, const RunJobOptions& options, 
   if (cancel.cancelled()) return Cancelled();
 
   const bool quantize = AsksForQuantization(spec) || spec.eval().compare_size() > 0;
-  if (spec.prefix().trainable() || spec.training().epochs() > 0) {
-    (void)EmitLog(sink, "warning",
-                  "this build does not train a prefix or fine-tune blocks yet: the detected "
-                  "prefix and the calibrated quantizers are used as they are");
-  }
   const int32_t bos = (*tokenizer)->bos_id();
   const auto mode = spec.calibration().documents() == "blank-line" ? eval::DocumentMode::kBlankLine
                                                                    : eval::DocumentMode::kWholeFile;
@@ -151,6 +148,7 @@ RunJobOutcome RunJob(const v1::JobSpec& original, const RunJobOptions& options, 
   auto user_error_or = [](const absl::Status& status) {
     if (status.code() == absl::StatusCode::kCancelled) return Cancelled();
     if (IsOutOfMemory(status)) return Failed(v1::FAILURE_REASON_OOM, status);
+    if (train::IsNumericalFailure(status)) return Failed(v1::FAILURE_REASON_NUMERICAL, status);
     const bool user = status.code() == absl::StatusCode::kInvalidArgument ||
                       status.code() == absl::StatusCode::kNotFound;
     return Failed(user ? v1::FAILURE_REASON_USER_ERROR : v1::FAILURE_REASON_INTERNAL, status);
@@ -178,7 +176,7 @@ RunJobOutcome RunJob(const v1::JobSpec& original, const RunJobOptions& options, 
   }
 
   // ---- calibration windows and outlier tokens ----
-  std::vector<std::vector<int32_t>> calibration;
+  std::vector<std::vector<int32_t>> calibration, validation;
   std::vector<int32_t> detected_prefix;
   std::optional<quant::PrefixCache> fp_prefix;  // the detected prefix on the full-precision model
   std::vector<std::string> variants;
@@ -199,11 +197,13 @@ RunJobOutcome RunJob(const v1::JobSpec& original, const RunJobOptions& options, 
         spec.calibration().training_seqlen(), spec.calibration().seed(), bos);
     if (!windows.ok()) return Failed(v1::FAILURE_REASON_USER_ERROR, windows.status());
     calibration = std::move(windows->train);
+    validation = std::move(windows->val);
     ProgressReporter(sink, kLoadEnd, kDataEnd).Update(1, 1, "calibration data ready").IgnoreError();
     if (cancel.cancelled()) return Cancelled();
 
-    const bool needs_prefix = spec.prefix().enabled() || std::find(variants.begin(), variants.end(),
-                                                                   "prefixquant") != variants.end();
+    const bool needs_prefix =
+        spec.prefix().enabled() || spec.prefix().trainable() ||
+        std::find(variants.begin(), variants.end(), "prefixquant") != variants.end();
     if (needs_prefix) {
       const double threshold = spec.prefix().outlier_threshold();
       (void)EmitPhase(sink, v1::PHASE_DETECT_OUTLIERS,
@@ -312,7 +312,8 @@ RunJobOutcome RunJob(const v1::JobSpec& original, const RunJobOptions& options, 
     auto plan = PlanVariant(spec, variants[v], detected_prefix);
     if (!plan.ok()) return Failed(v1::FAILURE_REASON_USER_ERROR, plan.status());
     // A compared variant with the job's own settings is not computed twice.
-    const std::string key = PlanKey(*plan);
+    const bool trains = variants[v] == "quantized" && SpecTrains(spec);
+    const std::string key = PlanKey(*plan) + (trains ? "/trained" : "");
     if (auto same = evaluated.find(key); same != evaluated.end()) {
       (void)EmitLog(sink, "info",
                     absl::StrCat("variant ", variants[v], " has the settings of ", same->second,
@@ -335,11 +336,44 @@ RunJobOutcome RunJob(const v1::JobSpec& original, const RunJobOptions& options, 
       (void)calibrating.Update(done, total, detail);
       return !cancel.cancelled();
     };
-    auto built = BuildVariant(spec.model().path(), load_options, *plan, bos, calibration,
-                              spec.training().batch_size(), hooks);
+    absl::StatusOr<VariantModel> built;
+    if (trains) {
+      TrainingInputs inputs;
+      inputs.spec = &spec;
+      inputs.model_dir = spec.model().path();
+      inputs.load = load_options;
+      inputs.tokenizer = tokenizer->get();
+      inputs.bos_id = bos;
+      inputs.train = &calibration;
+      inputs.val = &validation;
+      inputs.plan = *plan;
+      if (spec.prefix().trainable()) inputs.plan.prefix_ids = detected_prefix;  // the init
+      if (!options.work_dir.empty()) inputs.checkpoint_dir = options.work_dir + "/train";
+      TrainingHooks training;
+      training.sink = &sink;
+      training.cancel = &cancel;
+      training.progress_start = start;
+      training.progress_end = start + (end - start) * 0.8;
+      training.metric = metric;
+      training.evaluate_untuned = [&](model::LlamaModel& m, const quant::PrefixCache* p,
+                                      double from, double to) {
+        return evaluate(m, p, "quantized_before_finetune", from, to);
+      };
+      auto trained = BuildTrainedVariant(inputs, training);
+      if (!trained.ok()) return user_error_or(trained.status());
+      if (trained->prefix_trained) {
+        outcome.result.mutable_prefix_token_ids()->Assign(trained->prefix_ids.begin(),
+                                                          trained->prefix_ids.end());
+        outcome.result.set_prefix_text(trained->prefix_text);
+      }
+      built = std::move(trained->variant);
+    } else {
+      built = BuildVariant(spec.model().path(), load_options, *plan, bos, calibration,
+                           spec.training().batch_size(), hooks);
+    }
     if (!built.ok()) return user_error_or(built.status());
-    auto status =
-        evaluate(*built->model, built->prefix ? &*built->prefix : nullptr, variants[v], mid, end);
+    auto status = evaluate(*built->model, built->prefix ? &*built->prefix : nullptr, variants[v],
+                           trains ? start + (end - start) * 0.8 : mid, end);
     if (!status.ok()) return user_error_or(status);
     if (variants[v] == "quantized" && artifact.requested()) {
       (void)EmitPhase(sink, v1::PHASE_EXPORT, "writing and re-checking " + spec.output_dir());

@@ -11,14 +11,18 @@
 // spec
 // ("ppl/<dataset>/quantized": rotation, prefixed KV cache, quantizers, static calibration)
 // and each `eval.compare` variant ("ppl/<dataset>/<variant>") on the same windows, with a
-// loss point per window. Prefix training and block fine-tuning are not implemented yet: a
-// job that asks for them gets a warning and the detected prefix / calibrated quantizers.
+// loss point per window. A job with prefix.trainable or training.epochs > 0 builds its own
+// variant through BuildTrainedVariant (training_stage.h): prefix training (PHASE_TRAIN_PREFIX;
+// prefix.trainable implies outlier detection, whose tokens initialise the prefix) and block-wise
+// fine-tuning (PHASE_FINETUNE, after "ppl/<dataset>/quantized_before_finetune"), streaming a
+// loss point per step, with checkpoints under `options.work_dir`/train so that a rerun in the same
+// folder resumes; the result's prefix is then the trained prefix's nearest tokens.
 // Metric "pipeline/quantized" is 1 when a quantized model was evaluated.
 //
 // Failures carry a FailureReason: MODEL_LOAD for a model that cannot be read, USER_ERROR
-// for a spec that does not fit the model or a missing dataset, CANCELLED, OOM (a LibTorch
-// allocation failure, or weights larger than resources.max_memory, with the figures),
-// INTERNAL.
+// for a spec that does not fit the model or a missing dataset, CANCELLED, NUMERICAL for training
+// that diverged beyond rollback, OOM (a LibTorch allocation failure, or weights larger than
+// resources.max_memory, with the figures), INTERNAL.
 #ifndef QUANTD_WORKER_PIPELINE_RUN_JOB_H_
 #define QUANTD_WORKER_PIPELINE_RUN_JOB_H_
 
@@ -31,7 +35,8 @@
 namespace quantd::pipeline {
 
 struct RunJobOptions {
-  // Folder for the job's files (checkpoints, exports); relative dataset and model paths
+  // Folder for the job's files (training checkpoints under train/, exports); empty: no
+  // checkpoints. Relative dataset and model paths
   // in the spec are resolved against the process's working directory.
   std::string work_dir;
   // Where the model, the prefix KV cache and training live: "" / "auto" (the first visible
