@@ -1,6 +1,10 @@
 // quant_bench: PrefixQuant on stories260K and its planted-outlier variant.
 //   quant_bench table [--windows N] [--calib N] [--only MODEL]   perplexity table: W8A8KV8,
 //       W4A8KV4, W4A4KV4 (static) x fp/rtn/rotation/prefixquant x both models, via RunJob
+//   quant_bench training [--windows N] [--calib N] [--val N] [--prefix-epochs N] [--epochs N]
+//       W4A4KV4 static on the outlier variant: no prefix / detected / trained-discrete /
+//       trained-continuous prefix x fine-tuning off/on (one job per prefix: the job reports the
+//       calibrated model before fine-tuning and the fine-tuned one), via RunJob
 //   quant_bench phases      wall time of each phase of one RunJob (W4A4KV4, prefixquant)
 //   quant_bench hadamard    online Hadamard transform vs dense matmul with the same matrix
 //   quant_bench one --model DIR --w B --a B --kv B [--mode static|dynamic] [--compare v]...
@@ -136,6 +140,53 @@ int Table(const Args& args) {
   return 0;
 }
 
+int TrainingTable(const Args& args) {
+  const int windows = std::stoi(args.Get("windows", "40"));
+  const int calib = std::stoi(args.Get("calib", "32"));
+  const std::string key = "ppl/tinystories-valid-subset.txt/";
+  const std::string variant = Variant();
+  std::printf(
+      "outlier variant of stories260K, W4A4KV4 static (per-tensor activations, per-head KV groups "
+      "of 8, per-channel weights with mse_init), rotation R1-R4; %d calibration windows x 256 "
+      "(+%s val), prefix: %s epochs lr 1e-2; fine-tuning: %s epochs, quant_lr 5e-3, weight_lr "
+      "1e-3, batch 4; perplexity on %d TinyStories windows x 256\n",
+      calib, args.Get("val", "8").c_str(), args.Get("prefix-epochs", "10").c_str(),
+      args.Get("epochs", "5").c_str(), windows);
+  std::printf(
+      "| prefix | fp | fine-tune off | fine-tune on | prefix tokens | prefix loss | train s |\n"
+      "|---|---|---|---|---|---|---|\n");
+  for (const char* kind : {"none", "detected", "trained-discrete", "trained-continuous"}) {
+    auto spec = Spec(variant, 4, 4, 4, false, windows, calib);
+    spec.mutable_calibration()->set_val_size(std::stoi(args.Get("val", "8")));
+    auto* prefix = spec.mutable_prefix();
+    prefix->set_enabled(std::string(kind) != "none");
+    prefix->set_trainable(std::string(kind).rfind("trained", 0) == 0);
+    prefix->set_mode(std::string(kind) == "trained-continuous" ? v1::PREFIX_MODE_CONTINUOUS
+                                                               : v1::PREFIX_MODE_DISCRETE);
+    prefix->set_epochs(std::stoi(args.Get("prefix-epochs", "10")));
+    prefix->set_lr(1e-2);
+    auto* training = spec.mutable_training();
+    training->set_epochs(std::stoi(args.Get("epochs", "5")));
+    training->set_quant_lr(5e-3);
+    training->set_weight_lr(1e-3);
+    training->set_batch_size(4);
+    TimingSink sink;
+    auto outcome = Run(spec, sink);
+    if (!outcome.status.ok()) return 1;
+    const auto& m = outcome.result.metrics();
+    const double train_s = sink.seconds["PHASE_TRAIN_PREFIX"] + sink.seconds["PHASE_FINETUNE"];
+    std::string loss = "-";
+    if (m.count("prefix/best_loss")) {
+      loss = absl::StrCat(m.at("prefix/initial_loss"), " -> ", m.at("prefix/best_loss"));
+    }
+    std::printf("| %s | %.3f | %.3f | %.3f | %s | %s | %.1f |\n", kind, m.at(key + "fp"),
+                m.at(key + "quantized_before_finetune"), m.at(key + "quantized"),
+                outcome.result.prefix_text().c_str(), loss.c_str(), train_s);
+    std::fflush(stdout);
+  }
+  return 0;
+}
+
 int One(const Args& args) {
   auto spec =
       Spec(args.Get("model"), std::stoi(args.Get("w", "16")), std::stoi(args.Get("a", "16")),
@@ -201,16 +252,18 @@ int HadamardBench() {
 
 int main(int argc, char** argv) {
   std::vector<std::string> argv_list(argv + 1, argv + argc);
-  auto args = quantd::Args::Parse(argv_list,
-                                  {"windows", "calib", "only", "model", "w", "a", "kv", "mode",
-                                   "compare", "no-rotate", "no-prefix", "no-r4", "no-r3"},
-                                  {"no-rotate", "no-prefix", "no-r4", "no-r3"});
+  auto args = quantd::Args::Parse(
+      argv_list,
+      {"windows", "calib", "only", "model", "w", "a", "kv", "mode", "compare", "no-rotate",
+       "no-prefix", "no-r4", "no-r3", "val", "prefix-epochs", "epochs"},
+      {"no-rotate", "no-prefix", "no-r4", "no-r3"});
   if (!args.ok() || args->positional().empty()) {
-    std::fprintf(stderr, "usage: quant_bench table|phases|hadamard|one [flags]\n");
+    std::fprintf(stderr, "usage: quant_bench table|training|phases|hadamard|one [flags]\n");
     return 2;
   }
   const std::string command = args->positional()[0];
   if (command == "table") return quantd::Table(*args);
+  if (command == "training") return quantd::TrainingTable(*args);
   if (command == "phases") return quantd::Phases(*args);
   if (command == "hadamard") return quantd::HadamardBench();
   if (command == "one") return quantd::One(*args);
