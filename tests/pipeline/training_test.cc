@@ -258,6 +258,25 @@ TEST_F(TrainingTest, ContinuousPrefixBuildsTheCacheFromTheEmbeddings) {
   EXPECT_LT(m.at(std::string(kPpl) + "quantized"), m.at(std::string(kPpl) + "rotation"));
 }
 
+TEST_F(TrainingTest, FinetunedModelWithContinuousPrefixExports) {
+  const std::string out = std::string(QUANTD_BINARY_DIR) + "/tests/pipeline/training-export-" +
+                          std::to_string(getpid());
+  std::filesystem::remove_all(out);
+  auto spec = Spec(/*trainable_prefix=*/true, /*finetune_epochs=*/1);
+  spec.mutable_prefix()->set_mode(v1::PREFIX_MODE_CONTINUOUS);
+  spec.set_output_dir(out);
+  CollectingSink sink;
+  CancellationToken cancel;
+  auto outcome = RunJob(spec, {}, sink, cancel);
+  // The export re-opens the folder and checks the reloaded model's perplexity (1e-4).
+  ASSERT_TRUE(outcome.status.ok()) << outcome.status;
+  EXPECT_FALSE(outcome.result.artifact_path().empty());
+  EXPECT_GT(outcome.result.metrics().at("export/bytes"), 0);
+  EXPECT_TRUE(
+      std::filesystem::is_regular_file(outcome.result.artifact_path() + "/prefix.safetensors"));
+  std::filesystem::remove_all(out);
+}
+
 TEST_F(TrainingTest, CancelDuringPrefixTrainingStopsWithinAStep) {
   CancellationToken cancel;
   CollectingSink sink;

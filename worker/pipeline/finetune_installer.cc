@@ -71,4 +71,34 @@ train::BlockInstaller MakeCalibratedBlockInstaller(const model::LlamaModel& cali
   };
 }
 
+absl::Status ToQuantLinears(model::LlamaModel& model, const quant::QuantSettings& settings) {
+  torch::NoGradGuard no_grad;
+  for (size_t i = 0; i < model.blocks.size(); ++i) {
+    for (const auto& [slot, name] : kSlots) {
+      std::shared_ptr<model::LinearLayer>& layer = model.blocks[i].*slot;
+      auto ste = std::dynamic_pointer_cast<train::SteLinear>(layer);
+      if (ste == nullptr) continue;
+      if (!ste->baked.defined()) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("layer ", i, " ", name, ": fine-tuned layer not baked"));
+      }
+      auto q = std::make_shared<quant::QuantLinear>(ste->baked);
+      q->weight_quant = settings.weight;
+      q->weight_scales = ste->weight_scales.to(torch::kFloat32);
+      q->input_hadamard = ste->input_hadamard;
+      if (ste->quantize_input) {
+        const float clip =
+            ste->input_dynamic ? ste->input_scale.item<float>() : settings.activation_clip;
+        q->input_quantizer =
+            quant::ActQuantizer(ste->input_config.bits, ste->input_dynamic, 0, clip);
+        if (!ste->input_dynamic) {
+          q->input_quantizer.set_scales(ste->input_scale.to(torch::kFloat32).reshape({}));
+        }
+      }
+      layer = q;
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace quantd::pipeline

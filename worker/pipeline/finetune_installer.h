@@ -19,7 +19,9 @@
 
 #include <optional>
 
+#include "absl/status/status.h"
 #include "worker/model/llama.h"
+#include "worker/quant/quantize_model.h"
 #include "worker/train/ste_block.h"
 #include "worker/train/trainable_block.h"
 
@@ -33,6 +35,13 @@ std::optional<train::LinearSource> FromQuantLinear(const model::LinearLayer& lay
 // of the twin is not a QuantLinear while static input quantization needs its scale.
 train::BlockInstaller MakeCalibratedBlockInstaller(const model::LlamaModel& calibrated,
                                                    const train::SteBlockOptions& options);
+
+// Replaces every finished (baked) train::SteLinear of `model` by the equivalent quant::QuantLinear:
+// the baked weight with its learned scales (weight_quant = settings.weight), the online Hadamard,
+// and the learned static input scale or dynamic clipping factor. A fine-tuned model then has the
+// modules of a calibrated one (what export reads) and computes the same function.
+// FAILED_PRECONDITION for an SteLinear that is not baked.
+absl::Status ToQuantLinears(model::LlamaModel& model, const quant::QuantSettings& settings);
 
 }  // namespace quantd::pipeline
 

@@ -11,13 +11,13 @@ namespace quantd::pipeline {
 
 absl::StatusOr<torch::Device> ChooseJobDevice(const std::string& requested) {
   if (requested.empty() || requested == "auto") {
-    return torch::cuda::is_available() ? torch::Device(torch::kCUDA, 0) : torch::Device(torch::kCPU);
+    return torch::cuda::is_available() ? torch::Device(torch::kCUDA, 0)
+                                       : torch::Device(torch::kCPU);
   }
   if (requested == "cpu") return torch::Device(torch::kCPU);
   int index = 0;
-  if (requested != "cuda" &&
-      !(absl::StartsWith(requested, "cuda:") && absl::SimpleAtoi(requested.substr(5), &index) &&
-        index >= 0)) {
+  if (requested != "cuda" && !(absl::StartsWith(requested, "cuda:") &&
+                               absl::SimpleAtoi(requested.substr(5), &index) && index >= 0)) {
     return absl::InvalidArgumentError("device: expected auto, cpu, cuda or cuda:N, got \"" +
                                       requested + "\"");
   }
@@ -26,9 +26,9 @@ absl::StatusOr<torch::Device> ChooseJobDevice(const std::string& requested) {
                                          ": this LibTorch has no CUDA device to use");
   }
   if (index >= static_cast<int>(torch::cuda::device_count())) {
-    return absl::FailedPreconditionError(
-        "device " + requested + ": only " + std::to_string(torch::cuda::device_count()) +
-        " CUDA device(s) visible");
+    return absl::FailedPreconditionError("device " + requested + ": only " +
+                                         std::to_string(torch::cuda::device_count()) +
+                                         " CUDA device(s) visible");
   }
   return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(index));
 }
@@ -44,8 +44,7 @@ std::optional<std::string> VisibleDevicesFor(const std::vector<std::string>& dev
 
 bool IsOutOfMemory(const absl::Status& status) {
   const absl::string_view message = status.message();
-  return absl::StrContains(message, "out of memory") ||
-         absl::StrContains(message, "OutOfMemory") ||
+  return absl::StrContains(message, "out of memory") || absl::StrContains(message, "OutOfMemory") ||
          absl::StrContains(message, "can't allocate memory") ||
          absl::StrContains(message, "not enough memory");
 }

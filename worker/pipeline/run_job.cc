@@ -111,9 +111,9 @@ RunJobOutcome RunJob(const v1::JobSpec& original, const RunJobOptions& options, 
   }
   auto model = model::LlamaModel::Load(spec.model().path(), load_options);
   if (!model.ok()) {
-    return Failed(IsOutOfMemory(model.status()) ? v1::FAILURE_REASON_OOM
-                                                : v1::FAILURE_REASON_MODEL_LOAD,
-                  model.status());
+    return Failed(
+        IsOutOfMemory(model.status()) ? v1::FAILURE_REASON_OOM : v1::FAILURE_REASON_MODEL_LOAD,
+        model.status());
   }
   auto tokenizer = model::LoadTokenizer(spec.model().path());
   if (!tokenizer.ok()) return Failed(v1::FAILURE_REASON_MODEL_LOAD, tokenizer.status());
@@ -126,11 +126,10 @@ RunJobOutcome RunJob(const v1::JobSpec& original, const RunJobOptions& options, 
   if (auto status = ValidateSpecForModel(spec, shape); !status.ok()) {
     return Failed(v1::FAILURE_REASON_USER_ERROR, status);
   }
-  (void)EmitLog(
-      sink, "info",
-      absl::StrCat("loaded ", spec.model().name(), ": ", config.num_hidden_layers,
-                   " layers, hidden ", config.hidden_size, ", vocab ", config.vocab_size, " on ",
-                   device->str()));
+  (void)EmitLog(sink, "info",
+                absl::StrCat("loaded ", spec.model().name(), ": ", config.num_hidden_layers,
+                             " layers, hidden ", config.hidden_size, ", vocab ", config.vocab_size,
+                             " on ", device->str()));
   ProgressReporter(sink, 0.0, kLoadEnd).Update(1, 1, "model loaded").IgnoreError();
   if (cancel.cancelled()) return Cancelled();
 
@@ -337,6 +336,7 @@ RunJobOutcome RunJob(const v1::JobSpec& original, const RunJobOptions& options, 
       return !cancel.cancelled();
     };
     absl::StatusOr<VariantModel> built;
+    torch::Tensor trained_embeddings;  // a continuous trained prefix, for the export
     if (trains) {
       TrainingInputs inputs;
       inputs.spec = &spec;
@@ -366,6 +366,7 @@ RunJobOutcome RunJob(const v1::JobSpec& original, const RunJobOptions& options, 
                                                           trained->prefix_ids.end());
         outcome.result.set_prefix_text(trained->prefix_text);
       }
+      trained_embeddings = trained->prefix_embeddings;
       built = std::move(trained->variant);
     } else {
       built = BuildVariant(spec.model().path(), load_options, *plan, bos, calibration,
@@ -380,6 +381,7 @@ RunJobOutcome RunJob(const v1::JobSpec& original, const RunJobOptions& options, 
       exporter::ArtifactModel contents;
       contents.model = built->model.get();
       contents.prefix = built->prefix ? &*built->prefix : nullptr;
+      contents.prefix_embeddings = trained_embeddings;
       contents.rotated = plan->rotate;
       contents.rotation = plan->rotation;
       contents.source_model_dir = spec.model().path();

@@ -232,6 +232,7 @@ absl::StatusOr<TrainedVariant> BuildTrainedVariant(const TrainingInputs& in,
                              continuous ? "embeddings (continuous)" : "prefix's nearest tokens"));
     if (continuous) {
       ASSIGN_OR_RETURN(prefix, ContinuousPrefixCache(*fp, trained->embeddings, out.prefix_ids));
+      out.prefix_embeddings = trained->embeddings;
     } else {
       ASSIGN_OR_RETURN(prefix, quant::BuildPrefixCache(*fp, out.prefix_ids, in.bos_id));
     }
@@ -301,6 +302,7 @@ absl::StatusOr<TrainedVariant> BuildTrainedVariant(const TrainingInputs& in,
                                       MakeCalibratedBlockInstaller(*twin, ste), options, callbacks);
   if (!result.ok()) return sink_error.ok() ? result.status() : sink_error;
   twin.reset();
+  RETURN_IF_ERROR(ToQuantLinears(*fp, plan.quant));
   if (result->resumed_at_block > 0) {
     log(absl::StrCat("fine-tuning resumed at block ", result->resumed_at_block, ": blocks 0..",
                      result->resumed_at_block - 1, " restored from the checkpoint in ",

@@ -19,7 +19,9 @@
 //     (RunJob reports it as "ppl/<dataset>/quantized_before_finetune"), then every block of the
 //     full-precision model is replaced by its trainable quantized form (finetune_installer.h)
 //     and trained against the full-precision block's outputs, the prefix KV as context; a loss
-//     point per training.loss_every_steps steps and a "val" point per epoch and block.
+//     point per training.loss_every_steps steps and a "val" point per epoch and block; the
+//     trained blocks then become plain quant::QuantLinear modules (ToQuantLinears), as in the
+//     twin, so the result exports like an untrained one.
 // Checkpoints (checkpoint_dir non-empty): the trained prefix after step 2 and every finished
 // block during step 4, tagged with the fingerprint, so that a rerun with the same spec, model and
 // folder (a requeued job) reuses the prefix and resumes at the next unfinished block (log line
@@ -78,6 +80,7 @@ struct TrainedVariant {
   bool prefix_trained = false;
   std::vector<int32_t> prefix_ids;  // the prefix's tokens (continuous: the nearest ones)
   std::string prefix_text;          // the same as text, "[BOS]" for BOS
+  torch::Tensor prefix_embeddings;  // [P, hidden] when the continuous embeddings built the cache
 };
 
 absl::StatusOr<TrainedVariant> BuildTrainedVariant(const TrainingInputs& inputs,

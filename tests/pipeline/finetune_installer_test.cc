@@ -1,0 +1,116 @@
+// The pipeline's bridge to block fine-tuning on stories260K (rotated, R3 + R4, W4A4KV8 static):
+// fine-tuning against a calibrated twin starts from the twin's model (0 epochs: the same
+// perplexity), training lowers it, and ToQuantLinears turns the trained blocks into
+// QuantLinears that compute the same function.
+#include "worker/pipeline/finetune_installer.h"
+
+#include "gtest/gtest.h"
+#include "worker/eval/token_stream.h"
+#include "worker/model/tokenizer.h"
+#include "worker/quant/prefix_cache.h"
+#include "worker/quant/quant_linear.h"
+#include "worker/quant/rotation.h"
+#include "worker/train/finetune.h"
+
+namespace quantd::pipeline {
+namespace {
+
+std::string SharedData(const std::string& relative) {
+  return std::string(QUANTD_SHARED_DATA) + "/" + relative;
+}
+
+class FinetuneInstallerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto tokenizer = model::LoadTokenizer(SharedData("models/stories260K"));
+    ASSERT_TRUE(tokenizer.ok());
+    auto text = eval::ReadTextFile(SharedData("text/tinystories-valid-subset.txt"));
+    ASSERT_TRUE(text.ok());
+    auto tokens =
+        eval::BuildTokenStream(**tokenizer, text->substr(0, 80000), eval::DocumentMode::kBlankLine);
+    ASSERT_TRUE(tokens.ok());
+    tokens_ = *tokens;
+    for (int64_t w = 0, at = 0; w < 12; ++w, at += 129) {
+      (w < 8 ? train_ : val_).emplace_back(tokens_.begin() + at + 1, tokens_.begin() + at + 129);
+    }
+    settings_.weight.bits = 4;
+    settings_.weight.mse_init = true;
+    settings_.input_bits = 4;
+    settings_.input_dynamic = false;
+    settings_.k_bits = 8;
+    settings_.v_bits = 8;
+    settings_.kv_group_size = 8;
+    settings_.kv_dynamic = false;
+  }
+
+  std::unique_ptr<model::LlamaModel> Rotated() {
+    auto model = model::LlamaModel::Load(SharedData("models/stories260K"));
+    EXPECT_TRUE(model.ok());
+    quant::RotationOptions rotation;
+    rotation.down_online_had = true;
+    rotation.qk_online_had = true;
+    EXPECT_TRUE(quant::RotateModel(**model, rotation).ok());
+    return std::move(*model);
+  }
+
+  double Perplexity(model::LlamaModel& model, const quant::PrefixCache& prefix) {
+    quant::WindowEval eval;
+    eval.seqlen = 256;
+    eval.max_windows = 8;
+    eval.prefix = &prefix;
+    const std::vector<int32_t> held_out(tokens_.begin() + 4000, tokens_.end());
+    auto ppl = quant::EvaluateWindows(model, held_out, eval);
+    EXPECT_TRUE(ppl.ok()) << ppl.status();
+    return ppl.ok() ? ppl->perplexity : 0;
+  }
+
+  std::vector<int32_t> tokens_;
+  std::vector<std::vector<int32_t>> train_, val_;
+  quant::QuantSettings settings_;
+};
+
+TEST_F(FinetuneInstallerTest, TunedBlocksStartFromTheTwinImproveAndConvertExactly) {
+  auto fp = Rotated();
+  auto prefix = quant::BuildPrefixCache(*fp, {1}, 1);
+  ASSERT_TRUE(prefix.ok());
+  auto twin = Rotated();
+  ASSERT_TRUE(quant::QuantizeModel(*twin, settings_).ok());
+  ASSERT_TRUE(quant::CalibrateStatic(*twin, train_, &prefix->kv, 4).ok());
+  const double twin_ppl = Perplexity(*twin, *prefix);
+
+  train::SteBlockOptions ste;
+  ste.wbits = 4;
+  ste.mse_init = true;
+  ste.input_bits = 4;
+  ste.input_dynamic = false;
+  for (int epochs : {0, 3}) {
+    auto model = epochs == 0 ? Rotated() : std::move(fp);
+    train::FinetuneOptions options;
+    options.epochs = epochs;
+    options.quant_lr = 5e-3;
+    options.weight_lr = 1e-3;
+    options.batch_size = 4;
+    auto result = train::FinetuneBlocks(*model, &prefix->kv, train_, val_,
+                                        MakeCalibratedBlockInstaller(*twin, ste), options);
+    ASSERT_TRUE(result.ok()) << result.status();
+    const double tuned = Perplexity(*model, *prefix);
+    ASSERT_TRUE(ToQuantLinears(*model, settings_).ok());
+    for (const auto& b : model->blocks) {
+      EXPECT_NE(dynamic_cast<quant::QuantLinear*>(b.down_proj.get()), nullptr);
+      EXPECT_EQ(b.attention_transform, twin->blocks[&b - &model->blocks[0]].attention_transform);
+    }
+    const double converted = Perplexity(*model, *prefix);
+    EXPECT_NEAR(converted, tuned, 1e-3 * tuned) << epochs << " epochs";
+    if (epochs == 0) {
+      // Same quantizers, same scales: the untrained blocks are the twin's model.
+      EXPECT_NEAR(tuned, twin_ppl, 0.01 * twin_ppl);
+    } else {
+      EXPECT_LT(tuned, twin_ppl);
+    }
+    RecordProperty(epochs == 0 ? "ppl_twin_untrained" : "ppl_twin_tuned",
+                   std::to_string(twin_ppl) + " " + std::to_string(tuned));
+  }
+}
+
+}  // namespace
+}  // namespace quantd::pipeline
