@@ -277,6 +277,25 @@ TEST_F(TrainingTest, FinetunedModelWithContinuousPrefixExports) {
   std::filesystem::remove_all(out);
 }
 
+TEST_F(TrainingTest, DivergingFinetuningFailsAsNumericalAfterRollbacks) {
+  auto spec = Spec(/*trainable_prefix=*/false, /*finetune_epochs=*/2);
+  spec.mutable_training()->set_weight_lr(1e30);  // the weights blow up at the first step
+  spec.mutable_training()->set_quant_lr(1e30);
+  CollectingSink sink;
+  CancellationToken cancel;
+  auto outcome = RunJob(spec, {}, sink, cancel);
+  EXPECT_EQ(outcome.reason, v1::FAILURE_REASON_NUMERICAL) << outcome.status;
+  // Each diverged block was rolled back with a warning before the job gave up.
+  int warnings = 0;
+  for (const auto& e : sink.events) {
+    if (e.has_log() && e.log().level() == "warning" &&
+        e.log().message().find("non-finite loss") != std::string::npos) {
+      ++warnings;
+    }
+  }
+  EXPECT_GE(warnings, 2);
+}
+
 TEST_F(TrainingTest, CancelDuringPrefixTrainingStopsWithinAStep) {
   CancellationToken cancel;
   CollectingSink sink;
