@@ -5,8 +5,8 @@
 
 #include <filesystem>
 #include <map>
-#include <set>
 #include <regex>
+#include <set>
 #include <thread>
 
 #include "gmock/gmock.h"
@@ -59,17 +59,17 @@ class WorkerE2ETest : public ::testing::Test {
         20s))
         << scheduler_->Output();
     port_ = std::stoi(match[1]);
-    stub_ = v1::QuantizeService::NewStub(
-        grpc::CreateChannel("127.0.0.1:" + std::to_string(port_), grpc::InsecureChannelCredentials()));
+    stub_ = v1::QuantizeService::NewStub(grpc::CreateChannel("127.0.0.1:" + std::to_string(port_),
+                                                             grpc::InsecureChannelCredentials()));
   }
 
   std::unique_ptr<Process> StartWorker(const std::string& name,
                                        const std::map<std::string, std::string>& env = {}) {
-    auto process = Process::Start(
-        {kWorker, "connect", "--scheduler=127.0.0.1:" + std::to_string(port_),
-         "--work_dir=" + dir_ + "/" + name, "--worker_id=" + name, "--cancel_grace_seconds=2",
-         "--metrics_listen=127.0.0.1:0"},
-        dir_ + "/" + name + ".log", env);
+    auto process =
+        Process::Start({kWorker, "connect", "--scheduler=127.0.0.1:" + std::to_string(port_),
+                        "--work_dir=" + dir_ + "/" + name, "--worker_id=" + name,
+                        "--cancel_grace_seconds=2", "--metrics_listen=127.0.0.1:0"},
+                       dir_ + "/" + name + ".log", env);
     EXPECT_TRUE(process.ok()) << process.status();
     return process.ok() ? std::move(*process) : nullptr;
   }
@@ -247,7 +247,8 @@ TEST_F(WorkerE2ETest, KilledWorkerIsReplacedAndTheOtherWorkerFinishesTheJob) {
       },
       60s));
   workers.at(running_on)->Kill();
-  ASSERT_TRUE(WaitForJob(job_id, [](const v1::Job& job) { return IsTerminal(job.state()); }, 120s));
+  ASSERT_TRUE(WaitForJob(
+      job_id, [](const v1::Job& job) { return IsTerminal(job.state()); }, 120s));
   const v1::Job job = Get(job_id);
   EXPECT_EQ(job.state(), v1::JOB_STATE_SUCCEEDED);
   EXPECT_NE(job.worker_id(), running_on);
@@ -255,12 +256,39 @@ TEST_F(WorkerE2ETest, KilledWorkerIsReplacedAndTheOtherWorkerFinishesTheJob) {
   ExpectGapless(events);
   bool lost = false;
   for (const auto& event : events) {
-    if (event.has_state_change() && event.state_change().failure().reason() ==
-                                        v1::FAILURE_REASON_WORKER_LOST) {
+    if (event.has_state_change() &&
+        event.state_change().failure().reason() == v1::FAILURE_REASON_WORKER_LOST) {
       lost = true;
     }
   }
   EXPECT_TRUE(lost) << "no WORKER_LOST requeue event";
+}
+
+// A worker that stops answering past --worker_lost_after (here: SIGSTOP) loses its job to the
+// queue; when it answers again the scheduler refuses the old attempt back and assigns the job
+// anew, to the same worker. The old attempt must be stopped without a word: its CANCELLED
+// ending must not end the new attempt, which runs to SUCCEEDED.
+TEST_F(WorkerE2ETest, WorkerThatWasPausedPastTheLossTimeoutRerunsTheJob) {
+  StartScheduler();
+  // Slow events keep the first attempt running until after the worker resumes.
+  auto worker = StartWorker("w1", {{"QUANTD_TEST_EVENT_DELAY_MS", "300"}});
+  const std::string job_id = Submit(Spec(20));
+  ASSERT_TRUE(WaitForJob(
+      job_id, [](const v1::Job& job) { return job.state() == v1::JOB_STATE_RUNNING; }, 60s));
+  ASSERT_EQ(::kill(worker->pid(), SIGSTOP), 0);
+  const bool requeued = WaitForJob(
+      job_id, [](const v1::Job& job) { return job.state() == v1::JOB_STATE_QUEUED; }, 20s);
+  ASSERT_EQ(::kill(worker->pid(), SIGCONT), 0);
+  ASSERT_TRUE(requeued) << "the paused worker was not declared lost";
+  ASSERT_TRUE(WaitForJob(
+      job_id, [](const v1::Job& job) { return IsTerminal(job.state()); }, 120s));
+  const v1::Job job = Get(job_id);
+  EXPECT_EQ(job.state(), v1::JOB_STATE_SUCCEEDED) << job.failure().message();
+  EXPECT_EQ(job.attempt(), 1);
+  EXPECT_GT(job.result().metrics().at("ppl/tinystories-valid-subset.txt/fp"), 3.0);
+  const auto events = WatchToEnd(job_id, 10s);
+  ExpectGapless(events);
+  EXPECT_EQ(FinalState(events), v1::JOB_STATE_SUCCEEDED);
 }
 
 TEST_F(WorkerE2ETest, SchedulerKilledMidJobWorkerReattachesAndTheLogStaysGapless) {
@@ -319,7 +347,8 @@ TEST_F(WorkerE2ETest, CrashingJobProcessFailsTheJobWithTheReason) {
   StartScheduler();
   auto worker = StartWorker("w1", {{"QUANTD_TEST_CRASH_AFTER_EVENTS", "3"}});
   const std::string job_id = Submit(Spec(5));
-  ASSERT_TRUE(WaitForJob(job_id, [](const v1::Job& job) { return IsTerminal(job.state()); }, 60s));
+  ASSERT_TRUE(WaitForJob(
+      job_id, [](const v1::Job& job) { return IsTerminal(job.state()); }, 60s));
   const v1::Job job = Get(job_id);
   EXPECT_EQ(job.state(), v1::JOB_STATE_FAILED);
   EXPECT_EQ(job.failure().reason(), v1::FAILURE_REASON_INTERNAL);

@@ -15,7 +15,7 @@ WorkerDaemon::WorkerDaemon(DaemonOptions options)
   link::LinkCallbacks callbacks;
   callbacks.on_assignment = [this](const v1::Assignment& a) { OnAssignment(a); };
   callbacks.on_cancellation = [this](const v1::Cancellation& c) { OnCancel(c.job_id()); };
-  callbacks.on_stop_job = [this](const std::string& job_id) { OnCancel(job_id); };
+  callbacks.on_stop_job = [this](const std::string& job_id) { OnStopJob(job_id); };
   callbacks.running_jobs = [this] { return RunningJobIds(); };
   link::LinkOptions link_options = options_.link;
   // Device figures go to the scheduler (Hello, heartbeats) and to /metrics.
@@ -95,7 +95,21 @@ void WorkerDaemon::OnAssignment(const v1::Assignment& assignment) {
   std::lock_guard<std::mutex> lock(mu_);
   for (auto& thread : finished_threads_) thread.join();  // they only have to return
   finished_threads_.clear();
-  if (stopping_ || jobs_.count(job_id) > 0) return;  // a repeated assignment after re-attach
+  if (stopping_) return;
+  if (auto it = jobs_.find(job_id); it != jobs_.end()) {
+    // A repeated assignment after re-attach is ignored; a new attempt waits for the old one.
+    if (it->second.abandoned) {
+      spdlog::info("job {}: attempt {} waits for the previous attempt to stop", job_id,
+                   assignment.job().attempt());
+      it->second.next_attempt = assignment;
+    }
+    return;
+  }
+  StartAssignmentLocked(assignment);
+}
+
+void WorkerDaemon::StartAssignmentLocked(const v1::Assignment& assignment) {
+  const std::string job_id = assignment.job().job_id();
   const std::string dir = options_.work_dir + "/" + job_id;
   std::error_code error;
   std::filesystem::create_directories(dir, error);
@@ -106,7 +120,8 @@ void WorkerDaemon::OnAssignment(const v1::Assignment& assignment) {
 
   runner::JobProcessOptions process_options;
   process_options.argv = options_.job_command;
-  for (const std::string& extra : {std::string("--job"), job_path, std::string("--work_dir"), dir}) {
+  for (const std::string& extra :
+       {std::string("--job"), job_path, std::string("--work_dir"), dir}) {
     process_options.argv.push_back(extra);
   }
   process_options.log_path = dir + "/job.log";
@@ -124,6 +139,17 @@ void WorkerDaemon::OnCancel(const std::string& job_id) {
   spdlog::info("job {}: cancelling", job_id);
   it->second.cancel_requested = true;
   if (it->second.process != nullptr) it->second.process->RequestCancel();
+}
+
+void WorkerDaemon::OnStopJob(const std::string& job_id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = jobs_.find(job_id);
+  if (it == jobs_.end()) return;
+  spdlog::info("job {}: the scheduler did not take this attempt back; stopping it", job_id);
+  it->second.abandoned = true;
+  it->second.cancel_requested = true;
+  if (it->second.process != nullptr) it->second.process->RequestCancel();
+  outbox_.Forget(job_id);
 }
 
 void WorkerDaemon::RunJob(const std::string& job_id, runner::JobProcessOptions process_options) {
@@ -149,11 +175,30 @@ void WorkerDaemon::RunJob(const std::string& job_id, runner::JobProcessOptions p
     spdlog::info("job {}: started (pid {})", job_id, process->pid());
     metrics_.OnJobStarted(job_id);
     outcome = process->Run([&](v1::JobEvent event) {
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (jobs_[job_id].abandoned) return;
+      }
       event.set_job_id(job_id);
       metrics_.OnJobEvent(job_id, event);
       outbox_.Add(job_id, event);
       link_->Notify();
     });
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    RunningJob& job = jobs_[job_id];
+    if (job.abandoned) {
+      spdlog::info("job {}: stopped attempt ended ({}), not reported", job_id,
+                   v1::JobState_Name(outcome.state));
+      metrics_.OnJobFinished(job_id, outcome.state);
+      outbox_.Forget(job_id);
+      std::optional<v1::Assignment> next = std::move(job.next_attempt);
+      finished_threads_.push_back(std::move(job.thread));
+      jobs_.erase(job_id);
+      if (next.has_value() && !stopping_) StartAssignmentLocked(*next);
+      return;
+    }
   }
   const std::string& log_path = process_options.log_path;
   if (outcome.state == v1::JOB_STATE_FAILED && process != nullptr) {

@@ -3,8 +3,8 @@
 // events through the acknowledged outbox, and reports each job's end.
 //
 // A job's files live in <work_dir>/<job_id>/: job.pb (the Assignment, binary), job.json (the
-// same for people), job.log (the child's output) and whatever the pipeline writes. The child is started as
-// job_command + ["--job", <job.json>, "--work_dir", <dir>] (+ "--event_fd=3").
+// same for people), job.log (the child's output) and whatever the pipeline writes. The child is
+// started as job_command + ["--job", <job.json>, "--work_dir", <dir>] (+ "--event_fd=3").
 //
 // Thread-safety: Start/Stop from one thread; the rest is internal.
 #ifndef QUANTD_WORKER_DAEMON_WORKER_DAEMON_H_
@@ -13,6 +13,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -56,11 +57,21 @@ class WorkerDaemon {
   struct RunningJob {
     std::unique_ptr<runner::JobProcess> process;  // null until the job's thread started it
     bool cancel_requested = false;
+    // The scheduler refused this attempt back after a reconnect (Welcome.stop_jobs): it has
+    // requeued the job, so this process is stopped and neither its events nor its outcome are
+    // reported (they would be taken for the next attempt's).
+    bool abandoned = false;
+    // A new attempt of the same job assigned while the abandoned one is still stopping; it
+    // starts when that process has exited.
+    std::optional<v1::Assignment> next_attempt;
     std::thread thread;
   };
 
   void OnAssignment(const v1::Assignment& assignment);
+  // Prepares the job's folder and starts its thread. Caller holds mu_.
+  void StartAssignmentLocked(const v1::Assignment& assignment);
   void OnCancel(const std::string& job_id);
+  void OnStopJob(const std::string& job_id);
   // The job's thread: starts the child, forwards its events, reports the outcome.
   void RunJob(const std::string& job_id, runner::JobProcessOptions process_options);
   std::vector<std::string> RunningJobIds() const;

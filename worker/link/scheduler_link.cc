@@ -44,7 +44,9 @@ SchedulerLink::SchedulerLink(LinkOptions options, LinkCallbacks callbacks, Event
 
 SchedulerLink::~SchedulerLink() { Stop(); }
 
-void SchedulerLink::Start() { thread_ = std::thread([this] { ConnectLoop(); }); }
+void SchedulerLink::Start() {
+  thread_ = std::thread([this] { ConnectLoop(); });
+}
 
 void SchedulerLink::Stop() {
   {
@@ -154,6 +156,11 @@ bool SchedulerLink::RunSession() {
             const auto& welcome = message.welcome();
             std::set<std::string> reattached;
             for (const auto& job : welcome.reattached()) reattached.insert(job.job_id());
+            // Refused jobs are stopped before the writer may send: none of their events may
+            // reach the scheduler, which could take them for a next attempt's.
+            for (const auto& id : welcome.stop_jobs()) {
+              if (callbacks_.on_stop_job) callbacks_.on_stop_job(id);
+            }
             {
               std::lock_guard<std::mutex> lock(mu_);
               if (welcome.heartbeat_interval_seconds() > 0) {
@@ -172,9 +179,6 @@ bool SchedulerLink::RunSession() {
               work_ = true;
             }
             wake_.notify_all();
-            for (const auto& id : welcome.stop_jobs()) {
-              if (callbacks_.on_stop_job) callbacks_.on_stop_job(id);
-            }
             spdlog::info("connected to scheduler {} ({} job(s) re-attached)",
                          options_.scheduler_address, reattached.size());
             break;

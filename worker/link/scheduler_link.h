@@ -53,7 +53,9 @@ struct LinkOptions {
 struct LinkCallbacks {
   std::function<void(const v1::Assignment&)> on_assignment;
   std::function<void(const v1::Cancellation&)> on_cancellation;
-  // Jobs running here that the scheduler does not want (Welcome.stop_jobs).
+  // Jobs running here that the scheduler does not want (Welcome.stop_jobs): it has requeued
+  // or finished them, so the worker must stop them without reporting. Called before any event
+  // of the new session is sent.
   std::function<void(const std::string& job_id)> on_stop_job;
   // Ids of the jobs running here now (for Hello).
   std::function<std::vector<std::string>()> running_jobs;

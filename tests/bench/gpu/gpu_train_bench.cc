@@ -87,10 +87,11 @@ int main(int argc, char** argv) {
   auto m = OrExit(model::LlamaModel::Load(model_dir, load));
   const double load_s = std::chrono::duration<double>(Clock::now() - load_start).count();
   const auto& c = m->config();
-  std::printf("model %s: %ld layers, hidden %ld, intermediate %ld, vocab %ld, %s on %s "
-              "(loaded in %.1f s)\n",
-              model_dir.c_str(), c.num_hidden_layers, c.hidden_size, c.intermediate_size,
-              c.vocab_size, dtype_name.c_str(), load.device.str().c_str(), load_s);
+  std::printf(
+      "model %s: %ld layers, hidden %ld, intermediate %ld, vocab %ld, %s on %s "
+      "(loaded in %.1f s)\n",
+      model_dir.c_str(), c.num_hidden_layers, c.hidden_size, c.intermediate_size, c.vocab_size,
+      dtype_name.c_str(), load.device.str().c_str(), load_s);
 
   std::mt19937 rng(42);
   std::uniform_int_distribution<int32_t> token(3, static_cast<int32_t>(c.vocab_size) - 1);
@@ -134,8 +135,8 @@ int main(int argc, char** argv) {
   model::KvCache kv;
   {
     torch::NoGradGuard no_grad;
-    kv = OrExit(m->BuildPrefixKv(
-        torch::tensor(prefix_ids, torch::kInt64).view({1, static_cast<int64_t>(prefix_ids.size())})));
+    kv = OrExit(m->BuildPrefixKv(torch::tensor(prefix_ids, torch::kInt64)
+                                     .view({1, static_cast<int64_t>(prefix_ids.size())})));
   }
   train::SteBlockOptions ste;
   ste.wbits = 4;
