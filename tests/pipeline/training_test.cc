@@ -168,6 +168,12 @@ TEST_F(TrainingTest, BothPhasesStreamOrderedLossPointsAndFinetuningLowersPerplex
     const std::string block = "finetune/block" + std::to_string(b);
     EXPECT_LT(m.at(block + "/final_val_loss"), m.at(block + "/initial_val_loss")) << block;
   }
+  RecordProperty("max_down_proj_input_detected_trained",
+                 std::to_string(m.at("prefix/max_down_proj_input/detected")) + " " +
+                     std::to_string(m.at("prefix/max_down_proj_input/trained")));
+  // The learned prefix keeps the planted outliers removed as well as the detected tokens (1 %).
+  EXPECT_LE(m.at("prefix/max_down_proj_input/trained"),
+            1.01 * m.at("prefix/max_down_proj_input/detected"));
   // The trained prefix builds the cache: its nearest tokens are the job's prefix.
   EXPECT_EQ(outcome.result.prefix_token_ids_size(), static_cast<int>(m.at("prefix/len")));
   const double before = m.at(std::string(kPpl) + "quantized_before_finetune");
@@ -251,6 +257,8 @@ TEST_F(TrainingTest, ContinuousPrefixBuildsTheCacheFromTheEmbeddings) {
   EXPECT_TRUE(sink.Loss(v1::PHASE_FINETUNE, "train").empty());
   const auto& m = outcome.result.metrics();
   EXPECT_EQ(m.count(std::string(kPpl) + "quantized_before_finetune"), 0u);
+  EXPECT_LE(m.at("prefix/max_down_proj_input/trained"),
+            1.01 * m.at("prefix/max_down_proj_input/detected"));
   // The planted outliers ruin the rotated model without a prefix; the trained one removes them.
   RecordProperty("ppl_w4a4kv4_rotation_continuous",
                  std::to_string(m.at(std::string(kPpl) + "rotation")) + " " +

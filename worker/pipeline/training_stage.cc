@@ -90,6 +90,36 @@ absl::StatusOr<quant::PrefixCache> ContinuousPrefixCache(model::LlamaModel& mode
   return cache;
 }
 
+// Keeps the largest |x| seen at any layer's down_proj input.
+class MaxDownProjInput : public model::ActivationObserver {
+ public:
+  bool Wants(int, model::ActivationSite site) const override {
+    return site == model::ActivationSite::kDownProjInput;
+  }
+  void Observe(int, model::ActivationSite, const torch::Tensor& x) override {
+    max = std::max(max, x.detach().abs().max().item<double>());
+  }
+  double max = 0.0;
+};
+
+// The largest |x| at a down_proj input over (up to 4 of) `windows` after `prefix`: only the
+// windows' tokens are observed, as in outlier detection (DESIGN.md §3.4).
+absl::StatusOr<double> MaxActivationAfter(model::LlamaModel& model, const model::KvCache& prefix,
+                                          const std::vector<std::vector<int32_t>>& windows) {
+  const size_t n = std::min<size_t>(4, windows.size());
+  std::vector<int64_t> flat;
+  for (size_t w = 0; w < n; ++w) flat.insert(flat.end(), windows[w].begin(), windows[w].end());
+  torch::NoGradGuard no_grad;
+  MaxDownProjInput observer;
+  model::ForwardRequest request;
+  request.input_ids = torch::tensor(flat, torch::kInt64).view({static_cast<int64_t>(n), -1});
+  request.past = &prefix;
+  request.observer = &observer;
+  request.logits = model::LogitsMode::kNone;
+  RETURN_IF_ERROR(model.Forward(request).status());
+  return observer.max;
+}
+
 train::TrainCallbacks Callbacks(EventSink& sink, CancellationToken& cancel,
                                 ProgressReporter& progress, const std::string& label,
                                 std::function<int64_t(const train::LossPoint&)> done, int64_t total,
@@ -235,6 +265,18 @@ absl::StatusOr<TrainedVariant> BuildTrainedVariant(const TrainingInputs& in,
       out.prefix_embeddings = trained->embeddings;
     } else {
       ASSIGN_OR_RETURN(prefix, quant::BuildPrefixCache(*fp, out.prefix_ids, in.bos_id));
+    }
+    if (!plan.prefix_ids.empty()) {
+      // What the learned prefix does to the outliers, against the detected tokens it started from.
+      const auto& windows = in.val->empty() ? *in.train : *in.val;
+      ASSIGN_OR_RETURN(quant::PrefixCache detected,
+                       quant::BuildPrefixCache(*fp, plan.prefix_ids, in.bos_id));
+      ASSIGN_OR_RETURN(const double with_detected, MaxActivationAfter(*fp, detected.kv, windows));
+      ASSIGN_OR_RETURN(const double with_trained, MaxActivationAfter(*fp, prefix->kv, windows));
+      metric("prefix/max_down_proj_input/detected", with_detected);
+      metric("prefix/max_down_proj_input/trained", with_trained);
+      log(absl::StrFormat("largest |down_proj input| after the prefix: detected %.4g, trained %.4g",
+                          with_detected, with_trained));
     }
   } else if (!plan.prefix_ids.empty()) {
     phase(v1::PHASE_BUILD_PREFIX_CACHE,

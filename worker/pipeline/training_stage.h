@@ -27,6 +27,8 @@
 // folder (a requeued job) reuses the prefix and resumes at the next unfinished block (log line
 // and metric "finetune/resumed_at_block"); a checkpoint of another fingerprint is ignored.
 // Metrics: prefix/{len,initial_loss,best_loss,best_epoch,steps,nearest_cosine_min},
+// prefix/max_down_proj_input/{detected,trained} (largest |x| at any down_proj input over up to 4
+// validation windows after each prefix, on the rotated fp model: what outlier detection measures),
 // finetune/block<i>/{initial_val_loss,final_val_loss}, finetune/{final_val_loss,steps,
 // resumed_at_block,peak_training_bytes,peak_rss_bytes}.
 // Errors: CANCELLED (checked between steps), train::NumericalFailure (RunJob: NUMERICAL), the

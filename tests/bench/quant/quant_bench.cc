@@ -153,8 +153,9 @@ int TrainingTable(const Args& args) {
       calib, args.Get("val", "8").c_str(), args.Get("prefix-epochs", "10").c_str(),
       args.Get("epochs", "5").c_str(), windows);
   std::printf(
-      "| prefix | fp | fine-tune off | fine-tune on | prefix tokens | prefix loss | train s |\n"
-      "|---|---|---|---|---|---|---|\n");
+      "| prefix | fp | fine-tune off | fine-tune on | prefix tokens | prefix loss | max down_proj "
+      "input: detected / trained | train s |\n"
+      "|---|---|---|---|---|---|---|---|\n");
   for (const char* kind : {"none", "detected", "trained-discrete", "trained-continuous"}) {
     auto spec = Spec(variant, 4, 4, 4, false, windows, calib);
     spec.mutable_calibration()->set_val_size(std::stoi(args.Get("val", "8")));
@@ -179,9 +180,14 @@ int TrainingTable(const Args& args) {
     if (m.count("prefix/best_loss")) {
       loss = absl::StrCat(m.at("prefix/initial_loss"), " -> ", m.at("prefix/best_loss"));
     }
-    std::printf("| %s | %.3f | %.3f | %.3f | %s | %s | %.1f |\n", kind, m.at(key + "fp"),
+    std::string max = "-";
+    if (m.count("prefix/max_down_proj_input/trained")) {
+      max = absl::StrCat(m.at("prefix/max_down_proj_input/detected"), " / ",
+                         m.at("prefix/max_down_proj_input/trained"));
+    }
+    std::printf("| %s | %.3f | %.3f | %.3f | %s | %s | %s | %.1f |\n", kind, m.at(key + "fp"),
                 m.at(key + "quantized_before_finetune"), m.at(key + "quantized"),
-                outcome.result.prefix_text().c_str(), loss.c_str(), train_s);
+                outcome.result.prefix_text().c_str(), loss.c_str(), max.c_str(), train_s);
     std::fflush(stdout);
   }
   return 0;
