@@ -47,6 +47,7 @@ void ApplyDefaults(v1::JobSpec* spec) {
   if (!prefix.has_lr()) prefix.set_lr(1e-3);
   if (!prefix.has_epochs()) prefix.set_epochs(20);
   if (prefix.mode() == v1::PREFIX_MODE_UNSPECIFIED) prefix.set_mode(v1::PREFIX_MODE_DISCRETE);
+  if (prefix.loss_site().empty()) prefix.set_loss_site("block_output");
 
   v1::TrainingSpec& training = *spec->mutable_training();
   if (!training.has_epochs()) training.set_epochs(0);

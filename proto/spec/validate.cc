@@ -117,6 +117,10 @@ absl::Status ValidateSpec(const v1::JobSpec& original) {
   if (!v1::PrefixMode_IsValid(prefix.mode())) {
     return FieldError("prefix.mode", absl::StrCat("unknown mode ", prefix.mode()));
   }
+  if (prefix.loss_site() != "block_output" && prefix.loss_site() != "down_proj_input") {
+    return FieldError("prefix.loss_site", "must be \"block_output\" or \"down_proj_input\", got \"" +
+                                              prefix.loss_site() + "\"");
+  }
   for (int i = 0; i < prefix.target_layers_size(); ++i) {
     if (prefix.target_layers(i) < 0) {
       return FieldError(absl::StrCat("prefix.target_layers[", i, "]"),

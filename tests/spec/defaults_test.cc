@@ -24,6 +24,8 @@ TEST(ApplyDefaultsTest, MatchesThePrefixQuantCommandLine) {
   EXPECT_EQ(spec.prefix().outlier_threshold(), 64.0);
   EXPECT_EQ(spec.prefix().lr(), 1e-3);
   EXPECT_EQ(spec.prefix().epochs(), 20);
+  EXPECT_EQ(spec.prefix().mode(), v1::PREFIX_MODE_DISCRETE);
+  EXPECT_EQ(spec.prefix().loss_site(), "block_output");
   EXPECT_EQ(spec.training().quant_lr(), 5e-5);
   EXPECT_EQ(spec.training().weight_lr(), 5e-6);
   EXPECT_EQ(spec.eval().ppl_seqlen(), 2048);

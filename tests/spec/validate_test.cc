@@ -130,6 +130,11 @@ TEST(ValidateSpecTest, EnumeratedStrings) {
   spec = MinimalSpec();
   spec.mutable_rotation()->set_rotate_mode("givens");
   ExpectFieldError(spec, "rotation.rotate_mode");
+  spec = MinimalSpec();
+  spec.mutable_prefix()->set_loss_site("o_proj_input");
+  ExpectFieldError(spec, "prefix.loss_site");
+  spec.mutable_prefix()->set_loss_site("down_proj_input");
+  EXPECT_TRUE(ValidateSpec(spec).ok());
 }
 
 TEST(ValidateSpecTest, MaxMemoryMustParse) {

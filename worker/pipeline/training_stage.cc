@@ -222,6 +222,9 @@ absl::StatusOr<TrainedVariant> BuildTrainedVariant(const TrainingInputs& in,
       options.init_token_ids = plan.prefix_ids;
       options.seed = static_cast<uint64_t>(spec.calibration().seed());
       options.loss.threshold = spec.prefix().outlier_threshold();
+      if (spec.prefix().loss_site() == "down_proj_input") {
+        options.site = model::ActivationSite::kDownProjInput;
+      }
       options.tokenizer = in.tokenizer;
       phase(v1::PHASE_TRAIN_PREFIX,
             absl::StrCat(tag, len, " prefix embeddings, ", options.epochs, " epochs of ",

@@ -6,7 +6,7 @@
 //  1. load, fingerprint (spec + model, for checkpoints), rotate as the plan says (PHASE_ROTATE);
 //  2. prefix training (PHASE_TRAIN_PREFIX) on the rotated full-precision model: P = prefix.len
 //     (0: the detected prefix's length) embeddings initialised from the detected prefix, the
-//     composite loss of worker/train/prefix_loss.h at the residual output of prefix.target_layers,
+//     composite loss of worker/train/prefix_loss.h at prefix.loss_site of prefix.target_layers,
 //     batches of training.batch_size windows; a loss point per step and a "val" point per epoch.
 //     prefix.mode DISCRETE builds the KV cache from the nearest vocabulary tokens (cosine),
 //     CONTINUOUS from the trained embeddings themselves (then BOS is never dropped from a

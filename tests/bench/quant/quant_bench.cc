@@ -2,6 +2,7 @@
 //   quant_bench table [--windows N] [--calib N] [--only MODEL]   perplexity table: W8A8KV8,
 //       W4A8KV4, W4A4KV4 (static) x fp/rtn/rotation/prefixquant x both models, via RunJob
 //   quant_bench training [--windows N] [--calib N] [--val N] [--prefix-epochs N] [--epochs N]
+//                        [--loss-site block_output|down_proj_input]
 //       W4A4KV4 static on the outlier variant: no prefix / detected / trained-discrete /
 //       trained-continuous prefix x fine-tuning off/on (one job per prefix: the job reports the
 //       calibrated model before fine-tuning and the fine-tuned one), via RunJob
@@ -148,10 +149,11 @@ int TrainingTable(const Args& args) {
   std::printf(
       "outlier variant of stories260K, W4A4KV4 static (per-tensor activations, per-head KV groups "
       "of 8, per-channel weights with mse_init), rotation R1-R4; %d calibration windows x 256 "
-      "(+%s val), prefix: %s epochs lr 1e-2; fine-tuning: %s epochs, quant_lr 5e-3, weight_lr "
+      "(+%s val), prefix: %s epochs lr 1e-2 loss at %s; fine-tuning: %s epochs, quant_lr 5e-3, "
+      "weight_lr "
       "1e-3, batch 4; perplexity on %d TinyStories windows x 256\n",
       calib, args.Get("val", "8").c_str(), args.Get("prefix-epochs", "10").c_str(),
-      args.Get("epochs", "5").c_str(), windows);
+      args.Get("loss-site", "block_output").c_str(), args.Get("epochs", "5").c_str(), windows);
   std::printf(
       "| prefix | fp | fine-tune off | fine-tune on | prefix tokens | prefix loss | max down_proj "
       "input: detected / trained | train s |\n"
@@ -166,6 +168,7 @@ int TrainingTable(const Args& args) {
                                                                : v1::PREFIX_MODE_DISCRETE);
     prefix->set_epochs(std::stoi(args.Get("prefix-epochs", "10")));
     prefix->set_lr(1e-2);
+    prefix->set_loss_site(args.Get("loss-site", "block_output"));
     auto* training = spec.mutable_training();
     training->set_epochs(std::stoi(args.Get("epochs", "5")));
     training->set_quant_lr(5e-3);
@@ -261,7 +264,7 @@ int main(int argc, char** argv) {
   auto args = quantd::Args::Parse(
       argv_list,
       {"windows", "calib", "only", "model", "w", "a", "kv", "mode", "compare", "no-rotate",
-       "no-prefix", "no-r4", "no-r3", "val", "prefix-epochs", "epochs"},
+       "no-prefix", "no-r4", "no-r3", "val", "prefix-epochs", "epochs", "loss-site"},
       {"no-rotate", "no-prefix", "no-r4", "no-r3"});
   if (!args.ok() || args->positional().empty()) {
     std::fprintf(stderr, "usage: quant_bench table|training|phases|hadamard|one [flags]\n");
