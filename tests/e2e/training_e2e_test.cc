@@ -29,6 +29,9 @@ bool IsTerminal(v1::JobState state) {
 
 class TrainingE2ETest : public ::testing::Test {
  protected:
+  // Workers are declared lost after 10 s without a heartbeat (not 3 s as in worker_e2e_test): under
+  // a loaded machine a new worker once missed its first heartbeats, was dropped, re-attached and
+  // had its requeued job cancelled by the scheduler (see notes of issue 7).
   void SetUp() override {
     dir_ = ::testing::TempDir() + "/quantd_train_e2e_" +
            ::testing::UnitTest::GetInstance()->current_test_info()->name() + "_" +
@@ -38,7 +41,7 @@ class TrainingE2ETest : public ::testing::Test {
     auto process =
         Process::Start({kQuantd, "--listen=127.0.0.1:0", "--metrics_listen=127.0.0.1:0",
                         "--db=" + dir_ + "/quantd.db", "--heartbeat_interval=1s",
-                        "--worker_lost_after=3s", "--reattach_grace=30s", "--shutdown_grace=1s"},
+                        "--worker_lost_after=10s", "--reattach_grace=30s", "--shutdown_grace=1s"},
                        dir_ + "/quantd.log");
     ASSERT_TRUE(process.ok()) << process.status();
     scheduler_ = std::move(*process);
