@@ -29,9 +29,9 @@ bool IsTerminal(v1::JobState state) {
 
 class TrainingE2ETest : public ::testing::Test {
  protected:
-  // Workers are declared lost after 10 s without a heartbeat (not 3 s as in worker_e2e_test): under
-  // a loaded machine a new worker once missed its first heartbeats, was dropped, re-attached and
-  // had its requeued job cancelled by the scheduler (see notes of issue 7).
+  // Workers are declared lost after 10 s without a heartbeat (not 3 s as in worker_e2e_test), so
+  // that on a loaded machine the replacement worker is not itself dropped before its first
+  // heartbeat: these tests are about training, not about heartbeats.
   void SetUp() override {
     dir_ = ::testing::TempDir() + "/quantd_train_e2e_" +
            ::testing::UnitTest::GetInstance()->current_test_info()->name() + "_" +
