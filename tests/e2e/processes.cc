@@ -7,6 +7,7 @@
 
 #include <cerrno>
 #include <fstream>
+#include <regex>
 #include <sstream>
 #include <thread>
 
@@ -102,5 +103,21 @@ bool WaitFor(const std::function<bool()>& condition, std::chrono::milliseconds t
 }
 
 bool ProcessGone(pid_t pid) { return ::kill(pid, 0) != 0 && errno == ESRCH; }
+
+std::optional<std::string> WaitForOutput(const Process& process, const std::string& pattern,
+                                         std::chrono::milliseconds timeout) {
+  const std::regex regex(pattern);
+  std::optional<std::string> found;
+  WaitFor(
+      [&] {
+        const std::string output = process.Output();
+        std::smatch match;
+        if (!std::regex_search(output, match, regex)) return false;
+        found = match[1].str();
+        return true;
+      },
+      timeout);
+  return found;
+}
 
 }  // namespace quantd::e2e

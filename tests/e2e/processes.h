@@ -9,6 +9,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -30,7 +31,7 @@ class Process {
 
   // The exit code once it exits within `timeout` (128+signal when killed), else -1.
   int WaitExit(std::chrono::milliseconds timeout);
-  void Kill();                                       // SIGKILL and reap
+  void Kill();                                        // SIGKILL and reap
   bool Terminate(std::chrono::milliseconds timeout);  // SIGTERM; true when it exited in time
 
  private:
@@ -51,6 +52,11 @@ CommandResult RunCommand(const std::vector<std::string>& argv, const std::string
 
 // Polls `condition` every 20 ms until it holds or `timeout` passes.
 bool WaitFor(const std::function<bool()>& condition, std::chrono::milliseconds timeout);
+
+// Polls `process`'s output until `pattern` (an ECMAScript regex with one capture group) is
+// found or `timeout` passes; the first group's text, or nullopt.
+std::optional<std::string> WaitForOutput(const Process& process, const std::string& pattern,
+                                         std::chrono::milliseconds timeout);
 
 // True when no process `pid` exists (exited and reaped by its parent).
 bool ProcessGone(pid_t pid);

@@ -2,7 +2,6 @@
 // sub-command, its exit codes, and its JSON output.
 #include <filesystem>
 #include <fstream>
-#include <regex>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -40,15 +39,9 @@ class QuantctlE2ETest : public ::testing::Test {
     auto process = Process::Start(argv, dir_ + "/quantd.log");
     ASSERT_TRUE(process.ok());
     scheduler_ = std::move(*process);
-    std::smatch match;
-    const std::regex ready("ready port=([0-9]+)");
-    ASSERT_TRUE(WaitFor(
-        [&] {
-          const std::string out = scheduler_->Output();
-          return std::regex_search(out, match, ready);
-        },
-        20s));
-    addr_ = "127.0.0.1:" + match[1].str();
+    const auto port = WaitForOutput(*scheduler_, "ready port=([0-9]+)", 20s);
+    ASSERT_TRUE(port.has_value()) << scheduler_->Output();
+    addr_ = "127.0.0.1:" + *port;
   }
 
   void StartWorker(const std::map<std::string, std::string>& env = {},
@@ -154,7 +147,9 @@ TEST_F(QuantctlE2ETest, WatchExitCodesFollowFailedAndCancelledJobs) {
   const CommandResult slow = Quantctl({"submit", spec_});
   const std::string job_id = FirstLine(slow.output);
   ASSERT_TRUE(WaitFor(
-      [&] { return Quantctl({"get", job_id}).output.find("RUNNING") != std::string::npos; },
+      [&] {
+        return Quantctl({"get", job_id}).output.find("RUNNING") != std::string::npos;
+      },
       60s));
   EXPECT_EQ(Quantctl({"cancel", job_id}).exit_code, 0);
   EXPECT_EQ(Quantctl({"watch", job_id}).exit_code, 2);

@@ -4,7 +4,6 @@
 // next unfinished block with the final perplexity of an uninterrupted run.
 #include <filesystem>
 #include <map>
-#include <regex>
 #include <thread>
 
 #include "grpcpp/grpcpp.h"
@@ -45,17 +44,9 @@ class TrainingE2ETest : public ::testing::Test {
                        dir_ + "/quantd.log");
     ASSERT_TRUE(process.ok()) << process.status();
     scheduler_ = std::move(*process);
-    std::smatch match;
-    const std::regex ready("ready port=([0-9]+)");
-    std::string output;  // `match` points into it
-    ASSERT_TRUE(WaitFor(
-        [&] {
-          output = scheduler_->Output();
-          return std::regex_search(output, match, ready);
-        },
-        20s))
-        << scheduler_->Output();
-    port_ = match[1];
+    const auto port = WaitForOutput(*scheduler_, "ready port=([0-9]+)", 20s);
+    ASSERT_TRUE(port.has_value()) << scheduler_->Output();
+    port_ = *port;
     stub_ = v1::QuantizeService::NewStub(
         grpc::CreateChannel("127.0.0.1:" + port_, grpc::InsecureChannelCredentials()));
   }

@@ -5,7 +5,6 @@
 
 #include <filesystem>
 #include <map>
-#include <regex>
 #include <set>
 #include <thread>
 
@@ -49,16 +48,9 @@ class WorkerE2ETest : public ::testing::Test {
         log);
     ASSERT_TRUE(process.ok()) << process.status();
     scheduler_ = std::move(*process);
-    std::smatch match;
-    const std::regex ready("ready port=([0-9]+)");
-    ASSERT_TRUE(WaitFor(
-        [&] {
-          const std::string output = scheduler_->Output();
-          return std::regex_search(output, match, ready);
-        },
-        20s))
-        << scheduler_->Output();
-    port_ = std::stoi(match[1]);
+    const auto ready = WaitForOutput(*scheduler_, "ready port=([0-9]+)", 20s);
+    ASSERT_TRUE(ready.has_value()) << scheduler_->Output();
+    port_ = std::stoi(*ready);
     stub_ = v1::QuantizeService::NewStub(grpc::CreateChannel("127.0.0.1:" + std::to_string(port_),
                                                              grpc::InsecureChannelCredentials()));
   }
@@ -322,15 +314,9 @@ TEST_F(WorkerE2ETest, CancelEndsARunningJobAndItsProcess) {
   const std::string job_id = Submit(Spec(40));
   ASSERT_TRUE(WaitForJob(
       job_id, [](const v1::Job& job) { return job.state() == v1::JOB_STATE_RUNNING; }, 60s));
-  std::smatch match;
-  const std::regex started("job " + job_id + ": started \\(pid ([0-9]+)\\)");
-  ASSERT_TRUE(WaitFor(
-      [&] {
-        const std::string output = worker->Output();
-        return std::regex_search(output, match, started);
-      },
-      10s));
-  const pid_t child = std::stoi(match[1]);
+  const auto pid = WaitForOutput(*worker, "job " + job_id + ": started \\(pid ([0-9]+)\\)", 10s);
+  ASSERT_TRUE(pid.has_value()) << worker->Output();
+  const pid_t child = std::stoi(*pid);
   grpc::ClientContext context;
   v1::CancelJobRequest request;
   request.set_job_id(job_id);

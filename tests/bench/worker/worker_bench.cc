@@ -12,7 +12,6 @@
 #include <cstring>
 #include <filesystem>
 #include <future>
-#include <regex>
 #include <string>
 #include <vector>
 
@@ -60,10 +59,11 @@ void PipeBench(int events) {
   int64_t received = 0;
   (*process)->Run([&](quantd::v1::JobEvent) { ++received; });
   const double piped = Seconds(Clock::now() - start);
-  std::printf("event pipe:     %lld events in %.3f s = %.0f events/s, %.2f us/event "
-              "(in-process floor %.2f us/event; ratio %.1fx)\n",
-              static_cast<long long>(received), piped, received / piped, 1e6 * piped / received,
-              1e6 * floor / events, piped / floor);
+  std::printf(
+      "event pipe:     %lld events in %.3f s = %.0f events/s, %.2f us/event "
+      "(in-process floor %.2f us/event; ratio %.1fx)\n",
+      static_cast<long long>(received), piped, received / piped, 1e6 * piped / received,
+      1e6 * floor / events, piped / floor);
 }
 
 class AckingScheduler final : public quantd::v1::WorkerService::Service {
@@ -121,22 +121,18 @@ void StartLatencyBench(int jobs) {
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
   const std::string bin = QUANTD_BINARY_DIR;
-  auto scheduler = quantd::e2e::Process::Start(
-      {bin + "/server/quantd", "--listen=127.0.0.1:0", "--metrics_listen=127.0.0.1:0",
-       "--db=" + dir + "/q.db"},
-      dir + "/quantd.log");
-  std::smatch match;
-  const std::regex ready("ready port=([0-9]+)");
-  if (!scheduler.ok() || !quantd::e2e::WaitFor(
-                             [&] {
-                               const std::string out = (*scheduler)->Output();
-                               return std::regex_search(out, match, ready);
-                             },
-                             20s)) {
+  auto scheduler =
+      quantd::e2e::Process::Start({bin + "/server/quantd", "--listen=127.0.0.1:0",
+                                   "--metrics_listen=127.0.0.1:0", "--db=" + dir + "/q.db"},
+                                  dir + "/quantd.log");
+  const auto port = scheduler.ok()
+                        ? quantd::e2e::WaitForOutput(**scheduler, "ready port=([0-9]+)", 20s)
+                        : std::nullopt;
+  if (!port.has_value()) {
     std::printf("start latency: quantd did not start\n");
     return;
   }
-  const std::string address = "127.0.0.1:" + match[1].str();
+  const std::string address = "127.0.0.1:" + *port;
   auto worker = quantd::e2e::Process::Start(
       {bin + "/worker/quantd-worker", "connect", "--scheduler=" + address,
        "--work_dir=" + dir + "/work", "--metrics_listen=127.0.0.1:0"},
@@ -164,8 +160,8 @@ void StartLatencyBench(int jobs) {
     quantd::v1::JobEvent event;
     bool assigned = false, first = false;
     while (reader->Read(&event)) {
-      const double after = google::protobuf::util::TimeUtil::DurationToMicroseconds(
-                               event.time() - submitted) / 1e3;
+      const double after =
+          google::protobuf::util::TimeUtil::DurationToMicroseconds(event.time() - submitted) / 1e3;
       if (!assigned && event.has_state_change() &&
           event.state_change().to() == quantd::v1::JOB_STATE_ASSIGNED) {
         to_assigned.push_back(after);
@@ -183,9 +179,10 @@ void StartLatencyBench(int jobs) {
     std::sort(v.begin(), v.end());
     return v[v.size() / 2];
   };
-  std::printf("start latency:  submit -> ASSIGNED median %.1f ms; submit -> first event of the "
-              "job process median %.1f ms (%zu jobs)\n",
-              median(to_assigned), median(to_first_event), to_first_event.size());
+  std::printf(
+      "start latency:  submit -> ASSIGNED median %.1f ms; submit -> first event of the "
+      "job process median %.1f ms (%zu jobs)\n",
+      median(to_assigned), median(to_first_event), to_first_event.size());
 }
 
 }  // namespace
