@@ -12,6 +12,7 @@
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "quantd/v1/quantize_service.grpc.pb.h"
+#include "tests/common/stories_job.h"
 #include "tests/e2e/processes.h"
 
 namespace quantd::e2e {
@@ -176,22 +177,9 @@ TEST_F(WorkerE2ETest, JobSucceedsAndTheWatcherGetsEveryEventInOrder) {
 TEST_F(WorkerE2ETest, QuantizationJobStreamsPhasesOutlierMetricsAndPerplexities) {
   StartScheduler();
   auto worker = StartWorker("w1");
-  v1::JobSpec spec = Spec(8);
-  spec.mutable_calibration()->set_train_size(8);
-  spec.mutable_calibration()->set_val_size(0);
-  spec.mutable_calibration()->set_training_seqlen(256);
-  auto* quant = spec.mutable_quant();
-  quant->set_wbits(8);
-  quant->set_input_bits(8);
-  quant->set_input_mode(v1::QUANT_MODE_STATIC);
-  quant->set_k_bits(8);
-  quant->set_v_bits(8);
-  quant->set_kv_group_size(8);
-  quant->set_kv_mode(v1::QUANT_MODE_STATIC);
-  spec.mutable_rotation()->set_pre_rotate(true);
-  spec.mutable_rotation()->set_down_online_had(true);
-  spec.mutable_rotation()->set_qk_online_had(true);
-  spec.mutable_prefix()->set_enabled(true);
+  test_data::StoriesJobShape shape;
+  shape.eval_windows = 8;
+  v1::JobSpec spec = test_data::StoriesQuantSpec(kData + "/models/stories260K", shape);
   for (const char* variant : {"rtn", "rotation", "prefixquant"}) {
     spec.mutable_eval()->add_compare(variant);
   }

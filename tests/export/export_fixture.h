@@ -17,6 +17,7 @@
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "quantd/v1/job.pb.h"
+#include "tests/common/stories_job.h"
 #include "worker/eval/token_stream.h"
 #include "worker/model/llama.h"
 #include "worker/model/tokenizer.h"
@@ -88,34 +89,13 @@ inline void WriteJsonFile(const std::string& path, const nlohmann::json& j) {
 // static W/A/KV scales; evaluation on 8 windows of 256 tokens.
 inline v1::JobSpec ExportSpec(const std::string& model_dir, int wbits, int abits, int kvbits,
                               const std::string& output_dir) {
-  v1::JobSpec spec;
-  spec.mutable_model()->set_path(model_dir);
-  auto* calibration = spec.mutable_calibration();
-  calibration->set_dataset_path(TextPath());
-  calibration->set_documents("blank-line");
-  calibration->set_train_size(8);
-  calibration->set_val_size(0);
-  calibration->set_training_seqlen(256);
-  calibration->set_seed(42);
-  auto* quant = spec.mutable_quant();
-  quant->set_wbits(wbits);
-  quant->set_w_group_size(-1);
-  quant->set_input_bits(abits);
-  quant->set_input_mode(v1::QUANT_MODE_STATIC);
-  quant->set_k_bits(kvbits);
-  quant->set_v_bits(kvbits);
-  quant->set_kv_group_size(8);
-  quant->set_kv_mode(v1::QUANT_MODE_STATIC);
-  quant->set_mse_init(true);
-  spec.mutable_rotation()->set_pre_rotate(true);
-  spec.mutable_rotation()->set_down_online_had(true);
-  spec.mutable_rotation()->set_qk_online_had(true);
-  spec.mutable_prefix()->set_enabled(true);
-  auto* eval = spec.mutable_eval();
-  eval->set_eval_ppl(true);
-  eval->add_ppl_datasets(TextPath());
-  eval->set_ppl_seqlen(256);
-  eval->set_ppl_max_windows(8);
+  quantd::test_data::StoriesJobShape shape;
+  shape.wbits = wbits;
+  shape.abits = abits;
+  shape.kvbits = kvbits;
+  shape.eval_windows = 8;
+  v1::JobSpec spec = quantd::test_data::StoriesQuantSpec(model_dir, shape);
+  spec.mutable_quant()->set_w_group_size(-1);
   spec.set_output_dir(output_dir);
   return spec;
 }

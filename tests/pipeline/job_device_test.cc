@@ -8,6 +8,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/common/stories_job.h"
 #include "worker/model/config.h"
 #include "worker/pipeline/run_job.h"
 
@@ -105,32 +106,10 @@ class MetricSink : public EventSink {
 
 // W8A8KV8 with rotation and the detected prefix, and the three compared variants.
 v1::JobSpec SmallJob() {
-  const std::string text = std::string(QUANTD_SHARED_DATA) + "/text/tinystories-valid-subset.txt";
-  v1::JobSpec spec;
-  spec.mutable_model()->set_path(kStories);
-  auto* calibration = spec.mutable_calibration();
-  calibration->set_dataset_path(text);
-  calibration->set_documents("blank-line");
-  calibration->set_train_size(8);
-  calibration->set_val_size(0);
-  calibration->set_training_seqlen(256);
-  auto* quant = spec.mutable_quant();
-  quant->set_wbits(8);
-  quant->set_input_bits(8);
-  quant->set_input_mode(v1::QUANT_MODE_STATIC);
-  quant->set_k_bits(8);
-  quant->set_v_bits(8);
-  quant->set_kv_group_size(8);
-  quant->set_kv_mode(v1::QUANT_MODE_STATIC);
-  spec.mutable_rotation()->set_pre_rotate(true);
-  spec.mutable_rotation()->set_down_online_had(true);
-  spec.mutable_prefix()->set_enabled(true);
-  auto* eval = spec.mutable_eval();
-  eval->set_eval_ppl(true);
-  eval->add_ppl_datasets(text);
-  eval->set_ppl_seqlen(256);
-  eval->set_ppl_max_windows(8);
-  for (const char* v : {"rtn", "rotation", "prefixquant"}) eval->add_compare(v);
+  test_data::StoriesJobShape shape;
+  shape.eval_windows = 8;
+  v1::JobSpec spec = test_data::StoriesQuantSpec(kStories, shape);
+  for (const char* v : {"rtn", "rotation", "prefixquant"}) spec.mutable_eval()->add_compare(v);
   return spec;
 }
 

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "tests/common/stories_job.h"
 #include "worker/quant/outlier_variant.h"
 
 namespace quantd::pipeline {
@@ -34,34 +35,12 @@ class CollectingSink : public EventSink {
 };
 
 v1::JobSpec SmallSpec(const std::string& model_dir, int wbits, int abits, int kvbits) {
-  v1::JobSpec spec;
-  spec.mutable_model()->set_path(model_dir);
-  auto* calibration = spec.mutable_calibration();
-  calibration->set_dataset_path(SharedData("text/tinystories-valid-subset.txt"));
-  calibration->set_documents("blank-line");
-  calibration->set_train_size(8);
-  calibration->set_val_size(0);
-  calibration->set_training_seqlen(256);
-  calibration->set_seed(42);
-  auto* quant = spec.mutable_quant();
-  quant->set_wbits(wbits);
-  quant->set_input_bits(abits);
-  quant->set_input_mode(v1::QUANT_MODE_STATIC);
-  quant->set_k_bits(kvbits);
-  quant->set_v_bits(kvbits);
-  quant->set_kv_group_size(8);
-  quant->set_kv_mode(v1::QUANT_MODE_STATIC);
-  quant->set_mse_init(true);
-  spec.mutable_rotation()->set_pre_rotate(true);
-  spec.mutable_rotation()->set_down_online_had(true);
-  spec.mutable_rotation()->set_qk_online_had(true);
-  spec.mutable_prefix()->set_enabled(true);
-  auto* eval = spec.mutable_eval();
-  eval->set_eval_ppl(true);
-  eval->add_ppl_datasets(SharedData("text/tinystories-valid-subset.txt"));
-  eval->set_ppl_seqlen(256);
-  eval->set_ppl_max_windows(16);
-  for (const char* v : {"rtn", "rotation", "prefixquant"}) eval->add_compare(v);
+  test_data::StoriesJobShape shape;
+  shape.wbits = wbits;
+  shape.abits = abits;
+  shape.kvbits = kvbits;
+  v1::JobSpec spec = test_data::StoriesQuantSpec(model_dir, shape);
+  for (const char* v : {"rtn", "rotation", "prefixquant"}) spec.mutable_eval()->add_compare(v);
   return spec;
 }
 

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "tests/common/stories_job.h"
 #include "worker/pipeline/run_job.h"
 #include "worker/quant/outlier_variant.h"
 
@@ -67,28 +68,14 @@ class TrainingTest : public ::testing::Test {
   }
 
   static v1::JobSpec Spec(bool trainable_prefix, int finetune_epochs) {
-    v1::JobSpec spec;
-    spec.mutable_model()->set_path(*dir_);
-    auto* calibration = spec.mutable_calibration();
-    calibration->set_dataset_path(SharedData("text/tinystories-valid-subset.txt"));
-    calibration->set_documents("blank-line");
-    calibration->set_train_size(16);
-    calibration->set_val_size(4);
-    calibration->set_training_seqlen(128);
-    calibration->set_seed(42);
-    auto* quant = spec.mutable_quant();
-    quant->set_wbits(4);
-    quant->set_input_bits(4);
-    quant->set_input_mode(v1::QUANT_MODE_STATIC);
-    quant->set_k_bits(4);
-    quant->set_v_bits(4);
-    quant->set_kv_group_size(8);
-    quant->set_kv_mode(v1::QUANT_MODE_STATIC);
-    quant->set_mse_init(true);
-    spec.mutable_rotation()->set_pre_rotate(true);
-    spec.mutable_rotation()->set_down_online_had(true);
-    spec.mutable_rotation()->set_qk_online_had(true);
-    spec.mutable_prefix()->set_enabled(true);
+    test_data::StoriesJobShape shape;
+    shape.wbits = shape.abits = shape.kvbits = 4;
+    shape.calibration_windows = 16;
+    shape.validation_windows = 4;
+    shape.training_seqlen = 128;
+    shape.eval_windows = 12;
+    v1::JobSpec spec = test_data::StoriesQuantSpec(*dir_, shape);
+    spec.mutable_eval()->set_eval_ppl(false);
     spec.mutable_prefix()->set_trainable(trainable_prefix);
     spec.mutable_prefix()->set_epochs(3);
     spec.mutable_prefix()->set_lr(1e-2);
@@ -97,10 +84,6 @@ class TrainingTest : public ::testing::Test {
     training->set_quant_lr(5e-3);
     training->set_weight_lr(1e-3);
     training->set_batch_size(4);
-    auto* eval = spec.mutable_eval();
-    eval->add_ppl_datasets(SharedData("text/tinystories-valid-subset.txt"));
-    eval->set_ppl_seqlen(256);
-    eval->set_ppl_max_windows(12);
     return spec;
   }
 
