@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # What `make demo` runs after the build: the demo QuantizeJob on the shared stories260K
-# model, as far as the pipeline exists today. Each step says what it shows, and steps whose
-# pieces are not built yet say so instead of pretending.
+# model: scheduler and worker on loopback, the job's events live, its curves, then its export
+# re-opened by a new process. Steps whose pieces are not built say so instead of pretending.
 set -euo pipefail
 BUILD_DIR=${1:-build}
 cd "$(dirname "$0")/.."
@@ -44,7 +44,7 @@ if [ -x "$SCHEDULER" ] && has_command "$WORKER" connect; then
   echo "   quantd-worker demo-worker (log $tmp/worker.log, job files $tmp/work)"
 
   step "3. Submit the job and watch its events stream"
-  job_id=$("$QUANTCTL" submit "$JOB" --addr "$addr")
+  job_id=$("$QUANTCTL" submit "$JOB" --addr "$addr" --set "output_dir=$tmp/export")
   echo "   submitted $job_id"
   status=0
   "$QUANTCTL" watch "$job_id" --addr "$addr" || status=$?
@@ -54,10 +54,17 @@ if [ -x "$SCHEDULER" ] && has_command "$WORKER" connect; then
   plot="$tmp/$job_id-curves.svg"
   command -v rsvg-convert > /dev/null && plot="$tmp/$job_id-curves.png"
   "$QUANTCTL" plot "$job_id" --addr "$addr" --out "$plot" > /dev/null && echo "   plot: $plot"
+
+  if [ -d "$tmp/export" ]; then
+    step "5. The exported quantized model, re-opened by a new process"
+    "$WORKER" inspect "$tmp/export"
+    echo "   perplexity of the export (the job reported ppl/tinystories-valid-subset.txt/quantized):"
+    "$WORKER" perplexity --model "$tmp/export" --text "$DATA/text/tinystories-valid-subset.txt" \
+        --documents blank-line --seqlen 256 --max-windows 40 | sed 's/^/   /'
+  fi
   echo
   echo "Job files: $tmp/work/$job_id (job.json, job.log). Scheduler database: $tmp/quantd.db"
-  echo "Still to come: prefix training and fine-tuning inside the job (issue 7) and the"
-  echo "exported quantized model (issue 9)."
+  echo "Export: $tmp/export. On a GPU machine: scripts/gpu/ (README, \"Building on a GPU machine\")."
   exit "$status"
 elif has_command "$WORKER" run; then
   step "2. The job run locally by the worker (no scheduler yet)"
