@@ -9,7 +9,9 @@
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "quantd/v1/quantize_service.grpc.pb.h"
+#include "tests/common/stories_job.h"
 #include "tests/e2e/processes.h"
+#include "tests/e2e/scheduler_calls.h"
 
 namespace quantd::e2e {
 namespace {
@@ -64,26 +66,15 @@ class TrainingE2ETest : public ::testing::Test {
 
   // W4A8KV8 static with a trained prefix and 2 fine-tuning epochs: 2 steps per epoch and block.
   static v1::JobSpec Spec() {
-    v1::JobSpec spec;
-    spec.mutable_model()->set_path(kData + "/models/stories260K");
-    auto* calibration = spec.mutable_calibration();
-    calibration->set_dataset_path(kData + "/text/tinystories-valid-subset.txt");
-    calibration->set_documents("blank-line");
-    calibration->set_train_size(8);
-    calibration->set_val_size(2);
-    calibration->set_training_seqlen(128);
-    calibration->set_seed(42);
-    auto* quant = spec.mutable_quant();
-    quant->set_wbits(4);
-    quant->set_input_bits(8);
-    quant->set_input_mode(v1::QUANT_MODE_STATIC);
-    quant->set_k_bits(8);
-    quant->set_v_bits(8);
-    quant->set_kv_group_size(8);
-    quant->set_kv_mode(v1::QUANT_MODE_STATIC);
-    spec.mutable_rotation()->set_pre_rotate(true);
-    spec.mutable_rotation()->set_down_online_had(true);
-    spec.mutable_prefix()->set_enabled(true);
+    test_data::StoriesJobShape shape;
+    shape.wbits = 4;
+    shape.validation_windows = 2;
+    shape.training_seqlen = 128;
+    shape.eval_windows = 4;
+    v1::JobSpec spec = test_data::StoriesQuantSpec(kData + "/models/stories260K", shape);
+    spec.mutable_quant()->set_mse_init(false);
+    spec.mutable_rotation()->set_qk_online_had(false);
+    spec.mutable_eval()->set_eval_ppl(false);
     spec.mutable_prefix()->set_trainable(true);
     spec.mutable_prefix()->set_epochs(2);
     spec.mutable_prefix()->set_lr(1e-2);
@@ -91,32 +82,11 @@ class TrainingE2ETest : public ::testing::Test {
     spec.mutable_training()->set_quant_lr(5e-3);
     spec.mutable_training()->set_weight_lr(1e-3);
     spec.mutable_training()->set_batch_size(4);
-    spec.mutable_eval()->add_ppl_datasets(kData + "/text/tinystories-valid-subset.txt");
-    spec.mutable_eval()->set_ppl_seqlen(256);
-    spec.mutable_eval()->set_ppl_max_windows(4);
     return spec;
   }
 
-  std::string Submit(const v1::JobSpec& spec) {
-    grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() + 10s);
-    v1::SubmitJobRequest request;
-    *request.mutable_spec() = spec;
-    v1::SubmitJobResponse response;
-    const grpc::Status status = stub_->SubmitJob(&context, request, &response);
-    EXPECT_TRUE(status.ok()) << status.error_message();
-    return response.job().job_id();
-  }
-
-  v1::Job Get(const std::string& job_id) {
-    grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() + 2s);
-    v1::GetJobRequest request;
-    request.set_job_id(job_id);
-    v1::Job job;
-    if (!stub_->GetJob(&context, request, &job).ok()) job.Clear();
-    return job;
-  }
+  std::string Submit(const v1::JobSpec& spec) { return SubmitJob(*stub_, spec); }
+  v1::Job Get(const std::string& job_id) { return GetJob(*stub_, job_id); }
 
   // Reads the job's events from the start; `on_event` sees each as it arrives and may return
   // false to stop reading.

@@ -14,6 +14,7 @@
 #include "quantd/v1/quantize_service.grpc.pb.h"
 #include "tests/common/stories_job.h"
 #include "tests/e2e/processes.h"
+#include "tests/e2e/scheduler_calls.h"
 
 namespace quantd::e2e {
 namespace {
@@ -78,27 +79,8 @@ class WorkerE2ETest : public ::testing::Test {
     return spec;
   }
 
-  std::string Submit(const v1::JobSpec& spec) {
-    grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() + 10s);
-    v1::SubmitJobRequest request;
-    *request.mutable_spec() = spec;
-    v1::SubmitJobResponse response;
-    const grpc::Status status = stub_->SubmitJob(&context, request, &response);
-    EXPECT_TRUE(status.ok()) << status.error_message();
-    return response.job().job_id();
-  }
-
-  // The job, or a job with state UNSPECIFIED when the scheduler cannot be reached.
-  v1::Job Get(const std::string& job_id) {
-    grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() + 2s);
-    v1::GetJobRequest request;
-    request.set_job_id(job_id);
-    v1::Job job;
-    if (!stub_->GetJob(&context, request, &job).ok()) job.Clear();
-    return job;
-  }
+  std::string Submit(const v1::JobSpec& spec) { return SubmitJob(*stub_, spec); }
+  v1::Job Get(const std::string& job_id) { return GetJob(*stub_, job_id); }
 
   bool WaitForJob(const std::string& job_id, const std::function<bool(const v1::Job&)>& done,
                   std::chrono::milliseconds timeout) {

@@ -8,35 +8,15 @@
 #include <vector>
 
 #include "gtest/gtest.h"
-#include "worker/eval/token_stream.h"
+#include "tests/common/stories_model.h"
 #include "worker/model/llama.h"
-#include "worker/model/tokenizer.h"
 
 namespace quantd::quant::testing {
 
-inline std::string SharedData(const std::string& relative) {
-  return std::string(QUANTD_SHARED_DATA) + "/" + relative;
-}
-
-inline std::string StoriesDir() { return SharedData("models/stories260K"); }
-
-inline std::unique_ptr<model::LlamaModel> LoadModel(const std::string& dir = StoriesDir()) {
-  auto model = model::LlamaModel::Load(dir);
-  EXPECT_TRUE(model.ok()) << model.status();
-  return model.ok() ? std::move(model).value() : nullptr;
-}
-
-// The TinyStories subset as one BOS-per-story token stream (the first `chars` characters).
-inline std::vector<int32_t> StoryTokens(size_t chars = 60000) {
-  auto tokenizer = model::LoadTokenizer(StoriesDir());
-  EXPECT_TRUE(tokenizer.ok());
-  auto text = eval::ReadTextFile(SharedData("text/tinystories-valid-subset.txt"));
-  EXPECT_TRUE(text.ok());
-  auto tokens =
-      eval::BuildTokenStream(**tokenizer, text->substr(0, chars), eval::DocumentMode::kBlankLine);
-  EXPECT_TRUE(tokens.ok());
-  return tokens.ok() ? *tokens : std::vector<int32_t>{};
-}
+using test_data::LoadModel;
+using test_data::SharedData;
+using test_data::StoriesDir;
+using test_data::StoryTokens;
 
 inline torch::Tensor Ids(const std::vector<int32_t>& ids) {
   return torch::tensor(std::vector<int64_t>(ids.begin(), ids.end()), torch::kInt64).unsqueeze(0);
