@@ -6,12 +6,26 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <cstdint>
+
 namespace quantd::kernels::cuda {
 
 // The launch status after a kernel launch: "" or the error text.
 inline const char* LaunchResult() {
   const cudaError_t error = cudaGetLastError();
   return error == cudaSuccess ? "" : cudaGetErrorString(error);
+}
+
+// Streaming multiprocessors of the current device (0 when the query fails).
+inline int MultiProcessorCount() {
+  int device = 0;
+  int count = 0;
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  return count;
 }
 
 __device__ __forceinline__ float ToFloat(float v) { return v; }
@@ -31,6 +45,52 @@ __device__ __forceinline__ __half FromFloat<__half>(float v) {
 template <>
 __device__ __forceinline__ __nv_bfloat16 FromFloat<__nv_bfloat16>(float v) {
   return __float2bfloat16_rn(v);
+}
+
+// Elements of T in one 16-byte vector.
+template <typename T>
+__host__ __device__ constexpr int VectorWidth() {
+  return static_cast<int>(16 / sizeof(T));
+}
+
+// True when p is a multiple of `bytes` (a power of two).
+__host__ __device__ __forceinline__ bool IsAligned(const void* p, int bytes) {
+  return (reinterpret_cast<uintptr_t>(p) & static_cast<uintptr_t>(bytes - 1)) == 0;
+}
+
+// N consecutive elements of T as one naturally aligned value (N·sizeof(T) a power of two
+// ≤ 16 bytes): a copy through a Vec pointer is a single vector load or store.
+template <typename T, int N>
+struct alignas(N * sizeof(T)) Vec {
+  T v[N];
+};
+
+// Loads p[0..N) as floats into dst: one vector load when `vector` (p aligned to N·sizeof(T)),
+// else N scalar loads.
+template <typename T, int N>
+__device__ __forceinline__ void LoadFloats(const T* p, bool vector, float* dst) {
+  if (vector) {
+    const Vec<T, N> raw = *reinterpret_cast<const Vec<T, N>*>(p);
+#pragma unroll
+    for (int i = 0; i < N; ++i) dst[i] = ToFloat(raw.v[i]);
+  } else {
+#pragma unroll
+    for (int i = 0; i < N; ++i) dst[i] = ToFloat(p[i]);
+  }
+}
+
+// Stores src[0..N) rounded to T at p; same alignment rule as LoadFloats.
+template <typename T, int N>
+__device__ __forceinline__ void StoreFloats(const float* src, bool vector, T* p) {
+  if (vector) {
+    Vec<T, N> raw;
+#pragma unroll
+    for (int i = 0; i < N; ++i) raw.v[i] = FromFloat<T>(src[i]);
+    *reinterpret_cast<Vec<T, N>*>(p) = raw;
+  } else {
+#pragma unroll
+    for (int i = 0; i < N; ++i) p[i] = FromFloat<T>(src[i]);
+  }
 }
 
 }  // namespace quantd::kernels::cuda
