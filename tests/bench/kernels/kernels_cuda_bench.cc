@@ -86,7 +86,7 @@ int Run(int64_t elements) {
     int bytes;
   };
   const Type types[] = {{DeviceDType::kFloat32, "fp32", 4}, {DeviceDType::kBFloat16, "bf16", 2}};
-  for (int64_t n : {4096, 11008, 14336, 28672}) {
+  for (int64_t n : {1024, 4096, 32768, 5120, 11008, 13824, 14336, 28672}) {
     const HadamardFactors f = FactorHadamard(n);
     float* base = nullptr;
     BENCH_CHECK(cudaMalloc(&base, f.base.size() * sizeof(float)));
