@@ -147,6 +147,7 @@ class ScaledLinear : public LinearLayer {
   }
   int64_t in_features() const override { return inner_->in_features(); }
   int64_t out_features() const override { return inner_->out_features(); }
+  std::vector<torch::Tensor*> StateTensors() override { return inner_->StateTensors(); }
   int calls = 0;
 
  private:
@@ -161,6 +162,7 @@ class CountingTransform : public AttentionTransform {
     *k = *k * 1.0;
     *v = *v * 0.5;
   }
+  std::vector<torch::Tensor*> StateTensors() override { return {}; }
   int calls = 0;
 };
 

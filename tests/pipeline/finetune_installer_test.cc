@@ -5,6 +5,7 @@
 #include "worker/pipeline/finetune_installer.h"
 
 #include "gtest/gtest.h"
+#include "tests/common/dtype_transfer.h"
 #include "worker/eval/token_stream.h"
 #include "worker/model/tokenizer.h"
 #include "worker/quant/prefix_cache.h"
@@ -43,9 +44,15 @@ class FinetuneInstallerTest : public ::testing::Test {
     settings_.kv_dynamic = false;
   }
 
-  std::unique_ptr<model::LlamaModel> Rotated() {
+  // `streamed`: every block streamed through a DtypeTransfer (host memory simulated as float64).
+  std::unique_ptr<model::LlamaModel> Rotated(
+      std::shared_ptr<test_data::TransferCounts> streamed = nullptr) {
     auto model = model::LlamaModel::Load(SharedData("models/stories260K"));
     EXPECT_TRUE(model.ok());
+    if (streamed != nullptr) {
+      const int layers = static_cast<int>((*model)->blocks.size());
+      EXPECT_TRUE((*model)->StreamLastBlocks(layers, test_data::DtypeTransfer(streamed)).ok());
+    }
     quant::RotationOptions rotation;
     rotation.down_online_had = true;
     rotation.qk_online_had = true;
@@ -110,6 +117,55 @@ TEST_F(FinetuneInstallerTest, TunedBlocksStartFromTheTwinImproveAndConvertExactl
     RecordProperty(epochs == 0 ? "ppl_twin_untrained" : "ppl_twin_tuned",
                    std::to_string(twin_ppl) + " " + std::to_string(tuned));
   }
+}
+
+// Rotation, quantization, calibration, fine-tuning and the conversion back to QuantLinears on
+// models whose blocks all live in (simulated) host memory: every step that touches a block's
+// tensors holds it on the compute side, so the figures are those of resident models, bit for
+// bit, and every block is back in storage at the end.
+TEST_F(FinetuneInstallerTest, StreamedModelsGiveTheResidentFigures) {
+  struct Figures {
+    double twin_ppl = 0, tuned_ppl = 0, converted_ppl = 0, final_val_loss = 0;
+  };
+  auto run = [&](std::shared_ptr<test_data::TransferCounts> streamed) {
+    Figures figures;
+    auto fp = Rotated(streamed);
+    auto prefix = quant::BuildPrefixCache(*fp, {1}, 1);
+    EXPECT_TRUE(prefix.ok()) << prefix.status();
+    auto twin = Rotated(streamed);
+    EXPECT_TRUE(quant::QuantizeModel(*twin, settings_).ok());
+    EXPECT_TRUE(quant::CalibrateStatic(*twin, train_, &prefix->kv, 4).ok());
+    figures.twin_ppl = Perplexity(*twin, *prefix);
+    train::SteBlockOptions ste;
+    ste.wbits = 4;
+    ste.input_bits = 4;
+    ste.input_dynamic = false;
+    train::FinetuneOptions options;
+    options.epochs = 1;
+    options.batch_size = 4;
+    auto result = train::FinetuneBlocks(*fp, &prefix->kv, train_, val_,
+                                        MakeCalibratedBlockInstaller(*twin, ste), options);
+    EXPECT_TRUE(result.ok()) << result.status();
+    if (result.ok()) figures.final_val_loss = result->blocks.back().final_val_loss;
+    figures.tuned_ppl = Perplexity(*fp, *prefix);
+    EXPECT_TRUE(ToQuantLinears(*fp, settings_).ok());
+    figures.converted_ppl = Perplexity(*fp, *prefix);
+    if (streamed != nullptr) {
+      for (int l = 0; l < static_cast<int>(fp->blocks.size()); ++l) {
+        EXPECT_TRUE(test_data::BlockInStorage(*fp, l)) << l;
+        EXPECT_TRUE(test_data::BlockInStorage(*twin, l)) << l;
+      }
+    }
+    return figures;
+  };
+  const Figures resident = run(nullptr);
+  auto counts = std::make_shared<test_data::TransferCounts>();
+  const Figures streamed = run(counts);
+  EXPECT_DOUBLE_EQ(streamed.twin_ppl, resident.twin_ppl);
+  EXPECT_DOUBLE_EQ(streamed.final_val_loss, resident.final_val_loss);
+  EXPECT_DOUBLE_EQ(streamed.tuned_ppl, resident.tuned_ppl);
+  EXPECT_DOUBLE_EQ(streamed.converted_ppl, resident.converted_ppl);
+  EXPECT_GT(counts->to_compute, 0);
 }
 
 }  // namespace

@@ -73,26 +73,62 @@ TEST(JobDeviceTest, ModelBytesCountsEveryWeight) {
   EXPECT_EQ(ModelBytes(*config, torch::kBFloat16), 260032 * 2);
 }
 
-TEST(JobDeviceTest, WeightsLargerThanMaxMemoryFailWithBothFigures) {
-  model::LlamaConfig llama2_7b;
-  llama2_7b.hidden_size = 4096;
-  llama2_7b.intermediate_size = 11008;
-  llama2_7b.num_hidden_layers = 32;
-  llama2_7b.num_attention_heads = 32;
-  llama2_7b.num_key_value_heads = 32;
-  llama2_7b.head_dim = 128;
-  llama2_7b.vocab_size = 32000;
-  // 6.74e9 parameters: 12.55 GiB in bf16.
+model::LlamaConfig Llama2_7b() {
+  model::LlamaConfig config;
+  config.hidden_size = 4096;
+  config.intermediate_size = 11008;
+  config.num_hidden_layers = 32;
+  config.num_attention_heads = 32;
+  config.num_key_value_heads = 32;
+  config.head_dim = 128;
+  config.vocab_size = 32000;
+  return config;
+}
+
+TEST(JobDeviceTest, WeightsThatFitStayOnTheDevice) {
+  const model::LlamaConfig llama2_7b = Llama2_7b();
+  // 6.74e9 parameters: 12.55 GiB in bf16, 386 MiB per block.
   EXPECT_NEAR(ModelBytes(llama2_7b, torch::kBFloat16) / 1e9, 13.48, 0.01);
+  EXPECT_NEAR(BlockBytes(llama2_7b, torch::kBFloat16) / 1e6, 404.8, 0.1);
   const torch::Device gpu(torch::kCUDA, 0);
-  EXPECT_TRUE(CheckFitsDevice(llama2_7b, torch::kBFloat16, gpu, "65GiB").ok());
-  const absl::Status tight = CheckFitsDevice(llama2_7b, torch::kBFloat16, gpu, "8GiB");
-  EXPECT_EQ(tight.code(), absl::StatusCode::kResourceExhausted);
-  EXPECT_TRUE(IsOutOfMemory(tight));
-  EXPECT_THAT(tight.message(), HasSubstr("12.55 GiB"));
-  EXPECT_THAT(tight.message(), HasSubstr("8GiB (8.00 GiB)"));
+  for (const char* limit : {"", "65GiB"}) {
+    auto placement = PlanDevicePlacement(llama2_7b, torch::kBFloat16, gpu, limit);
+    ASSERT_TRUE(placement.ok()) << placement.status();
+    EXPECT_EQ(placement->streamed_blocks, 0) << limit;
+    EXPECT_EQ(placement->device_bytes, ModelBytes(llama2_7b, torch::kBFloat16));
+    EXPECT_EQ(placement->summary, "");
+  }
   // The host has no max_memory bound here.
-  EXPECT_TRUE(CheckFitsDevice(llama2_7b, torch::kBFloat16, torch::kCPU, "8GiB").ok());
+  auto on_cpu = PlanDevicePlacement(llama2_7b, torch::kBFloat16, torch::kCPU, "8GiB");
+  ASSERT_TRUE(on_cpu.ok());
+  EXPECT_EQ(on_cpu->streamed_blocks, 0);
+}
+
+TEST(JobDeviceTest, WeightsLargerThanMaxMemoryStreamTheLastBlocks) {
+  const model::LlamaConfig llama2_7b = Llama2_7b();
+  const torch::Device gpu(torch::kCUDA, 0);
+  auto placement = PlanDevicePlacement(llama2_7b, torch::kBFloat16, gpu, "8GiB");
+  ASSERT_TRUE(placement.ok()) << placement.status();
+  // 8 GiB = embeddings and head (500 MiB) + 18 resident blocks + one streamed block in flight.
+  EXPECT_EQ(placement->streamed_blocks, 14);
+  EXPECT_LE(placement->device_bytes, int64_t{8} << 30);
+  EXPECT_GT(placement->device_bytes + BlockBytes(llama2_7b, torch::kBFloat16), int64_t{8} << 30);
+  EXPECT_THAT(placement->summary, HasSubstr("14 of 32 blocks stay in host memory"));
+  EXPECT_THAT(placement->summary, HasSubstr("12.55 GiB"));
+}
+
+TEST(JobDeviceTest, TooLittleMemoryEvenToStreamFailsWithTheFigures) {
+  const model::LlamaConfig llama2_7b = Llama2_7b();
+  const torch::Device gpu(torch::kCUDA, 0);
+  auto tight = PlanDevicePlacement(llama2_7b, torch::kBFloat16, gpu, "800MiB");
+  ASSERT_FALSE(tight.ok());
+  EXPECT_EQ(tight.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_TRUE(IsOutOfMemory(tight.status()));
+  EXPECT_THAT(tight.status().message(), HasSubstr("12.55 GiB"));
+  EXPECT_THAT(tight.status().message(), HasSubstr("800MiB (0.78 GiB)"));
+  EXPECT_THAT(tight.status().message(), HasSubstr("would still need 0.87 GiB"));
+  auto garbage = PlanDevicePlacement(llama2_7b, torch::kBFloat16, gpu, "lots");
+  EXPECT_EQ(garbage.status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 class MetricSink : public EventSink {
@@ -145,6 +181,30 @@ TEST(JobDeviceTest, JobOnCudaMatchesTheCpu_CUDA) {
     ++compared;
   }
   EXPECT_GE(compared, 6);  // fp, fp_prefixed, quantized and the three variants
+}
+
+// The same job with a max_memory below the weights (1016 KiB in fp32): 4 of the 5 blocks are
+// streamed from pinned host memory, and the figures stay those of the resident job.
+TEST(JobDeviceTest, JobWithStreamedBlocksOnCudaMatchesTheResidentOne_CUDA) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  MetricSink resident_sink, streamed_sink;
+  CancellationToken cancel;
+  RunJobOptions gpu;
+  gpu.device = "cuda";
+  v1::JobSpec streamed_spec = SmallJob();
+  streamed_spec.mutable_resources()->set_max_memory("600KiB");
+  const RunJobOutcome resident = RunJob(SmallJob(), gpu, resident_sink, cancel);
+  const RunJobOutcome streamed = RunJob(streamed_spec, gpu, streamed_sink, cancel);
+  ASSERT_TRUE(resident.status.ok()) << resident.status;
+  ASSERT_TRUE(streamed.status.ok()) << streamed.status;
+  EXPECT_EQ(streamed_sink.metrics["device/streamed_blocks"], 4);
+  int compared = 0;
+  for (const auto& [name, value] : resident_sink.metrics) {
+    if (name.rfind("ppl/", 0) != 0) continue;
+    EXPECT_NEAR(streamed_sink.metrics[name], value, 1e-4 * value) << name;
+    ++compared;
+  }
+  EXPECT_GE(compared, 6);
 }
 
 }  // namespace

@@ -29,6 +29,7 @@ class PoisonLinear : public model::LinearLayer {
   }
   int64_t in_features() const override { return inner_->in_features(); }
   int64_t out_features() const override { return inner_->out_features(); }
+  std::vector<torch::Tensor*> StateTensors() override { return inner_->StateTensors(); }
 
  private:
   std::shared_ptr<model::LinearLayer> inner_;

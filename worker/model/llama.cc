@@ -51,6 +51,7 @@ torch::Tensor LlamaModel::RunBlock(int layer, const torch::Tensor& hidden, int64
                                    const LayerKv* past, LayerKv* present,
                                    ActivationObserver* observer) {
   LlamaBlock& block = blocks.at(layer);
+  const BlockLease lease = LeaseBlock(layer);
   const int64_t batch = hidden.size(0);
   const int64_t tokens = hidden.size(1);
   const int64_t heads = config_.num_attention_heads;
@@ -200,6 +201,33 @@ absl::StatusOr<ForwardResult> LlamaModel::Forward(const ForwardRequest& request)
   } catch (const std::exception& e) {
     return absl::InternalError(absl::StrCat("llama forward pass failed: ", e.what()));
   }
+}
+
+absl::Status LlamaModel::StreamLastBlocks(int count, BlockTransfer transfer) {
+  const int layers = static_cast<int>(blocks.size());
+  if (count < 0 || count > layers) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("block streaming: ", count, " blocks asked for, the model has ", layers));
+  }
+  if (streamer_ != nullptr) {
+    return absl::FailedPreconditionError("block streaming: blocks are streamed already");
+  }
+  if (count == 0) return absl::OkStatus();
+  try {
+    auto streamer = std::make_unique<BlockStreamer>(std::move(transfer));
+    for (int i = layers - count; i < layers; ++i) streamer->Store(blocks[i]);
+    streamer_ = std::move(streamer);
+    first_streamed_ = layers - count;
+    return absl::OkStatus();
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("block streaming: ", e.what()));
+  }
+}
+
+BlockLease LlamaModel::LeaseBlock(int layer) {
+  LlamaBlock& block = blocks.at(layer);
+  if (!streams_block(layer)) return BlockLease();
+  return BlockLease(streamer_.get(), layer, &block);
 }
 
 absl::StatusOr<KvCache> LlamaModel::BuildPrefixKv(const torch::Tensor& ids_or_embeds) {

@@ -11,6 +11,10 @@
 //
 // Forward() does not change autograd mode: callers that only evaluate use torch::NoGradGuard.
 // A LlamaModel is not thread-safe; one forward pass at a time.
+//
+// Block streaming (block_streaming.h): the last blocks may live in host memory; RunBlock (and
+// so Forward) brings each over while it runs. Code that touches a block's tensors directly
+// holds LeaseBlock(layer) meanwhile; for a block that is not streamed the lease is empty.
 #ifndef QUANTD_WORKER_MODEL_LLAMA_H_
 #define QUANTD_WORKER_MODEL_LLAMA_H_
 
@@ -21,6 +25,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "worker/model/block_streaming.h"
 #include "worker/model/checkpoint.h"
 #include "worker/model/config.h"
 #include "worker/model/modules.h"
@@ -31,6 +36,9 @@ namespace quantd::model {
 struct LoadOptions {
   torch::ScalarType dtype = torch::kFloat32;  // compute dtype; weights are cast on load
   torch::Device device = torch::kCPU;
+  // The last `streamed_blocks` decoder blocks are loaded into host memory and streamed to
+  // `device` (block_streaming.h, DeviceTransfer); the rest of the model lives on `device`.
+  int streamed_blocks = 0;
 };
 
 struct LlamaBlock {
@@ -93,6 +101,18 @@ class LlamaModel {
                          LayerKv* present, ActivationObserver* observer);
   torch::Tensor RmsNorm(const torch::Tensor& x, const torch::Tensor& weight) const;
 
+  // Streams the last `count` blocks with `transfer` from now on, moving their tensors to
+  // storage. INVALID_ARGUMENT for a count outside [0, layers]; FAILED_PRECONDITION when blocks
+  // are streamed already.
+  absl::Status StreamLastBlocks(int count, BlockTransfer transfer);
+  bool streams_block(int layer) const { return streamer_ != nullptr && layer >= first_streamed_; }
+  int streamed_blocks() const {
+    return streamer_ == nullptr ? 0 : static_cast<int>(blocks.size()) - first_streamed_;
+  }
+  // Holds block `layer` on the compute device while the lease lives (throws std::out_of_range
+  // for a bad layer).
+  BlockLease LeaseBlock(int layer);
+
   const LlamaConfig& config() const { return config_; }
   torch::ScalarType dtype() const { return options_.dtype; }
   const torch::Device& device() const { return options_.device; }
@@ -124,6 +144,8 @@ class LlamaModel {
   // same shape).
   torch::Tensor mask_;
   MaskKey mask_key_;
+  std::unique_ptr<BlockStreamer> streamer_;  // null: every block on the compute device
+  int first_streamed_ = 0;
 };
 
 }  // namespace quantd::model

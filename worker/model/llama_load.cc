@@ -9,11 +9,14 @@ namespace {
 class Loader {
  public:
   Loader(const Checkpoint& checkpoint, const LoadOptions& options)
-      : checkpoint_(checkpoint), options_(options) {}
+      : checkpoint_(checkpoint), options_(options), device_(options.device) {}
+
+  // Where the next tensors go (a streamed block's go to host memory).
+  void set_device(const torch::Device& device) { device_ = device; }
 
   absl::StatusOr<torch::Tensor> Tensor(const std::string& name, const std::vector<int64_t>& shape) {
     ASSIGN_OR_RETURN(torch::Tensor t, checkpoint_.Load(name, options_.dtype, shape));
-    if (options_.device != torch::Device(torch::kCPU)) t = t.to(options_.device);
+    if (device_ != torch::Device(torch::kCPU)) t = t.to(device_);
     return t;
   }
 
@@ -30,6 +33,7 @@ class Loader {
  private:
   const Checkpoint& checkpoint_;
   const LoadOptions& options_;
+  torch::Device device_;
 };
 
 }  // namespace
@@ -40,6 +44,12 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::FromCheckpoint(const Lla
   if (!torch::isFloatingType(options.dtype)) {
     return absl::InvalidArgumentError("load: the compute dtype must be a floating type");
   }
+  if (options.streamed_blocks < 0 || options.streamed_blocks > config.num_hidden_layers) {
+    return absl::InvalidArgumentError(absl::StrCat("load: ", options.streamed_blocks,
+                                                   " streamed blocks asked for, the model has ",
+                                                   config.num_hidden_layers));
+  }
+  const int64_t first_streamed = config.num_hidden_layers - options.streamed_blocks;
   try {
     std::unique_ptr<LlamaModel> model(new LlamaModel(config, options));
     Loader load(checkpoint, options);
@@ -52,6 +62,7 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::FromCheckpoint(const Lla
     ASSIGN_OR_RETURN(model->final_norm, load.Tensor("model.norm.weight", {d}));
     for (int64_t i = 0; i < config.num_hidden_layers; ++i) {
       const std::string p = absl::StrCat("model.layers.", i, ".");
+      load.set_device(i < first_streamed ? options.device : torch::Device(torch::kCPU));
       LlamaBlock block;
       ASSIGN_OR_RETURN(block.input_norm, load.Tensor(p + "input_layernorm.weight", {d}));
       ASSIGN_OR_RETURN(block.post_attention_norm,
@@ -67,6 +78,7 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::FromCheckpoint(const Lla
       ASSIGN_OR_RETURN(block.down_proj, load.Linear(p + "mlp.down_proj", d, ff, mb));
       model->blocks.push_back(std::move(block));
     }
+    load.set_device(options.device);
     if (config.tie_word_embeddings) {
       model->lm_head = std::make_shared<DenseLinear>(model->embed_tokens);
     } else {
@@ -77,6 +89,8 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::FromCheckpoint(const Lla
       }
       ASSIGN_OR_RETURN(model->lm_head, load.Linear("lm_head", config.vocab_size, d, false));
     }
+    RETURN_IF_ERROR(
+        model->StreamLastBlocks(options.streamed_blocks, DeviceTransfer(options.device)));
     return model;
   } catch (const std::exception& e) {
     return absl::InternalError(absl::StrCat("loading the model failed: ", e.what()));

@@ -22,6 +22,11 @@ class LinearLayer {
   virtual torch::Tensor Forward(const torch::Tensor& x) = 0;
   virtual int64_t in_features() const = 0;
   virtual int64_t out_features() const = 0;
+  // Every tensor member the layer holds (weights, scales, caches; undefined ones included), so
+  // block streaming (block_streaming.h) can move the layer between host and device memory. A
+  // layer must list all of them: one left out stays where it is and meets inputs on another
+  // device.
+  virtual std::vector<torch::Tensor*> StateTensors() = 0;
 };
 
 // The full-precision layer loaded from the checkpoint. weight: [out, in]; bias: [out] or
@@ -33,6 +38,7 @@ class DenseLinear : public LinearLayer {
   torch::Tensor Forward(const torch::Tensor& x) override;
   int64_t in_features() const override { return weight.size(1); }
   int64_t out_features() const override { return weight.size(0); }
+  std::vector<torch::Tensor*> StateTensors() override { return {&weight, &bias}; }
 
   torch::Tensor weight;
   torch::Tensor bias;
@@ -46,6 +52,8 @@ class AttentionTransform {
  public:
   virtual ~AttentionTransform() = default;
   virtual void Apply(int layer, torch::Tensor* q, torch::Tensor* k, torch::Tensor* v) = 0;
+  // Every tensor member it holds (as LinearLayer::StateTensors).
+  virtual std::vector<torch::Tensor*> StateTensors() = 0;
 };
 
 // Where in a block an activation is taken.

@@ -74,6 +74,7 @@ train::BlockInstaller MakeCalibratedBlockInstaller(const model::LlamaModel& cali
 absl::Status ToQuantLinears(model::LlamaModel& model, const quant::QuantSettings& settings) {
   torch::NoGradGuard no_grad;
   for (size_t i = 0; i < model.blocks.size(); ++i) {
+    const model::BlockLease lease = model.LeaseBlock(static_cast<int>(i));
     for (const auto& [slot, name] : kSlots) {
       std::shared_ptr<model::LinearLayer>& layer = model.blocks[i].*slot;
       auto ste = std::dynamic_pointer_cast<train::SteLinear>(layer);

@@ -1,10 +1,13 @@
 #include "worker/pipeline/job_device.h"
 
+#include <algorithm>
+
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "proto/common/status_macros.h"
 #include "proto/spec/validate.h"
 
 namespace quantd::pipeline {
@@ -49,30 +52,55 @@ bool IsOutOfMemory(const absl::Status& status) {
          absl::StrContains(message, "not enough memory");
 }
 
-int64_t ModelBytes(const model::LlamaConfig& config, torch::ScalarType dtype) {
+int64_t BlockBytes(const model::LlamaConfig& config, torch::ScalarType dtype) {
   const int64_t hidden = config.hidden_size;
   const int64_t kv_width = config.num_key_value_heads * config.head_dim;
   const int64_t q_width = config.num_attention_heads * config.head_dim;
-  const int64_t per_block = hidden * q_width * 2 + hidden * kv_width * 2 +
-                            hidden * config.intermediate_size * 3 + hidden * 2;
-  const int64_t embeddings =
-      config.vocab_size * hidden * (config.tie_word_embeddings ? 1 : 2) + hidden;
-  const int64_t parameters = embeddings + per_block * config.num_hidden_layers;
+  const int64_t parameters = hidden * q_width * 2 + hidden * kv_width * 2 +
+                             hidden * config.intermediate_size * 3 + hidden * 2;
   return parameters * static_cast<int64_t>(c10::elementSize(dtype));
 }
 
-absl::Status CheckFitsDevice(const model::LlamaConfig& config, torch::ScalarType dtype,
-                             const torch::Device& device, const std::string& max_memory) {
-  if (!device.is_cuda() || max_memory.empty()) return absl::OkStatus();
-  auto limit = ParseMemorySize(max_memory);
-  if (!limit.ok()) return limit.status();
-  const int64_t needed = ModelBytes(config, dtype);
-  if (needed <= *limit) return absl::OkStatus();
+int64_t ModelBytes(const model::LlamaConfig& config, torch::ScalarType dtype) {
+  const int64_t embeddings =
+      config.vocab_size * config.hidden_size * (config.tie_word_embeddings ? 1 : 2) +
+      config.hidden_size;
+  return embeddings * static_cast<int64_t>(c10::elementSize(dtype)) +
+         BlockBytes(config, dtype) * config.num_hidden_layers;
+}
+
+absl::StatusOr<DevicePlacement> PlanDevicePlacement(const model::LlamaConfig& config,
+                                                    torch::ScalarType dtype,
+                                                    const torch::Device& device,
+                                                    const std::string& max_memory) {
+  DevicePlacement placement;
+  placement.weight_bytes = ModelBytes(config, dtype);
+  placement.device_bytes = placement.weight_bytes;
+  if (!device.is_cuda() || max_memory.empty()) return placement;
+  ASSIGN_OR_RETURN(const int64_t limit, ParseMemorySize(max_memory));
+  if (placement.weight_bytes <= limit) return placement;
+
   constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
-  return absl::ResourceExhaustedError(absl::StrFormat(
-      "out of memory: the model's weights need %.2f GiB in %s, more than resources.max_memory "
-      "%s (%.2f GiB) on %s",
-      needed / kGiB, c10::toString(dtype), max_memory, *limit / kGiB, device.str()));
+  const int64_t block = BlockBytes(config, dtype);
+  const int layers = config.num_hidden_layers;
+  const int64_t fixed = placement.weight_bytes - block * layers;  // embeddings, head, norm
+  if (fixed + block > limit) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "out of memory: the model's weights need %.2f GiB in %s, more than resources.max_memory "
+        "%s (%.2f GiB) on %s; streaming blocks from host memory would still need %.2f GiB "
+        "(embeddings and head %.2f GiB, one block %.2f GiB)",
+        placement.weight_bytes / kGiB, c10::toString(dtype), max_memory, limit / kGiB, device.str(),
+        (fixed + block) / kGiB, fixed / kGiB, block / kGiB));
+  }
+  const int resident = static_cast<int>(std::min<int64_t>(layers, (limit - fixed - block) / block));
+  placement.streamed_blocks = layers - resident;
+  placement.device_bytes = fixed + block * (resident + 1);
+  placement.summary = absl::StrFormat(
+      "weights %.2f GiB in %s exceed resources.max_memory %s: %d of %d blocks stay in host "
+      "memory and are streamed to %s (%.2f GiB of weights on the device)",
+      placement.weight_bytes / kGiB, c10::toString(dtype), max_memory, placement.streamed_blocks,
+      layers, device.str(), placement.device_bytes / kGiB);
+  return placement;
 }
 
 }  // namespace quantd::pipeline

@@ -34,12 +34,29 @@ bool IsOutOfMemory(const absl::Status& status);
 
 // Bytes the weights of a model of `config` take in `dtype` (embeddings, blocks, norms, lm_head).
 int64_t ModelBytes(const model::LlamaConfig& config, torch::ScalarType dtype);
+// The part of it one decoder block takes.
+int64_t BlockBytes(const model::LlamaConfig& config, torch::ScalarType dtype);
 
-// OK when the model's weights fit in `max_memory` (a size such as "65GiB"; empty: no limit) on
-// a CUDA device; RESOURCE_EXHAUSTED with both figures otherwise. Always OK on the CPU.
-// Weights that do not fit are not yet kept on the host and streamed block by block.
-absl::Status CheckFitsDevice(const model::LlamaConfig& config, torch::ScalarType dtype,
-                             const torch::Device& device, const std::string& max_memory);
+// Where a model's weights live on a device with a memory limit.
+struct DevicePlacement {
+  int streamed_blocks = 0;   // the last blocks, kept in host memory (model/block_streaming.h)
+  int64_t weight_bytes = 0;  // every weight in the compute dtype
+  // On the device: the weights of the resident part, plus one streamed block while it runs.
+  int64_t device_bytes = 0;
+  std::string summary;  // one line for the job log ("" when nothing streams)
+};
+
+// Fits the weights into `max_memory` (a size such as "65GiB"; empty: no limit) on a CUDA
+// device: all of them on the device when they fit; otherwise the embeddings, head and as many
+// leading blocks as fit stay there, with room for one more block, and the remaining blocks are
+// streamed from host memory one at a time. RESOURCE_EXHAUSTED with the figures when even the
+// embeddings, the head and one block exceed the limit; INVALID_ARGUMENT for an unreadable
+// size. The limit covers weights only (activations come on top), and one copy of the model:
+// a job that fine-tunes holds two. Nothing streams on the CPU.
+absl::StatusOr<DevicePlacement> PlanDevicePlacement(const model::LlamaConfig& config,
+                                                    torch::ScalarType dtype,
+                                                    const torch::Device& device,
+                                                    const std::string& max_memory);
 
 }  // namespace quantd::pipeline
 

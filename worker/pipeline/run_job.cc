@@ -103,11 +103,17 @@ RunJobOutcome RunJob(const v1::JobSpec& original, const RunJobOptions& options, 
   model::LoadOptions load_options;
   load_options.dtype = *dtype;
   load_options.device = *device;
+  std::string placement_line;
   if (auto config = model::LoadLlamaConfig(spec.model().path()); config.ok()) {
-    if (auto fits = CheckFitsDevice(*config, *dtype, *device, spec.resources().max_memory());
-        !fits.ok()) {
-      return Failed(v1::FAILURE_REASON_OOM, fits);
+    auto placement = PlanDevicePlacement(*config, *dtype, *device, spec.resources().max_memory());
+    if (!placement.ok()) {
+      return Failed(placement.status().code() == absl::StatusCode::kResourceExhausted
+                        ? v1::FAILURE_REASON_OOM
+                        : v1::FAILURE_REASON_USER_ERROR,
+                    placement.status());
     }
+    load_options.streamed_blocks = placement->streamed_blocks;
+    placement_line = placement->summary;
   }
   auto model = model::LlamaModel::Load(spec.model().path(), load_options);
   if (!model.ok()) {
@@ -130,6 +136,7 @@ RunJobOutcome RunJob(const v1::JobSpec& original, const RunJobOptions& options, 
                 absl::StrCat("loaded ", spec.model().name(), ": ", config.num_hidden_layers,
                              " layers, hidden ", config.hidden_size, ", vocab ", config.vocab_size,
                              " on ", device->str()));
+  if (!placement_line.empty()) (void)EmitLog(sink, "info", placement_line);
   ProgressReporter(sink, 0.0, kLoadEnd).Update(1, 1, "model loaded").IgnoreError();
   if (cancel.cancelled()) return Cancelled();
 
@@ -144,6 +151,9 @@ RunJobOutcome RunJob(const v1::JobSpec& original, const RunJobOptions& options, 
     metrics[name] = value;
     (void)EmitMetric(sink, name, value);
   };
+  if (load_options.streamed_blocks > 0) {
+    metric("device/streamed_blocks", load_options.streamed_blocks);
+  }
   auto user_error_or = [](const absl::Status& status) {
     if (status.code() == absl::StatusCode::kCancelled) return Cancelled();
     if (IsOutOfMemory(status)) return Failed(v1::FAILURE_REASON_OOM, status);

@@ -30,4 +30,10 @@ void KvTransform::Apply(int /*layer*/, torch::Tensor* q, torch::Tensor* k, torch
   *v = v_quantizer.Apply(*v);
 }
 
+std::vector<torch::Tensor*> KvTransform::StateTensors() {
+  std::vector<torch::Tensor*> out = k_quantizer.StateTensors();
+  for (torch::Tensor* t : v_quantizer.StateTensors()) out.push_back(t);
+  return out;
+}
+
 }  // namespace quantd::quant

@@ -8,6 +8,7 @@
 #include <torch/torch.h>
 
 #include <optional>
+#include <vector>
 
 #include "kernels/hadamard.h"
 #include "worker/model/modules.h"
@@ -18,6 +19,7 @@ namespace quantd::quant {
 class KvTransform : public model::AttentionTransform {
  public:
   void Apply(int layer, torch::Tensor* q, torch::Tensor* k, torch::Tensor* v) override;
+  std::vector<torch::Tensor*> StateTensors() override;
 
   std::optional<kernels::HadamardFactors> qk_hadamard;  // over head_dim
   ActQuantizer k_quantizer;

@@ -95,9 +95,8 @@ absl::StatusOr<WindowPerplexity> EvaluateWindows(
       request.past = &prefix->kv;
       ASSIGN_OR_RETURN(model::ForwardResult result, model.Forward(request));
       const torch::Tensor rest_logits = result.logits[0].narrow(0, 0, seqlen - 2);
-      auto logits =
-          torch::cat({prefix->last_logits.to(rest_logits.device()).unsqueeze(0),
-                      rest_logits.to(torch::kFloat32)});
+      auto logits = torch::cat({prefix->last_logits.to(rest_logits.device()).unsqueeze(0),
+                                rest_logits.to(torch::kFloat32)});
       out.window_nll[w] = SumNll(logits, ids[0].to(logits.device())) / (seqlen - 1);
       if (!report(1)) return absl::CancelledError("evaluation cancelled");
     }

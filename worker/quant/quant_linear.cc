@@ -29,4 +29,10 @@ torch::Tensor QuantLinear::Forward(const torch::Tensor& x) {
   return torch::matmul(input, weight.t());
 }
 
+std::vector<torch::Tensor*> QuantLinear::StateTensors() {
+  std::vector<torch::Tensor*> out = input_quantizer.StateTensors();
+  for (torch::Tensor* t : {&weight, &weight_scales, &dense_hadamard_}) out.push_back(t);
+  return out;
+}
+
 }  // namespace quantd::quant

@@ -8,6 +8,7 @@
 #include <torch/torch.h>
 
 #include <optional>
+#include <vector>
 
 #include "kernels/hadamard.h"
 #include "worker/model/modules.h"
@@ -22,6 +23,7 @@ class QuantLinear : public model::LinearLayer {
   torch::Tensor Forward(const torch::Tensor& x) override;
   int64_t in_features() const override { return weight.size(1); }
   int64_t out_features() const override { return weight.size(0); }
+  std::vector<torch::Tensor*> StateTensors() override;
 
   // While true, Forward() feeds its (transformed) input to input_quantizer.Observe() and
   // does not quantize it.

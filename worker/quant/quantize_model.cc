@@ -55,6 +55,7 @@ absl::Status QuantizeModel(model::LlamaModel& model, const QuantSettings& settin
           absl::StrCat("kv group size ", kv_group, " does not divide head_dim ", head_dim));
     }
     for (size_t i = 0; i < model.blocks.size(); ++i) {
+      const model::BlockLease lease = model.LeaseBlock(static_cast<int>(i));
       auto& b = model.blocks[i];
       const std::string where = absl::StrCat("layer ", i, " ");
       const std::pair<std::shared_ptr<model::LinearLayer>*, const char*> layers[] = {

@@ -65,7 +65,9 @@ torch::Tensor ActQuantizer::GroupAbsMax(const torch::Tensor& x) const {
 
 void ActQuantizer::Observe(const torch::Tensor& x) {
   auto m = GroupAbsMax(x);
-  observed_max_ = observed_max_.defined() ? torch::maximum(observed_max_, m) : m;
+  observed_max_ = observed_max_.defined()
+                      ? torch::maximum(observed_max_.to(m.device(), torch::kFloat32), m)
+                      : m;
 }
 
 absl::Status ActQuantizer::Finalize() {
@@ -94,7 +96,7 @@ torch::Tensor ActQuantizer::Apply(const torch::Tensor& x) const {
   if (dynamic_)
     return ValueOrThrow(kernels::FakeQuantizeDynamic(input, config, clip_ratio_)).values;
   if (!scales_.defined()) throw std::runtime_error("static quantizer used before calibration");
-  torch::Tensor scales = scales_.to(x.device());
+  torch::Tensor scales = scales_.to(x.device(), torch::kFloat32);
   if (config.granularity == kernels::QuantGranularity::kPerToken) {
     // One static scale per head (group = head_dim): [1, heads, 1, 1].
     scales = scales.view({1, scales.size(1), 1, 1});

@@ -9,6 +9,7 @@
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <vector>
 
 #include "absl/status/statusor.h"
 
@@ -71,6 +72,9 @@ class ActQuantizer {
   // Fake-quantized x (x itself when disabled). Throws on LibTorch errors (call sites inside a
   // forward pass). A static quantizer must be calibrated first.
   torch::Tensor Apply(const torch::Tensor& x) const;
+
+  // Its tensor members (model::LinearLayer::StateTensors).
+  std::vector<torch::Tensor*> StateTensors() { return {&observed_max_, &scales_}; }
 
  private:
   torch::Tensor GroupAbsMax(const torch::Tensor& x) const;

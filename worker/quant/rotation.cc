@@ -91,7 +91,9 @@ absl::Status RotateModel(model::LlamaModel& model, const RotationOptions& option
         std::make_shared<DenseLinear>(cast(FoldInput(head.weight, model.final_norm, r1)));
     model.final_norm = torch::ones_like(model.final_norm);
 
-    for (auto& b : model.blocks) {
+    for (size_t i = 0; i < model.blocks.size(); ++i) {
+      const model::BlockLease lease = model.LeaseBlock(static_cast<int>(i));
+      auto& b = model.blocks[i];
       auto& q = Dense(b.q_proj, "q_proj");
       auto& k = Dense(b.k_proj, "k_proj");
       auto& v = Dense(b.v_proj, "v_proj");

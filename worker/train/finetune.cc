@@ -119,6 +119,8 @@ absl::StatusOr<FinetuneResult> FinetuneBlocks(model::LlamaModel& model,
     torch::Tensor q_train = fp_train, q_val = fp_val;
     int failures = 0;
     for (int layer = 0; layer < layers; ++layer) {
+      // A streamed block stays on the device while it is trained (model/block_streaming.h).
+      const model::BlockLease lease = model.LeaseBlock(layer);
       // Full-precision targets, before the block is replaced.
       const torch::Tensor target_train = RunAll(model, layer, fp_train, prefix);
       const torch::Tensor target_val =

@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <functional>
 #include <optional>
+#include <vector>
 
 #include "kernels/fake_quant.h"
 #include "kernels/hadamard.h"
@@ -50,6 +51,9 @@ class SteLinear : public model::LinearLayer {
   torch::Tensor Forward(const torch::Tensor& x) override;
   int64_t in_features() const override { return weight.size(1); }
   int64_t out_features() const override { return weight.size(0); }
+  std::vector<torch::Tensor*> StateTensors() override {
+    return {&weight, &weight_scales, &input_scale, &baked};
+  }
   // Bakes the quantized weight; Forward() no longer builds an autograd graph for it.
   void Bake();
 
