@@ -69,8 +69,8 @@ void MseSearchScales(const float* x, int64_t rows, int64_t cols, const FakeQuant
 
 // CUDA twins (contract of kernels/device.h); x, out and scales are device pointers, `out` may
 // alias `x`, results equal the CPU functions' for fp32 (same operations in the same order).
-// Dynamic per token / per group: one thread block per scale segment reduces max|x| and
-// quantizes it. Dynamic per tensor: a grid-wide max (three launches), then the static kernel.
+// Dynamic per token / per group: each scale segment's max|x| is reduced and the segment
+// quantized in one pass. Dynamic per tensor: a grid-wide max, then the static kernel.
 const char* FakeQuantizeDynamicCuda(const void* x, void* out, DeviceDType dtype, int64_t rows,
                                     int64_t cols, const FakeQuantConfig& config, float clip_ratio,
                                     float* scales, void* stream);

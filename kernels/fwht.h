@@ -34,8 +34,8 @@ inline float OrthonormalScale(int64_t n) {
 
 // CUDA twin of HadamardTransformRows (contract of kernels/device.h): `rows` rows of `dtype`
 // from `in` to `out` (device pointers; in == out transforms in place, other overlaps are not
-// allowed). One thread block per row holds the row in shared memory as fp32, so n ≤ 32768
-// (128 KiB of shared memory: sm_80 and later). `base_device` is the k×k fp32 base of `factors`
+// allowed). n ≤ 32768; arithmetic in fp32 (how the work is split: kernels/cuda/PERFORMANCE.md;
+// the largest rows need up to 128 KiB of shared memory per block: sm_80 and later). `base_device` is the k×k fp32 base of `factors`
 // in device memory (nullptr when factors.base_order is 1); k ≤ 1024. The caller makes the
 // pointers' device current.
 const char* HadamardTransformCuda(const void* in, void* out, DeviceDType dtype, int64_t rows,
