@@ -3,6 +3,8 @@
 // is loaded onto --device in --dtype, then timed on random token windows:
 //   forward   : tokens/s of a no-grad forward of `batch` windows (the baseline the others
 //               are read against: a training step costs a few forwards);
+//   streamed  : the same forward on a second copy whose last --streamed_blocks blocks (default:
+//               all) live in pinned host memory and are streamed (resources.max_memory);
 //   prefix    : TrainPrefix steps/s (P embeddings, `batch` windows per step, all layers);
 //   fine-tune : FinetuneBlocks steps/s over the first --blocks blocks (W4 per channel with
 //               4-bit dynamic inputs through the STE installer, `batch` windows per step).
@@ -11,6 +13,7 @@
 //
 //   gpu_train_bench --model DIR [--device cuda] [--dtype bfloat16] [--seqlen 2048]
 //                   [--batch 1] [--windows 8] [--prefix_len 8] [--blocks 2]
+//                   [--streamed_blocks N]
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -57,11 +60,24 @@ struct StepClock {
   double PerSecond() const { return seconds > 0 ? steps / seconds : 0; }
 };
 
+// Tokens/s of a no-grad forward of `request` (one warm-up, then the mean of five).
+double ForwardTokensPerSecond(model::LlamaModel& m, const model::ForwardRequest& request) {
+  torch::NoGradGuard no_grad;
+  m.ForwardOrThrow(request);  // warm-up
+  constexpr int kRepeats = 5;
+  const auto start = Clock::now();
+  torch::Tensor last;
+  for (int r = 0; r < kRepeats; ++r) last = m.ForwardOrThrow(request).hidden;
+  (void)last.sum().item<double>();  // synchronise
+  const double s = std::chrono::duration<double>(Clock::now() - start).count();
+  return kRepeats * request.input_ids.numel() / s;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   std::string model_dir, device_name = "cuda", dtype_name = "bfloat16";
-  int64_t seqlen = 2048, batch = 1, windows = 8, prefix_len = 8, blocks = 2;
+  int64_t seqlen = 2048, batch = 1, windows = 8, prefix_len = 8, blocks = 2, streamed = -1;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
     const char* value = argv[i + 1];
@@ -73,6 +89,7 @@ int main(int argc, char** argv) {
     if (flag == "--windows") windows = std::atoll(value);
     if (flag == "--prefix_len") prefix_len = std::atoll(value);
     if (flag == "--blocks") blocks = std::atoll(value);
+    if (flag == "--streamed_blocks") streamed = std::atoll(value);
   }
   if (model_dir.empty()) {
     std::fprintf(stderr, "usage: gpu_train_bench --model DIR [--device cuda] ...\n");
@@ -99,23 +116,22 @@ int main(int argc, char** argv) {
   for (auto& w : data)
     for (auto& t : w) t = token(rng);
 
-  // Forward baseline.
-  double forward_tokens_per_s = 0;
+  // Forward baseline, then the same on a copy with streamed blocks.
+  model::ForwardRequest request;
   {
-    torch::NoGradGuard no_grad;
     std::vector<int64_t> flat;
     for (int64_t b = 0; b < batch; ++b) flat.insert(flat.end(), data[b].begin(), data[b].end());
-    model::ForwardRequest request;
     request.input_ids = torch::tensor(flat, torch::kInt64).view({batch, seqlen});
     request.logits = model::LogitsMode::kNone;
-    m->ForwardOrThrow(request);  // warm-up
-    constexpr int kRepeats = 5;
-    const auto start = Clock::now();
-    torch::Tensor last;
-    for (int r = 0; r < kRepeats; ++r) last = m->ForwardOrThrow(request).hidden;
-    (void)last.sum().item<double>();  // synchronise
-    const double s = std::chrono::duration<double>(Clock::now() - start).count();
-    forward_tokens_per_s = kRepeats * batch * seqlen / s;
+  }
+  const double forward_tokens_per_s = ForwardTokensPerSecond(*m, request);
+  double streamed_tokens_per_s = 0;
+  {
+    model::LoadOptions streamed_load = load;
+    streamed_load.streamed_blocks = static_cast<int>(streamed < 0 ? c.num_hidden_layers : streamed);
+    auto copy = OrExit(model::LlamaModel::Load(model_dir, streamed_load));
+    streamed = copy->streamed_blocks();
+    streamed_tokens_per_s = ForwardTokensPerSecond(*copy, request);
   }
 
   // Prefix training.
@@ -171,6 +187,9 @@ int main(int argc, char** argv) {
   std::printf("seqlen %ld, batch %ld, %ld windows, prefix %ld\n", seqlen, batch, windows,
               prefix_len);
   std::printf("forward (no grad)   : %10.0f tokens/s\n", forward_tokens_per_s);
+  std::printf("forward, %ld streamed: %10.0f tokens/s  (%.3f of resident; %.2f GiB per block)\n",
+              streamed, streamed_tokens_per_s, streamed_tokens_per_s / forward_tokens_per_s,
+              pipeline::BlockBytes(c, load.dtype) / (1024.0 * 1024.0 * 1024.0));
   std::printf("prefix training     : %10.3f steps/s  (%ld steps; %.0f tokens/s)\n",
               prefix_clock.PerSecond(), prefix_clock.steps,
               prefix_clock.PerSecond() * batch * seqlen);
