@@ -37,7 +37,7 @@ run() {
 step "finishing the build (a no-op when the build stage completed)"
 TAIL=3 run build-rest ${BUILD_TIMEOUT:-240} cmake --build $B -j "$(nproc)" -- -k 0
 step "CUDA tests"
-TAIL=25 run ctest-cuda 120 ctest --test-dir $B -R _CUDA --output-on-failure
+TAIL=25 run ctest-cuda 180 ctest --test-dir $B -R _CUDA --output-on-failure
 step "kernel bandwidth"
 TAIL=20 run kernels-cuda-bench 60 $B/tests/bench/kernels/kernels_cuda_bench
 step "stories260K perplexity on the GPU (reference 4.117 in fp32)"
@@ -52,7 +52,7 @@ TAIL=6 run job-stories 120 /usr/bin/time -v $B/worker/quantd-worker run \
 grep -E "Elapsed|Maximum resident" "$LOGS/job-stories.log"
 step "Llama-2-7B-shaped model (4 blocks), step rates and a scaled-down job"
 run make-model 120 "$PYTHON" scripts/gpu/make_random_llama.py /tmp/llama2-7b-shape --layers 4
-TAIL=8 run gpu-train-bench 150 $B/tests/bench/gpu/gpu_train_bench --model /tmp/llama2-7b-shape \
+TAIL=9 run gpu-train-bench 150 $B/tests/bench/gpu/gpu_train_bench --model /tmp/llama2-7b-shape \
   --device cuda --dtype bfloat16 --seqlen 1024 --batch 1 --windows 12 --prefix_len 8 --blocks 2
 TAIL=8 run job-7b-shape 200 /usr/bin/time -v $B/worker/quantd-worker run \
   --spec scripts/gpu/llama2-7b-shape-job.yaml --device cuda
