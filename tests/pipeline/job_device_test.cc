@@ -117,6 +117,22 @@ TEST(JobDeviceTest, WeightsLargerThanMaxMemoryStreamTheLastBlocks) {
   EXPECT_THAT(placement->summary, HasSubstr("12.55 GiB"));
 }
 
+// A job that fine-tunes holds the model and its calibrated twin: each gets half the limit.
+TEST(JobDeviceTest, TwoCopiesShareTheLimit) {
+  const model::LlamaConfig llama2_7b = Llama2_7b();
+  const torch::Device gpu(torch::kCUDA, 0);
+  auto placement = PlanDevicePlacement(llama2_7b, torch::kBFloat16, gpu, "16GiB", /*copies=*/2);
+  ASSERT_TRUE(placement.ok()) << placement.status();
+  EXPECT_EQ(placement->streamed_blocks, 14);  // as one copy in 8 GiB
+  EXPECT_THAT(placement->summary, HasSubstr("2 copies of the model at once"));
+  auto both_fit = PlanDevicePlacement(llama2_7b, torch::kBFloat16, gpu, "26GiB", 2);
+  ASSERT_TRUE(both_fit.ok());
+  EXPECT_EQ(both_fit->streamed_blocks, 0);
+  auto tight = PlanDevicePlacement(llama2_7b, torch::kBFloat16, gpu, "1500MiB", 2);
+  EXPECT_EQ(tight.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(tight.status().message(), HasSubstr("per copy"));
+}
+
 TEST(JobDeviceTest, TooLittleMemoryEvenToStreamFailsWithTheFigures) {
   const model::LlamaConfig llama2_7b = Llama2_7b();
   const torch::Device gpu(torch::kCUDA, 0);

@@ -72,34 +72,38 @@ int64_t ModelBytes(const model::LlamaConfig& config, torch::ScalarType dtype) {
 absl::StatusOr<DevicePlacement> PlanDevicePlacement(const model::LlamaConfig& config,
                                                     torch::ScalarType dtype,
                                                     const torch::Device& device,
-                                                    const std::string& max_memory) {
+                                                    const std::string& max_memory, int copies) {
   DevicePlacement placement;
   placement.weight_bytes = ModelBytes(config, dtype);
   placement.device_bytes = placement.weight_bytes;
   if (!device.is_cuda() || max_memory.empty()) return placement;
   ASSIGN_OR_RETURN(const int64_t limit, ParseMemorySize(max_memory));
-  if (placement.weight_bytes <= limit) return placement;
+  copies = std::max(copies, 1);
+  const int64_t share = limit / copies;
+  if (placement.weight_bytes <= share) return placement;
 
   constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
+  const std::string held =
+      copies == 1 ? std::string() : absl::StrFormat(" (%d copies of the model at once)", copies);
   const int64_t block = BlockBytes(config, dtype);
   const int layers = config.num_hidden_layers;
   const int64_t fixed = placement.weight_bytes - block * layers;  // embeddings, head, norm
-  if (fixed + block > limit) {
+  if (fixed + block > share) {
     return absl::ResourceExhaustedError(absl::StrFormat(
-        "out of memory: the model's weights need %.2f GiB in %s, more than resources.max_memory "
-        "%s (%.2f GiB) on %s; streaming blocks from host memory would still need %.2f GiB "
-        "(embeddings and head %.2f GiB, one block %.2f GiB)",
-        placement.weight_bytes / kGiB, c10::toString(dtype), max_memory, limit / kGiB, device.str(),
-        (fixed + block) / kGiB, fixed / kGiB, block / kGiB));
+        "out of memory: the model's weights need %.2f GiB in %s%s, more than "
+        "resources.max_memory %s (%.2f GiB) on %s; streaming blocks from host memory would "
+        "still need %.2f GiB per copy (embeddings and head %.2f GiB, one block %.2f GiB)",
+        placement.weight_bytes / kGiB, c10::toString(dtype), held, max_memory, limit / kGiB,
+        device.str(), (fixed + block) / kGiB, fixed / kGiB, block / kGiB));
   }
-  const int resident = static_cast<int>(std::min<int64_t>(layers, (limit - fixed - block) / block));
+  const int resident = static_cast<int>(std::min<int64_t>(layers, (share - fixed - block) / block));
   placement.streamed_blocks = layers - resident;
   placement.device_bytes = fixed + block * (resident + 1);
   placement.summary = absl::StrFormat(
-      "weights %.2f GiB in %s exceed resources.max_memory %s: %d of %d blocks stay in host "
-      "memory and are streamed to %s (%.2f GiB of weights on the device)",
-      placement.weight_bytes / kGiB, c10::toString(dtype), max_memory, placement.streamed_blocks,
-      layers, device.str(), placement.device_bytes / kGiB);
+      "weights %.2f GiB in %s%s exceed resources.max_memory %s: %d of %d blocks stay in host "
+      "memory and are streamed to %s (%.2f GiB of weights on the device per copy)",
+      placement.weight_bytes / kGiB, c10::toString(dtype), held, max_memory,
+      placement.streamed_blocks, layers, device.str(), placement.device_bytes / kGiB);
   return placement;
 }
 

@@ -41,7 +41,8 @@ int64_t BlockBytes(const model::LlamaConfig& config, torch::ScalarType dtype);
 struct DevicePlacement {
   int streamed_blocks = 0;   // the last blocks, kept in host memory (model/block_streaming.h)
   int64_t weight_bytes = 0;  // every weight in the compute dtype
-  // On the device: the weights of the resident part, plus one streamed block while it runs.
+  // On the device, per copy: the weights of the resident part, plus one streamed block while
+  // it runs.
   int64_t device_bytes = 0;
   std::string summary;  // one line for the job log ("" when nothing streams)
 };
@@ -49,14 +50,15 @@ struct DevicePlacement {
 // Fits the weights into `max_memory` (a size such as "65GiB"; empty: no limit) on a CUDA
 // device: all of them on the device when they fit; otherwise the embeddings, head and as many
 // leading blocks as fit stay there, with room for one more block, and the remaining blocks are
-// streamed from host memory one at a time. RESOURCE_EXHAUSTED with the figures when even the
-// embeddings, the head and one block exceed the limit; INVALID_ARGUMENT for an unreadable
-// size. The limit covers weights only (activations come on top), and one copy of the model:
-// a job that fine-tunes holds two. Nothing streams on the CPU.
+// streamed from host memory one at a time. `copies` models are held at once (a job that
+// fine-tunes holds two), each placed the same way in its share of the limit. RESOURCE_EXHAUSTED
+// with the figures when even the embeddings, the head and one block of each copy exceed the
+// limit; INVALID_ARGUMENT for an unreadable size. The limit covers weights only (activations
+// come on top). Nothing streams on the CPU.
 absl::StatusOr<DevicePlacement> PlanDevicePlacement(const model::LlamaConfig& config,
                                                     torch::ScalarType dtype,
                                                     const torch::Device& device,
-                                                    const std::string& max_memory);
+                                                    const std::string& max_memory, int copies = 1);
 
 }  // namespace quantd::pipeline
 

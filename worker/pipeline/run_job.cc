@@ -105,7 +105,10 @@ RunJobOutcome RunJob(const v1::JobSpec& original, const RunJobOptions& options, 
   load_options.device = *device;
   std::string placement_line;
   if (auto config = model::LoadLlamaConfig(spec.model().path()); config.ok()) {
-    auto placement = PlanDevicePlacement(*config, *dtype, *device, spec.resources().max_memory());
+    // Fine-tuning holds the full-precision model and its calibrated twin at once.
+    const int copies = AsksForQuantization(spec) && SpecTrains(spec) ? 2 : 1;
+    auto placement =
+        PlanDevicePlacement(*config, *dtype, *device, spec.resources().max_memory(), copies);
     if (!placement.ok()) {
       return Failed(placement.status().code() == absl::StatusCode::kResourceExhausted
                         ? v1::FAILURE_REASON_OOM
@@ -123,7 +126,7 @@ RunJobOutcome RunJob(const v1::JobSpec& original, const RunJobOptions& options, 
   }
   auto tokenizer = model::LoadTokenizer(spec.model().path());
   if (!tokenizer.ok()) return Failed(v1::FAILURE_REASON_MODEL_LOAD, tokenizer.status());
-  const model::LlamaConfig& config = (*model)->config();
+  const model::LlamaConfig config = (*model)->config();
   ModelShape shape;
   shape.hidden_size = config.hidden_size;
   shape.intermediate_size = config.intermediate_size;
@@ -315,6 +318,8 @@ RunJobOutcome RunJob(const v1::JobSpec& original, const RunJobOptions& options, 
       }
     }
   }
+  // Every variant loads its own copy: the device memory of this one is given back first.
+  model->reset();
   std::map<std::string, std::string> evaluated;  // plan key -> variant that ran it
   for (size_t v = 0; v < variants.size(); ++v) {
     if (cancel.cancelled()) return Cancelled();
