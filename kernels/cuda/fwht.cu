@@ -37,6 +37,15 @@ __host__ __device__ constexpr int MinRegisters(int n) {
 // of t (an exchange through shared memory).
 // ---------------------------------------------------------------------------------------------
 
+// out[0..3] = the four floats at p (16-byte aligned), in one access.
+__device__ __forceinline__ void LoadFloat4(const float* p, float* out) {
+  const float4 v = *reinterpret_cast<const float4*>(p);
+  out[0] = v.x;
+  out[1] = v.y;
+  out[2] = v.z;
+  out[3] = v.w;
+}
+
 // Butterflies along every bit of the register index: x ← H_N·x.
 template <int N>
 __device__ __forceinline__ void RegisterFwht(float* x) {
@@ -99,11 +108,7 @@ __device__ __forceinline__ void LoadTeam(float* x, const float* s, int t) {
     const float* src = s + (c * kTeam + t) * kVc;
 #pragma unroll
     for (int q = 0; q < kVc; q += 4) {
-      const float4 v = reinterpret_cast<const float4*>(src)[q / 4];
-      x[c * kVc + q] = v.x;
-      x[c * kVc + q + 1] = v.y;
-      x[c * kVc + q + 2] = v.z;
-      x[c * kVc + q + 3] = v.w;
+      LoadFloat4(src + q, x + c * kVc + q);
     }
   }
 }
@@ -274,11 +279,7 @@ __device__ __forceinline__ void MixTile(const float* y, int p, const Coefficient
     float yv[kTC];
     const float* ys = y + j * p + c0;
     if constexpr (kTC == 4) {
-      const float4 v = *reinterpret_cast<const float4*>(ys);
-      yv[0] = v.x;
-      yv[1] = v.y;
-      yv[2] = v.z;
-      yv[3] = v.w;
+      LoadFloat4(ys, yv);
     } else {
 #pragma unroll
       for (int c = 0; c < kTC; ++c) yv[c] = ys[c];
@@ -286,11 +287,7 @@ __device__ __forceinline__ void MixTile(const float* y, int p, const Coefficient
     float bv[kTileI];
     if constexpr (kShared) {
       static_assert(kTileI == 4, "one float4 of coefficients");
-      const float4 v = *reinterpret_cast<const float4*>(b.data + j * b.kpad + i0);
-      bv[0] = v.x;
-      bv[1] = v.y;
-      bv[2] = v.z;
-      bv[3] = v.w;
+      LoadFloat4(b.data + j * b.kpad + i0, bv);
     } else {
 #pragma unroll
       for (int a = 0; a < kTileI; ++a) {
