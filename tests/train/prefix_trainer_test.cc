@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "gtest/gtest.h"
+#include "tests/common/dtype_transfer.h"
 #include "tests/train/train_fixture.h"
 
 namespace quantd::train {
@@ -80,6 +81,55 @@ TEST_F(PrefixTrainerTest, LossFallsAndTheLearnedPrefixTamesActivationsAtLeastAsW
   RecordProperty("max_abs_learned", std::to_string(with_learned));
   RecordProperty("loss_initial_best",
                  std::to_string(result->initial_loss) + " " + std::to_string(result->best_loss));
+}
+
+// Block-wise back-propagation trains the same prefix as one backward over the whole pass, for
+// the residual output and for an inner site with a layer between the targets that is not one.
+TEST_F(PrefixTrainerTest, BlockwiseBackwardTrainsTheSamePrefix) {
+  options_.epochs = 2;
+  for (const auto site :
+       {model::ActivationSite::kBlockOutput, model::ActivationSite::kDownProjInput}) {
+    options_.site = site;
+    options_.target_layers =
+        site == model::ActivationSite::kBlockOutput ? std::vector<int>{} : std::vector<int>{1, 3};
+    Recorder whole_recorder, blockwise_recorder;
+    options_.blockwise_backward = false;
+    auto whole = TrainPrefix(*LoadModel(), train_, val_, options_, whole_recorder.Callbacks());
+    options_.blockwise_backward = true;
+    auto blockwise =
+        TrainPrefix(*LoadModel(), train_, val_, options_, blockwise_recorder.Callbacks());
+    ASSERT_TRUE(whole.ok()) << whole.status();
+    ASSERT_TRUE(blockwise.ok()) << blockwise.status();
+    const auto a = whole_recorder.Split("train");
+    const auto b = blockwise_recorder.Split("train");
+    ASSERT_EQ(a.size(), b.size());
+    ASSERT_EQ(a.size(), 4u);
+    for (size_t i = 0; i < a.size(); ++i) {
+      EXPECT_NEAR(b[i].loss, a[i].loss, 1e-5 * std::abs(a[i].loss)) << i;
+    }
+    EXPECT_GT(std::abs(a.back().loss - a.front().loss), 1e-3) << "the prefix did not move";
+    EXPECT_TRUE(torch::allclose(blockwise->embeddings, whole->embeddings, 1e-4, 1e-5))
+        << (blockwise->embeddings - whole->embeddings).abs().max();
+  }
+}
+
+// With every block streamed (host memory simulated as float64), block-wise training computes
+// exactly what it does on a resident model and leaves every block in storage.
+TEST_F(PrefixTrainerTest, BlockwiseBackwardOnStreamedBlocks) {
+  options_.epochs = 2;
+  options_.blockwise_backward = true;
+  auto resident = TrainPrefix(*LoadModel(), train_, val_, options_);
+  auto streamed_model = LoadModel();
+  const int layers = static_cast<int>(streamed_model->blocks.size());
+  auto counts = std::make_shared<test_data::TransferCounts>();
+  ASSERT_TRUE(streamed_model->StreamLastBlocks(layers, test_data::DtypeTransfer(counts)).ok());
+  auto streamed = TrainPrefix(*streamed_model, train_, val_, options_);
+  ASSERT_TRUE(resident.ok()) << resident.status();
+  ASSERT_TRUE(streamed.ok()) << streamed.status();
+  EXPECT_TRUE(torch::equal(streamed->embeddings, resident->embeddings));
+  EXPECT_DOUBLE_EQ(streamed->best_loss, resident->best_loss);
+  for (int l = 0; l < layers; ++l) EXPECT_TRUE(test_data::BlockInStorage(*streamed_model, l));
+  EXPECT_GT(counts->to_compute, 0);
 }
 
 TEST_F(PrefixTrainerTest, InitialisationOrderAndNearestTokens) {

@@ -226,6 +226,8 @@ absl::StatusOr<TrainedVariant> BuildTrainedVariant(const TrainingInputs& in,
         options.site = model::ActivationSite::kDownProjInput;
       }
       options.tokenizer = in.tokenizer;
+      // With streamed blocks a whole-model backward would hold every block on the device.
+      options.blockwise_backward = fp->streamed_blocks() > 0;
       phase(v1::PHASE_TRAIN_PREFIX,
             absl::StrCat(tag, len, " prefix embeddings, ", options.epochs, " epochs of ",
                          in.train->size(), " windows, lr ", options.lr));

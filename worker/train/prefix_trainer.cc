@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <optional>
 #include <set>
 
 #include "absl/strings/str_cat.h"
@@ -52,6 +53,16 @@ class SiteObserver : public model::ActivationObserver {
   std::set<int> layers_;
 };
 
+// [prefix ; embeds] for every row of `embeds` (prefix undefined: embeds).
+torch::Tensor PrefixedInput(const torch::Tensor& prefix, const torch::Tensor& embeds) {
+  if (!prefix.defined() || prefix.size(0) == 0) return embeds;
+  return torch::cat({prefix.to(embeds.scalar_type())
+                         .unsqueeze(0)
+                         .expand({embeds.size(0), prefix.size(0), prefix.size(1)}),
+                     embeds},
+                    1);
+}
+
 // Runs [prefix ; embeds] through blocks 0..max(layers) and returns the targets' non-prefix part
 // at `site`.
 std::vector<torch::Tensor> TargetOutputs(model::LlamaModel& model, const torch::Tensor& prefix,
@@ -59,13 +70,7 @@ std::vector<torch::Tensor> TargetOutputs(model::LlamaModel& model, const torch::
                                          const std::vector<int>& layers,
                                          model::ActivationSite site) {
   const int64_t p = prefix.defined() ? prefix.size(0) : 0;
-  torch::Tensor hidden = embeds;
-  if (p > 0) {
-    hidden = torch::cat(
-        {prefix.to(embeds.scalar_type()).unsqueeze(0).expand({embeds.size(0), p, prefix.size(1)}),
-         embeds},
-        1);
-  }
+  torch::Tensor hidden = PrefixedInput(prefix, embeds);
   const int last = *std::max_element(layers.begin(), layers.end());
   const std::set<int> wanted(layers.begin(), layers.end());
   SiteObserver observer(site, wanted);
@@ -74,6 +79,77 @@ std::vector<torch::Tensor> TargetOutputs(model::LlamaModel& model, const torch::
   std::vector<torch::Tensor> out;
   for (const auto& x : observer.seen) out.push_back(x.narrow(1, p, x.size(1) - p));
   return out;
+}
+
+// One step's forward for block-wise back-propagation: every block's input, and the targets'
+// non-prefix activations as leaves that collect the loss's gradient (in layer order, as
+// TargetOutputs returns them).
+struct BlockwisePass {
+  std::vector<torch::Tensor> inputs;  // block l's input, l = 0..max(layers)
+  std::vector<int> target_layers;     // ascending, unique
+  std::vector<torch::Tensor> targets;
+};
+
+BlockwisePass BlockwiseForward(model::LlamaModel& model, const torch::Tensor& prefix,
+                               const torch::Tensor& embeds, const std::vector<int>& layers,
+                               model::ActivationSite site) {
+  torch::NoGradGuard no_grad;
+  const int64_t p = prefix.size(0);
+  const std::set<int> wanted(layers.begin(), layers.end());
+  SiteObserver observer(site, wanted);
+  BlockwisePass pass;
+  pass.target_layers.assign(wanted.begin(), wanted.end());
+  torch::Tensor hidden = PrefixedInput(prefix, embeds);
+  for (int l = 0; l <= pass.target_layers.back(); ++l) {
+    pass.inputs.push_back(hidden);
+    hidden = model.RunBlock(l, hidden, 0, nullptr, nullptr, &observer);
+  }
+  for (const auto& x : observer.seen) {
+    pass.targets.push_back(x.narrow(1, p, x.size(1) - p).clone().requires_grad_(true));
+  }
+  return pass;
+}
+
+// After the loss's backward (the targets' and the prefix's own gradients): from the last target
+// layer down, each block runs again with autograd on its stored input and is back-propagated
+// alone, with the gradient arriving at its output and, for a target, at its site; the gradient
+// left at block 0's input is added to the prefix's. The same gradient as one backward over the
+// whole pass (up to the order of floating-point sums), with one block's graph alive at a time.
+void BlockwiseBackward(model::LlamaModel& model, BlockwisePass& pass, torch::Tensor& prefix,
+                       model::ActivationSite site) {
+  const int64_t p = prefix.size(0);
+  torch::Tensor grad;  // of the loss with respect to block l's output
+  int t = static_cast<int>(pass.targets.size()) - 1;
+  for (int l = static_cast<int>(pass.inputs.size()) - 1; l >= 0; --l) {
+    const bool target = t >= 0 && pass.target_layers[t] == l;
+    torch::Tensor x = pass.inputs[l].detach().requires_grad_(true);
+    pass.inputs[l] = torch::Tensor();
+    SiteObserver observer(site, target ? std::set<int>{l} : std::set<int>{});
+    const torch::Tensor out = model.RunBlock(l, x, 0, nullptr, nullptr, &observer);
+    std::vector<torch::Tensor> roots, grads;
+    if (grad.defined()) {
+      roots.push_back(out);
+      grads.push_back(grad);
+    }
+    if (target) {
+      const torch::Tensor& seen = observer.seen.at(0);
+      if (pass.targets[t].grad().defined()) {
+        roots.push_back(seen.narrow(1, p, seen.size(1) - p));
+        grads.push_back(pass.targets[t].grad());
+      }
+      --t;
+    }
+    if (roots.empty()) return;  // nothing below depends on the loss
+    torch::autograd::backward(roots, grads);
+    grad = x.grad();
+  }
+  torch::NoGradGuard no_grad;
+  const torch::Tensor through_blocks = grad.narrow(1, 0, p).sum(0).to(prefix.scalar_type());
+  if (prefix.grad().defined()) {
+    prefix.mutable_grad().add_(through_blocks);
+  } else {
+    prefix.mutable_grad() = through_blocks;
+  }
 }
 
 std::vector<int> ResolveLayers(const model::LlamaModel& model, const std::vector<int>& layers) {
@@ -240,9 +316,16 @@ absl::StatusOr<PrefixTrainResult> TrainPrefix(model::LlamaModel& model,
         lr = CosineLearningRate(options.lr, step, total_steps);
         SetLr(optimizer, lr);
         optimizer.zero_grad();
-        auto outs =
-            TargetOutputs(model, prefix, train_embeds.index_select(0, idx), layers, options.site);
-        PrefixLoss loss = ComputePrefixLoss(outs, prefix, options.loss);
+        const torch::Tensor batch = train_embeds.index_select(0, idx);
+        std::optional<BlockwisePass> pass;
+        PrefixLoss loss;
+        if (options.blockwise_backward) {
+          pass = BlockwiseForward(model, prefix, batch, layers, options.site);
+          loss = ComputePrefixLoss(pass->targets, prefix, options.loss);
+        } else {
+          loss = ComputePrefixLoss(TargetOutputs(model, prefix, batch, layers, options.site),
+                                   prefix, options.loss);
+        }
         const double value = loss.total.item<double>();
         if (!std::isfinite(value)) {
           log(
@@ -253,6 +336,7 @@ absl::StatusOr<PrefixTrainResult> TrainPrefix(model::LlamaModel& model,
           break;
         }
         loss.total.backward();
+        if (pass.has_value()) BlockwiseBackward(model, *pass, prefix, options.site);
         optimizer.step();
         epoch_sum += value;
         if (callbacks.on_loss) {

@@ -44,7 +44,12 @@ struct PrefixTrainOptions {
   model::ActivationSite site = model::ActivationSite::kBlockOutput;
   std::vector<int32_t> init_token_ids;  // used first, in order
   uint64_t seed = 42;
-  PrefixLossOptions loss;                       // loss.threshold = outlier_threshold
+  PrefixLossOptions loss;  // loss.threshold = outlier_threshold
+  // Back-propagate one block at a time, running each block's forward again (about one more
+  // forward per step): only one block's autograd graph, and with block streaming
+  // (model/block_streaming.h) one streamed block's weights, is on the device at a time instead
+  // of every block's. The same gradients up to floating-point summation order.
+  bool blockwise_backward = false;
   const model::Tokenizer* tokenizer = nullptr;  // not owned; optional, for nearest_text
 };
 
