@@ -11,6 +11,7 @@
 #include "server/core/failure.h"
 #include "server/core/job_state.h"
 #include "server/core/time_util.h"
+#include "spdlog/spdlog.h"
 
 namespace quantd {
 
@@ -111,6 +112,32 @@ v1::Job Scheduler::View(const JobEntry& entry) const {
                                : global_pending_reason_);
   }
   return job;
+}
+
+bool Scheduler::IsStale(const JobEntry& entry, const std::string& worker_id, bool has_attempt,
+                        int32_t attempt) const {
+  if (!has_attempt) return false;
+  const v1::Job& job = entry.stored.job;
+  if (attempt != job.attempt() || job.worker_id() != worker_id || !IsActive(job.state())) {
+    return true;
+  }
+  auto worker = workers_.find(worker_id);
+  return worker == workers_.end() || worker->second.jobs.count(job.job_id()) == 0;
+}
+
+void Scheduler::ReportStale(WorkerMessageKind kind, const JobEntry& entry,
+                            const std::string& worker_id, int32_t attempt) const {
+  const v1::Job& job = entry.stored.job;
+  const char* what = kind == WorkerMessageKind::kEvents     ? "events"
+                     : kind == WorkerMessageKind::kFinished ? "finish"
+                     : kind == WorkerMessageKind::kRejected ? "rejection"
+                                                            : "running job in its hello";
+  spdlog::warn(
+      "job {}: dropped the {} of worker {} for attempt {}; the current attempt is {} ({} on "
+      "worker {})",
+      job.job_id(), what, worker_id, attempt, job.attempt(), StateName(job.state()),
+      job.worker_id().empty() ? "-" : job.worker_id());
+  if (observer_ != nullptr) observer_->OnStaleWorkerMessage(kind);
 }
 
 void Scheduler::AppendEvent(JobEntry& entry, v1::JobEvent event) {

@@ -14,6 +14,14 @@
 // (unknown job), ALREADY_EXISTS (request_id reused with another spec), PERMISSION_DENIED
 // (another owner's job), FAILED_PRECONDITION (a worker speaks about a job it does not run).
 //
+// Attempts: a worker message that names an attempt (its `attempt` field is set) is stale
+// when that is not the job's current attempt or the job is no longer assigned to that
+// worker. Stale messages change nothing and are not errors: IngestEvents acknowledges the
+// batch without storing it, FinishJob and RejectAssignment return OK, ConnectWorker puts
+// the job in Welcome.stop_jobs; each is logged as a warning and reported to
+// SchedulerObserver::OnStaleWorkerMessage. Messages without an attempt (older workers)
+// are handled as before.
+//
 // Thread safety: all methods are thread-safe. Callbacks run on the store's thread (or
 // inline when the store calls them inline) without the scheduler's lock; they must not
 // block for long. The scheduler calls WorkerLink and SchedulerObserver with its lock held.
@@ -122,7 +130,8 @@ class Scheduler {
   void DisconnectWorker(const std::string& worker_id, WorkerLink* link);
   absl::Status Heartbeat(const std::string& worker_id, WorkerLink* link,
                          const v1::Heartbeat& heartbeat);
-  // Stores the events; `done` gets the worker sequence to acknowledge once committed.
+  // Stores the events; `done` gets the worker sequence to acknowledge once committed (for
+  // a stale attempt's events, at once: the last sequence of the batch, nothing stored).
   void IngestEvents(const std::string& worker_id, WorkerLink* link, const v1::JobEvents& events,
                     Callback<int64_t> done);
   absl::Status FinishJob(const std::string& worker_id, WorkerLink* link,
@@ -167,6 +176,13 @@ class Scheduler {
   absl::StatusOr<WorkerEntry*> FindWorker(const std::string& worker_id, WorkerLink* link)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   v1::Job View(const JobEntry& entry) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // True when a message of `worker_id` naming `attempt` (unset: an older worker, never
+  // stale) is about an attempt of `entry` that is not the one assigned to that worker now.
+  bool IsStale(const JobEntry& entry, const std::string& worker_id, bool has_attempt,
+               int32_t attempt) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Logs and counts a dropped stale message.
+  void ReportStale(WorkerMessageKind kind, const JobEntry& entry, const std::string& worker_id,
+                   int32_t attempt) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // Appends an event to the job (sequence, time) and marks the job for writing.
   void AppendEvent(JobEntry& entry, v1::JobEvent event) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -11,6 +11,9 @@
 
 namespace quantd {
 
+// The worker messages that name an attempt (worker_service.proto, "Attempts").
+enum class WorkerMessageKind { kEvents, kFinished, kRejected, kHello };
+
 class SchedulerObserver {
  public:
   virtual ~SchedulerObserver() = default;
@@ -24,6 +27,9 @@ class SchedulerObserver {
   }
   virtual void OnEventsIngested(int64_t count) { (void)count; }
   virtual void OnRequeued() {}
+  // A worker message about a stale attempt of a job was dropped (for kHello: a running job
+  // of a Hello was told to stop).
+  virtual void OnStaleWorkerMessage(WorkerMessageKind kind) { (void)kind; }
 };
 
 }  // namespace quantd

@@ -42,12 +42,18 @@ absl::Status Scheduler::ConnectWorker(const v1::Hello& hello, WorkerLink* link) 
   std::vector<std::string> cancel;
   for (const v1::RunningJob& running : hello.running_jobs()) {
     JobEntry* entry = Find(running.job_id());
-    if (entry != nullptr && IsActive(entry->stored.job.state()) &&
-        entry->stored.job.worker_id() == hello.worker_id() &&
-        worker.jobs.count(running.job_id()) > 0) {
+    if (entry != nullptr &&
+        IsStale(*entry, hello.worker_id(), running.has_attempt(), running.attempt())) {
+      // An attempt the scheduler gave up on, even if this worker holds the current one.
+      ReportStale(WorkerMessageKind::kHello, *entry, hello.worker_id(), running.attempt());
+      welcome->add_stop_jobs(running.job_id());
+    } else if (entry != nullptr && IsActive(entry->stored.job.state()) &&
+               entry->stored.job.worker_id() == hello.worker_id() &&
+               worker.jobs.count(running.job_id()) > 0) {
       v1::RunningJob* back = welcome->add_reattached();
       back->set_job_id(running.job_id());
       back->set_acked_sequence(entry->stored.worker_sequence);
+      back->set_attempt(entry->stored.job.attempt());
       reattached.insert(running.job_id());
       if (entry->stored.job.state() == v1::JOB_STATE_CANCELLING) cancel.push_back(running.job_id());
     } else {
@@ -110,6 +116,12 @@ void Scheduler::IngestEvents(const std::string& worker_id, WorkerLink* link,
   absl::StatusOr<WorkerEntry*> worker = FindWorker(worker_id, link);
   if (!worker.ok()) return done(worker.status());
   JobEntry* entry = Find(events.job_id());
+  if (entry != nullptr && IsStale(*entry, worker_id, events.has_attempt(), events.attempt())) {
+    ReportStale(WorkerMessageKind::kEvents, *entry, worker_id, events.attempt());
+    // Acknowledged (EventsAck echoes the attempt) so that the worker stops resending them.
+    const int64_t first = events.first_worker_sequence();
+    return done(first > 0 ? first + events.events_size() - 1 : 0);
+  }
   if (entry == nullptr || entry->stored.job.worker_id() != worker_id ||
       !IsActive(entry->stored.job.state())) {
     return done(absl::FailedPreconditionError(
@@ -162,6 +174,10 @@ absl::Status Scheduler::FinishJob(const std::string& worker_id, WorkerLink* link
   absl::MutexLock lock(&mu_);
   RETURN_IF_ERROR(FindWorker(worker_id, link).status());
   JobEntry* entry = Find(finished.job_id());
+  if (entry != nullptr && IsStale(*entry, worker_id, finished.has_attempt(), finished.attempt())) {
+    ReportStale(WorkerMessageKind::kFinished, *entry, worker_id, finished.attempt());
+    return absl::OkStatus();
+  }
   if (entry == nullptr || entry->stored.job.worker_id() != worker_id ||
       !IsActive(entry->stored.job.state())) {
     return absl::FailedPreconditionError(
@@ -204,6 +220,10 @@ absl::Status Scheduler::RejectAssignment(const std::string& worker_id, WorkerLin
   absl::MutexLock lock(&mu_);
   RETURN_IF_ERROR(FindWorker(worker_id, link).status());
   JobEntry* entry = Find(rejected.job_id());
+  if (entry != nullptr && IsStale(*entry, worker_id, rejected.has_attempt(), rejected.attempt())) {
+    ReportStale(WorkerMessageKind::kRejected, *entry, worker_id, rejected.attempt());
+    return absl::OkStatus();
+  }
   if (entry == nullptr || entry->stored.job.worker_id() != worker_id ||
       !IsActive(entry->stored.job.state())) {
     return absl::FailedPreconditionError(

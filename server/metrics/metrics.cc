@@ -111,6 +111,16 @@ Metrics::Metrics()
                           .Help("Job events received from workers and stored.")
                           .Register(*registry_)
                           .Add({});
+  auto& stale = prometheus::BuildCounter()
+                    .Name("quantd_stale_worker_messages_total")
+                    .Help(
+                        "Worker messages about an attempt the scheduler gave up on, dropped, "
+                        "by message kind (hello: a running job told to stop).")
+                    .Register(*registry_);
+  stale_events_ = &stale.Add({{"kind", "events"}});
+  stale_finished_ = &stale.Add({{"kind", "finished"}});
+  stale_rejected_ = &stale.Add({{"kind", "rejected"}});
+  stale_hello_ = &stale.Add({{"kind", "hello"}});
   queue_wait_ = &prometheus::BuildHistogram()
                      .Name("quantd_job_queue_wait_seconds")
                      .Help("Time from queueing to assignment.")
@@ -179,6 +189,23 @@ void Metrics::OnEventsIngested(int64_t count) {
 }
 
 void Metrics::OnRequeued() { requeued_->Increment(); }
+
+void Metrics::OnStaleWorkerMessage(WorkerMessageKind kind) {
+  switch (kind) {
+    case WorkerMessageKind::kEvents:
+      stale_events_->Increment();
+      break;
+    case WorkerMessageKind::kFinished:
+      stale_finished_->Increment();
+      break;
+    case WorkerMessageKind::kRejected:
+      stale_rejected_->Increment();
+      break;
+    case WorkerMessageKind::kHello:
+      stale_hello_->Increment();
+      break;
+  }
+}
 
 void Metrics::OnStoreCommit(absl::Duration latency, int /*batches*/, int events) {
   store_commit_->Observe(absl::ToDoubleSeconds(latency));

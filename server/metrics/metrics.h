@@ -53,6 +53,7 @@ class Metrics : public SchedulerObserver {
   void OnFinished(v1::JobState state, absl::Duration run_time) override;
   void OnEventsIngested(int64_t count) override;
   void OnRequeued() override;
+  void OnStaleWorkerMessage(WorkerMessageKind kind) override;
 
   // From the store's writer thread.
   void OnStoreCommit(absl::Duration latency, int batches, int events);
@@ -69,6 +70,10 @@ class Metrics : public SchedulerObserver {
   prometheus::Counter* succeeded_;
   prometheus::Counter* failed_;
   prometheus::Counter* cancelled_;
+  prometheus::Counter* stale_events_;
+  prometheus::Counter* stale_finished_;
+  prometheus::Counter* stale_rejected_;
+  prometheus::Counter* stale_hello_;
   prometheus::Histogram* queue_wait_;
   prometheus::Histogram* run_time_;
   prometheus::Histogram* store_commit_;

@@ -168,15 +168,19 @@ class ConnectReactor : public ConnectReactorBase {
       case v1::WorkerMessage::kEvents: {
         std::shared_ptr<Outbox> outbox = outbox_;
         const std::string job_id = message.events().job_id();
+        const std::optional<int32_t> attempt =
+            message.events().has_attempt() ? std::optional<int32_t>(message.events().attempt())
+                                           : std::nullopt;
         outbox->BeginIngest();
         scheduler_->IngestEvents(
             worker_id_, outbox_.get(), message.events(),
-            [outbox, job_id](absl::StatusOr<int64_t> ack) {
+            [outbox, job_id, attempt](absl::StatusOr<int64_t> ack) {
               outbox->EndIngest();
               v1::SchedulerMessage reply;
               if (ack.ok()) {
                 reply.mutable_ack()->set_job_id(job_id);
                 reply.mutable_ack()->set_worker_sequence(*ack);
+                if (attempt.has_value()) reply.mutable_ack()->set_attempt(*attempt);
               } else if (absl::IsFailedPrecondition(ack.status())) {
                 // Not this worker's job (any more): tell it to stop.
                 reply.mutable_cancellation()->set_job_id(job_id);

@@ -3,8 +3,9 @@
 // The first message must be a Hello (INVALID_ARGUMENT otherwise); the reactor then hands
 // heartbeats, events, finished jobs and rejections to the Scheduler, and writes whatever
 // the Scheduler sends through its WorkerLink (Welcome, assignments, cancellations, acks),
-// one write at a time from a queue. Events are acknowledged (EventsAck) only after they
-// are committed; with more than 32 event batches of a stream waiting for their commit the
+// one write at a time from a queue. Events are acknowledged (EventsAck, echoing the batch's
+// attempt) only after they are committed, or at once when the Scheduler drops them as a
+// stale attempt's; with more than 32 event batches of a stream waiting for their commit the
 // reactor stops reading, so gRPC flow control slows the worker down. A worker token is
 // required when authentication is on.
 #ifndef QUANTD_SERVER_RPC_WORKER_SERVICE_H_

@@ -43,6 +43,9 @@ TEST(MetricsTest, ExposesCountersHistogramsAndScrapeTimeGauges) {
   metrics.OnFinished(v1::JOB_STATE_CANCELLED, absl::ZeroDuration());
   metrics.OnEventsIngested(41);
   metrics.OnRequeued();
+  metrics.OnStaleWorkerMessage(WorkerMessageKind::kFinished);
+  metrics.OnStaleWorkerMessage(WorkerMessageKind::kFinished);
+  metrics.OnStaleWorkerMessage(WorkerMessageKind::kHello);
   metrics.OnStoreCommit(absl::Milliseconds(3), 2, 41);
   metrics.SetSnapshotSource([] {
     GaugeSnapshot snapshot;
@@ -59,6 +62,10 @@ TEST(MetricsTest, ExposesCountersHistogramsAndScrapeTimeGauges) {
   EXPECT_THAT(text, HasSubstr("quantd_jobs_finished_total{outcome=\"cancelled\"} 1"));
   EXPECT_THAT(text, HasSubstr("quantd_jobs_requeued_total 1"));
   EXPECT_THAT(text, HasSubstr("quantd_events_ingested_total 41"));
+  EXPECT_THAT(text, HasSubstr("quantd_stale_worker_messages_total{kind=\"finished\"} 2"));
+  EXPECT_THAT(text, HasSubstr("quantd_stale_worker_messages_total{kind=\"hello\"} 1"));
+  EXPECT_THAT(text, HasSubstr("quantd_stale_worker_messages_total{kind=\"events\"} 0"));
+  EXPECT_THAT(text, HasSubstr("quantd_stale_worker_messages_total{kind=\"rejected\"} 0"));
   EXPECT_THAT(text, HasSubstr("quantd_job_queue_wait_seconds_count 1"));
   EXPECT_THAT(text, HasSubstr("quantd_job_run_seconds_count 1"));
   EXPECT_THAT(text, HasSubstr("quantd_job_run_seconds_sum 90"));

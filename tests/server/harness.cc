@@ -207,10 +207,12 @@ void FakeWorker::OnDone(const grpc::Status& status) {
 }
 
 bool FakeWorker::SendEvents(const std::string& job_id, int64_t first_worker_sequence, int count,
-                            const std::function<void(int64_t, v1::JobEvent*)>& fill) {
+                            const std::function<void(int64_t, v1::JobEvent*)>& fill,
+                            std::optional<int32_t> attempt) {
   v1::WorkerMessage message;
   v1::JobEvents* events = message.mutable_events();
   events->set_job_id(job_id);
+  if (attempt.has_value()) events->set_attempt(*attempt);
   events->set_first_worker_sequence(first_worker_sequence);
   for (int i = 0; i < count; ++i) {
     v1::JobEvent* event = events->add_events();
@@ -226,9 +228,11 @@ bool FakeWorker::SendEvents(const std::string& job_id, int64_t first_worker_sequ
   return Send(message);
 }
 
-bool FakeWorker::SendFinished(const std::string& job_id, v1::JobState state) {
+bool FakeWorker::SendFinished(const std::string& job_id, v1::JobState state,
+                              std::optional<int32_t> attempt) {
   v1::WorkerMessage message;
   message.mutable_finished()->set_job_id(job_id);
+  if (attempt.has_value()) message.mutable_finished()->set_attempt(*attempt);
   message.mutable_finished()->set_state(state);
   if (state == v1::JOB_STATE_SUCCEEDED) {
     (*message.mutable_finished()->mutable_result()->mutable_metrics())["ppl/test/quantized"] = 6.2;

@@ -70,9 +70,12 @@ class FakeWorker : public grpc::ClientBidiReactor<v1::WorkerMessage, v1::Schedul
   void Connect(const std::vector<v1::RunningJob>& running = {});
   // Queues a message; false once the stream ended.
   bool Send(const v1::WorkerMessage& message);
+  // `attempt` unset: as a worker that predates the field.
   bool SendEvents(const std::string& job_id, int64_t first_worker_sequence, int count,
-                  const std::function<void(int64_t, v1::JobEvent*)>& fill = nullptr);
-  bool SendFinished(const std::string& job_id, v1::JobState state);
+                  const std::function<void(int64_t, v1::JobEvent*)>& fill = nullptr,
+                  std::optional<int32_t> attempt = std::nullopt);
+  bool SendFinished(const std::string& job_id, v1::JobState state,
+                    std::optional<int32_t> attempt = std::nullopt);
   bool SendHeartbeat();
 
   // The first not yet taken message that matches, waiting up to `timeout`.

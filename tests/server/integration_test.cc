@@ -236,6 +236,128 @@ TEST_F(IntegrationTest, VanishedWorkerIsLostAndSecondWorkerFinishes) {
   EXPECT_EQ(events.back().state_change().to(), v1::JOB_STATE_SUCCEEDED);
 }
 
+// Attempts: w1 runs a job as attempt 0, then comes back on a new stream without it (as a
+// worker restarted or cut off would): the job is requeued and, w1 being free, assigned to it
+// again as attempt 1. What w1 then says about attempt 0 must not touch attempt 1.
+class StaleAttemptTest : public IntegrationTest {
+ protected:
+  void RunAttemptZeroThenRequeue() {
+    StartQuantd();
+    first_ = Worker("w1");
+    ASSERT_TRUE(Submit("alice-token", testing::MinimalSpec(), &job_).ok());
+    auto assignment = first_->TakeAssignment(kWait);
+    ASSERT_TRUE(assignment.has_value());
+    ASSERT_EQ(assignment->job().attempt(), 0);
+    ASSERT_TRUE(first_->SendEvents(job_.job_id(), 1, 3, nullptr, 0));
+    ASSERT_TRUE(first_->WaitAck(job_.job_id(), 3, kWait));
+    second_ = Worker("w1");
+    auto again = second_->TakeAssignment(kWait);
+    ASSERT_TRUE(again.has_value());
+    ASSERT_EQ(again->job().job_id(), job_.job_id());
+    ASSERT_EQ(again->job().attempt(), 1);
+  }
+  v1::Job Current() {
+    v1::Job job;
+    EXPECT_TRUE(Get("alice-token", job_.job_id(), &job).ok());
+    return job;
+  }
+  std::string Scrape() {
+    auto text = testing::HttpGet(process_->metrics_port(), "/metrics");
+    EXPECT_TRUE(text.ok()) << text.status();
+    return text.ok() ? *text : "";
+  }
+  static std::string Stale(const std::string& kind, int count) {
+    return "quantd_stale_worker_messages_total{kind=\"" + kind + "\"} " + std::to_string(count);
+  }
+
+  v1::Job job_;
+  std::unique_ptr<FakeWorker> first_;
+  std::unique_ptr<FakeWorker> second_;
+};
+
+TEST_F(StaleAttemptTest, StaleFinishDoesNotEndTheNewAttempt) {
+  ASSERT_NO_FATAL_FAILURE(RunAttemptZeroThenRequeue());
+  Watcher watcher(process_->address(), "alice-token", job_.job_id(), 0);
+  ASSERT_TRUE(second_->SendFinished(job_.job_id(), v1::JOB_STATE_SUCCEEDED, 0));
+  // One stream's messages are handled in order: once this batch is acknowledged, the stale
+  // finish before it was handled too.
+  ASSERT_TRUE(second_->SendEvents(job_.job_id(), 1, 2, nullptr, 1));
+  ASSERT_TRUE(second_->WaitAck(job_.job_id(), 2, kWait)) << "the job was ended by the stale finish";
+  v1::Job running = Current();
+  EXPECT_EQ(running.state(), v1::JOB_STATE_RUNNING);
+  EXPECT_EQ(running.attempt(), 1);
+  EXPECT_THAT(Scrape(), HasSubstr(Stale("finished", 1)));
+
+  ASSERT_TRUE(second_->SendFinished(job_.job_id(), v1::JOB_STATE_SUCCEEDED, 1));
+  auto status = watcher.WaitDone(kWait);
+  ASSERT_TRUE(status.has_value());
+  EXPECT_TRUE(status->ok()) << status->error_message();
+  const auto events = watcher.events();
+  ExpectContiguous(events, 1);
+  int terminal = 0;
+  for (const auto& event : events) {
+    terminal += event.has_state_change() && IsTerminal(event.state_change().to());
+  }
+  EXPECT_EQ(terminal, 1);
+  EXPECT_EQ(events.back().state_change().to(), v1::JOB_STATE_SUCCEEDED);
+}
+
+TEST_F(StaleAttemptTest, StaleEventsAreAcknowledgedButNotStored) {
+  ASSERT_NO_FATAL_FAILURE(RunAttemptZeroThenRequeue());
+  const v1::Job before = Current();
+  ASSERT_EQ(before.state(), v1::JOB_STATE_ASSIGNED);
+  ASSERT_TRUE(second_->SendEvents(job_.job_id(), 4, 5, nullptr, 0));
+  auto ack = second_->Take([](const v1::SchedulerMessage& m) { return m.has_ack(); }, kWait);
+  ASSERT_TRUE(ack.has_value()) << "stale events must be acknowledged, or the worker resends them";
+  EXPECT_EQ(ack->ack().worker_sequence(), 8);
+  ASSERT_TRUE(ack->ack().has_attempt());
+  EXPECT_EQ(ack->ack().attempt(), 0);
+  const v1::Job after = Current();
+  EXPECT_EQ(after.last_sequence(), before.last_sequence());
+  EXPECT_EQ(after.state(), v1::JOB_STATE_ASSIGNED);
+  const std::string text = Scrape();
+  EXPECT_THAT(text, HasSubstr(Stale("events", 1)));
+  EXPECT_THAT(text, HasSubstr("quantd_events_ingested_total 3"));
+}
+
+TEST_F(StaleAttemptTest, HelloWithStaleRunningJobGetsItInStopJobs) {
+  ASSERT_NO_FATAL_FAILURE(RunAttemptZeroThenRequeue());
+  // w1 reconnects once more and names attempt 0, although the scheduler gave it attempt 1.
+  FakeWorker third(process_->address(), "worker-token", "w1");
+  v1::RunningJob running;
+  running.set_job_id(job_.job_id());
+  running.set_acked_sequence(3);
+  running.set_attempt(0);
+  third.Connect({running});
+  auto welcome = third.Take([](const v1::SchedulerMessage& m) { return m.has_welcome(); }, kWait);
+  ASSERT_TRUE(welcome.has_value());
+  EXPECT_EQ(welcome->welcome().reattached_size(), 0);
+  ASSERT_EQ(welcome->welcome().stop_jobs_size(), 1);
+  EXPECT_EQ(welcome->welcome().stop_jobs(0), job_.job_id());
+  // It did not name attempt 1 either, so that one is requeued and comes back as attempt 2.
+  auto assignment = third.TakeAssignment(kWait);
+  ASSERT_TRUE(assignment.has_value());
+  EXPECT_EQ(assignment->job().attempt(), 2);
+  EXPECT_THAT(Scrape(), HasSubstr(Stale("hello", 1)));
+}
+
+TEST_F(StaleAttemptTest, MessagesWithoutAttemptWorkAsBefore) {
+  ASSERT_NO_FATAL_FAILURE(RunAttemptZeroThenRequeue());
+  Watcher watcher(process_->address(), "alice-token", job_.job_id(), 0);
+  ASSERT_TRUE(second_->SendEvents(job_.job_id(), 1, 2));
+  ASSERT_TRUE(second_->WaitAck(job_.job_id(), 2, kWait));
+  EXPECT_EQ(Current().state(), v1::JOB_STATE_RUNNING);
+  ASSERT_TRUE(second_->SendFinished(job_.job_id(), v1::JOB_STATE_SUCCEEDED));
+  auto status = watcher.WaitDone(kWait);
+  ASSERT_TRUE(status.has_value());
+  EXPECT_EQ(watcher.events().back().state_change().to(), v1::JOB_STATE_SUCCEEDED);
+  const std::string text = Scrape();
+  for (const char* kind : {"events", "finished", "rejected", "hello"}) {
+    EXPECT_THAT(text, HasSubstr(Stale(kind, 0)));
+  }
+  EXPECT_THAT(text, HasSubstr("quantd_events_ingested_total 5"));
+}
+
 TEST_F(IntegrationTest, SigkillAndRestartKeepJobEventsAndWatchersResume) {
   StartQuantd({"--store_sync=full"});
   v1::Job job;

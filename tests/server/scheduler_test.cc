@@ -1,7 +1,9 @@
 // Drives the scheduler core with a fake clock, an in-memory store and recording workers.
 #include "server/core/scheduler.h"
 
+#include <map>
 #include <memory>
+#include <optional>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -26,6 +28,24 @@ v1::JobSpec ValidSpec(int priority = 0) {
   return spec;
 }
 
+// Counts the stale worker messages the scheduler dropped, by kind.
+class StaleCounter : public SchedulerObserver {
+ public:
+  void OnStaleWorkerMessage(WorkerMessageKind kind) override {
+    absl::MutexLock lock(&mu_);
+    ++counts_[kind];
+  }
+  int count(WorkerMessageKind kind) const {
+    absl::MutexLock lock(&mu_);
+    auto it = counts_.find(kind);
+    return it == counts_.end() ? 0 : it->second;
+  }
+
+ private:
+  mutable absl::Mutex mu_;
+  std::map<WorkerMessageKind, int> counts_;
+};
+
 class SchedulerTest : public ::testing::Test {
  protected:
   SchedulerTest() { Make(); }
@@ -35,7 +55,7 @@ class SchedulerTest : public ::testing::Test {
     options.worker_lost_after = absl::Seconds(3);
     options.reattach_grace = absl::Seconds(10);
     if (options.max_requeues == 0) options.max_requeues = 3;
-    scheduler_ = std::make_unique<Scheduler>(options, &clock_, &store_, &bus_);
+    scheduler_ = std::make_unique<Scheduler>(options, &clock_, &store_, &bus_, &stale_);
     ASSERT_TRUE(scheduler_->Recover().ok());
   }
 
@@ -81,10 +101,12 @@ class SchedulerTest : public ::testing::Test {
     return raw;
   }
   absl::StatusOr<int64_t> Events(const std::string& worker, RecordingLink* link,
-                                 const std::string& job_id, int count, int64_t first) {
+                                 const std::string& job_id, int count, int64_t first,
+                                 std::optional<int32_t> attempt = std::nullopt) {
     v1::JobEvents events;
     events.set_job_id(job_id);
     events.set_first_worker_sequence(first);
+    if (attempt.has_value()) events.set_attempt(*attempt);
     for (int i = 0; i < count; ++i) {
       v1::LossPoint* loss = events.add_events()->mutable_loss();
       loss->set_step(first + i);
@@ -96,10 +118,11 @@ class SchedulerTest : public ::testing::Test {
     return out;
   }
   absl::Status Finish(const std::string& worker, RecordingLink* link, const std::string& job_id,
-                      v1::JobState state) {
+                      v1::JobState state, std::optional<int32_t> attempt = std::nullopt) {
     v1::JobFinished finished;
     finished.set_job_id(job_id);
     finished.set_state(state);
+    if (attempt.has_value()) finished.set_attempt(*attempt);
     return scheduler_->FinishJob(worker, link, finished);
   }
   std::vector<v1::JobState> States(const std::string& job_id) {
@@ -117,7 +140,22 @@ class SchedulerTest : public ::testing::Test {
     EXPECT_EQ(Get(job_id).last_sequence(), static_cast<int64_t>(events.size()));
   }
 
+  // Runs `job` on w1 as attempt 0, then lets w1 reconnect without it: the job is requeued
+  // and, w1 being free, assigned to it again as attempt 1 on the returned link.
+  RecordingLink* RequeueOntoTheSameWorker(const std::string& job) {
+    RecordingLink* first = Connect("w1");
+    EXPECT_EQ(first->Assignments().size(), 1u);
+    EXPECT_TRUE(Events("w1", first, job, 2, 1, 0).ok());
+    RecordingLink* second = Connect("w1");
+    EXPECT_EQ(second->Assignments().size(), 1u);
+    EXPECT_EQ(Get(job).attempt(), 1);
+    EXPECT_EQ(Get(job).state(), v1::JOB_STATE_ASSIGNED);
+    EXPECT_EQ(Get(job).worker_id(), "w1");
+    return second;
+  }
+
   FakeClock clock_;
+  StaleCounter stale_;
   MemoryStore store_;
   EventBus bus_;
   std::unique_ptr<Scheduler> scheduler_;
@@ -595,6 +633,118 @@ TEST_F(SchedulerTest, BadHelloIsInvalid) {
   EXPECT_EQ(scheduler_->ConnectWorker(hello, &link).code(), absl::StatusCode::kInvalidArgument);
   hello.set_worker_id("w");
   EXPECT_EQ(scheduler_->ConnectWorker(hello, &link).code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(SchedulerTest, StaleFinishAfterRequeueDoesNotEndTheNewAttempt) {
+  const std::string job = SubmitOk("alice");
+  RecordingLink* link = RequeueOntoTheSameWorker(job);
+  const size_t stored = store_.AllEvents(job).size();
+  // The end of attempt 0, reported late on the worker's new stream.
+  EXPECT_TRUE(Finish("w1", link, job, v1::JOB_STATE_SUCCEEDED, 0).ok());
+  EXPECT_EQ(Get(job).state(), v1::JOB_STATE_ASSIGNED);
+  EXPECT_EQ(store_.AllEvents(job).size(), stored);
+  EXPECT_EQ(stale_.count(WorkerMessageKind::kFinished), 1);
+  ASSERT_TRUE(Events("w1", link, job, 2, 1, 1).ok());
+  ASSERT_TRUE(Finish("w1", link, job, v1::JOB_STATE_SUCCEEDED, 1).ok());
+  EXPECT_EQ(Get(job).state(), v1::JOB_STATE_SUCCEEDED);
+  EXPECT_EQ(stale_.count(WorkerMessageKind::kFinished), 1);
+  ExpectContiguous(job);
+}
+
+TEST_F(SchedulerTest, StaleEventsAreAcknowledgedButNotStored) {
+  const std::string job = SubmitOk("alice");
+  RecordingLink* link = RequeueOntoTheSameWorker(job);
+  const size_t stored = store_.AllEvents(job).size();
+  auto ack = Events("w1", link, job, 3, 3, 0);
+  ASSERT_TRUE(ack.ok()) << ack.status();
+  EXPECT_EQ(*ack, 5) << "the whole stale batch is acknowledged";
+  EXPECT_EQ(store_.AllEvents(job).size(), stored);
+  EXPECT_EQ(Get(job).state(), v1::JOB_STATE_ASSIGNED) << "stale events do not start the job";
+  EXPECT_EQ(stale_.count(WorkerMessageKind::kEvents), 1);
+  // The current attempt's sequences start again at 1 and are all stored.
+  ack = Events("w1", link, job, 2, 1, 1);
+  ASSERT_TRUE(ack.ok()) << ack.status();
+  EXPECT_EQ(*ack, 2);
+  EXPECT_EQ(Get(job).state(), v1::JOB_STATE_RUNNING);
+  EXPECT_EQ(store_.AllEvents(job).size(), stored + 3);  // RUNNING + 2 losses
+  ExpectContiguous(job);
+}
+
+TEST_F(SchedulerTest, StaleRejectionDoesNotRequeue) {
+  const std::string job = SubmitOk("alice");
+  RecordingLink* link = RequeueOntoTheSameWorker(job);
+  v1::AssignmentRejected rejected;
+  rejected.set_job_id(job);
+  rejected.set_reason("late");
+  rejected.set_attempt(0);
+  EXPECT_TRUE(scheduler_->RejectAssignment("w1", link, rejected).ok());
+  EXPECT_EQ(Get(job).state(), v1::JOB_STATE_ASSIGNED);
+  EXPECT_EQ(stale_.count(WorkerMessageKind::kRejected), 1);
+  rejected.set_attempt(1);
+  ASSERT_TRUE(scheduler_->RejectAssignment("w1", link, rejected).ok());
+  EXPECT_EQ(Get(job).state(), v1::JOB_STATE_QUEUED);
+  EXPECT_EQ(stale_.count(WorkerMessageKind::kRejected), 1);
+}
+
+TEST_F(SchedulerTest, HelloWithStaleRunningJobIsToldToStopIt) {
+  const std::string job = SubmitOk("alice");
+  RequeueOntoTheSameWorker(job);
+  // w1 reconnects once more, naming attempt 0 although it holds attempt 1.
+  v1::RunningJob stale;
+  stale.set_job_id(job);
+  stale.set_attempt(0);
+  RecordingLink* third = Connect("w1", 1, 80, 1, {stale});
+  const v1::Welcome& welcome = third->sent[0].welcome();
+  EXPECT_EQ(welcome.reattached_size(), 0);
+  ASSERT_EQ(welcome.stop_jobs_size(), 1);
+  EXPECT_EQ(welcome.stop_jobs(0), job);
+  EXPECT_EQ(stale_.count(WorkerMessageKind::kHello), 1);
+  // It did not claim attempt 1, so that was requeued (and assigned to it again).
+  EXPECT_EQ(Get(job).attempt(), 2);
+  ASSERT_EQ(third->Assignments().size(), 1u);
+  EXPECT_EQ(third->Assignments()[0].job().attempt(), 2);
+  // The current attempt is re-attached, and the Welcome names it.
+  v1::RunningJob current;
+  current.set_job_id(job);
+  current.set_attempt(2);
+  RecordingLink* fourth = Connect("w1", 1, 80, 1, {current});
+  ASSERT_EQ(fourth->sent[0].welcome().reattached_size(), 1);
+  EXPECT_EQ(fourth->sent[0].welcome().reattached(0).attempt(), 2);
+  EXPECT_EQ(fourth->sent[0].welcome().stop_jobs_size(), 0);
+  EXPECT_EQ(Get(job).attempt(), 2);
+  EXPECT_EQ(stale_.count(WorkerMessageKind::kHello), 1);
+}
+
+TEST_F(SchedulerTest, MessagesOfAnEndedAttemptAreStaleToo) {
+  const std::string job = SubmitOk("alice");
+  RecordingLink* link = Connect("w1");
+  ASSERT_TRUE(Events("w1", link, job, 1, 1, 0).ok());
+  ASSERT_TRUE(Finish("w1", link, job, v1::JOB_STATE_FAILED, 0).ok());
+  ASSERT_EQ(Get(job).state(), v1::JOB_STATE_FAILED);
+  // A repeated finish of the same attempt changes nothing and is no error.
+  EXPECT_TRUE(Finish("w1", link, job, v1::JOB_STATE_SUCCEEDED, 0).ok());
+  EXPECT_EQ(Get(job).state(), v1::JOB_STATE_FAILED);
+  EXPECT_EQ(stale_.count(WorkerMessageKind::kFinished), 1);
+}
+
+TEST_F(SchedulerTest, MessagesWithoutAttemptAreHandledAsBefore) {
+  const std::string job = SubmitOk("alice");
+  RecordingLink* link = RequeueOntoTheSameWorker(job);
+  // A worker that predates the field cannot be told apart: its events and finish count.
+  ASSERT_TRUE(Events("w1", link, job, 2, 1).ok());
+  EXPECT_EQ(Get(job).state(), v1::JOB_STATE_RUNNING);
+  ASSERT_TRUE(Finish("w1", link, job, v1::JOB_STATE_SUCCEEDED).ok());
+  EXPECT_EQ(Get(job).state(), v1::JOB_STATE_SUCCEEDED);
+  // Attempt 0 named explicitly is the first attempt, not "unset".
+  const std::string second = SubmitOk("alice");
+  ASSERT_TRUE(Events("w1", link, second, 1, 1, 0).ok());
+  ASSERT_TRUE(Finish("w1", link, second, v1::JOB_STATE_SUCCEEDED, 0).ok());
+  EXPECT_EQ(Get(second).state(), v1::JOB_STATE_SUCCEEDED);
+  EXPECT_EQ(stale_.count(WorkerMessageKind::kEvents), 0);
+  EXPECT_EQ(stale_.count(WorkerMessageKind::kFinished), 0);
+  // Without the job on the worker, a finish without attempt is still an error.
+  EXPECT_EQ(Finish("w1", link, job, v1::JOB_STATE_SUCCEEDED).code(),
+            absl::StatusCode::kFailedPrecondition);
 }
 
 }  // namespace
