@@ -128,12 +128,12 @@ bool Scheduler::IsStale(const JobEntry& entry, const std::string& worker_id, boo
 void Scheduler::ReportStale(WorkerMessageKind kind, const JobEntry& entry,
                             const std::string& worker_id, int32_t attempt) const {
   const v1::Job& job = entry.stored.job;
-  const char* what = kind == WorkerMessageKind::kEvents     ? "events"
-                     : kind == WorkerMessageKind::kFinished ? "finish"
-                     : kind == WorkerMessageKind::kRejected ? "rejection"
-                                                            : "running job in its hello";
+  const char* what = kind == WorkerMessageKind::kEvents     ? "JobEvents"
+                     : kind == WorkerMessageKind::kFinished ? "JobFinished"
+                     : kind == WorkerMessageKind::kRejected ? "AssignmentRejected"
+                                                            : "Hello running job";
   spdlog::warn(
-      "job {}: dropped the {} of worker {} for attempt {}; the current attempt is {} ({} on "
+      "job {}: dropped a stale {} from worker {}: attempt {}, the current attempt is {} ({} on "
       "worker {})",
       job.job_id(), what, worker_id, attempt, job.attempt(), StateName(job.state()),
       job.worker_id().empty() ? "-" : job.worker_id());
