@@ -21,6 +21,7 @@ namespace {
 
 using namespace std::chrono_literals;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 const std::string kQuantd = std::string(QUANTD_BINARY_DIR) + "/server/quantd";
 const std::string kWorker = std::string(QUANTD_BINARY_DIR) + "/worker/quantd-worker";
@@ -251,6 +252,13 @@ TEST_F(WorkerE2ETest, WorkerThatWasPausedPastTheLossTimeoutRerunsTheJob) {
   const auto events = WatchToEnd(job_id, 10s);
   ExpectGapless(events);
   EXPECT_EQ(FinalState(events), v1::JOB_STATE_SUCCEEDED);
+  // The resumed worker named attempt 0 in its Hello, so the scheduler told it to stop that
+  // attempt (whatever it holds now); nothing of attempt 0 reached the scheduler after that.
+  const std::string log = scheduler_->Output();
+  EXPECT_THAT(log, HasSubstr("job " + job_id +
+                             ": dropped a stale Hello running job from worker w1: attempt 0"));
+  EXPECT_THAT(log, Not(HasSubstr("dropped a stale JobEvents")));
+  EXPECT_THAT(log, Not(HasSubstr("dropped a stale JobFinished")));
 }
 
 TEST_F(WorkerE2ETest, SchedulerKilledMidJobWorkerReattachesAndTheLogStaysGapless) {

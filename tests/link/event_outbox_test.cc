@@ -37,6 +37,23 @@ TEST(EventOutboxTest, KeepsEventsUntilAcknowledged) {
   EXPECT_EQ(outbox.in_memory(), 0u);
 }
 
+TEST(EventOutboxTest, ANewAttemptStartsAFreshQueue) {
+  EventOutbox outbox(100, ::testing::TempDir() + "/outbox_attempts");
+  EXPECT_FALSE(outbox.attempt("j1").has_value());
+  outbox.StartAttempt("j1", 0);
+  EXPECT_EQ(outbox.attempt("j1"), 0);
+  for (int i = 1; i <= 3; ++i) outbox.Add("j1", Step(i));
+  outbox.StartAttempt("j1", 0);  // the same attempt again keeps its events
+  EXPECT_EQ(outbox.last("j1"), 3);
+  outbox.StartAttempt("j1", 1);  // attempt 0's unsent events are of no use any more
+  EXPECT_EQ(outbox.attempt("j1"), 1);
+  EXPECT_EQ(outbox.last("j1"), 0);
+  EXPECT_EQ(outbox.in_memory(), 0u);
+  EXPECT_EQ(outbox.Add("j1", Step(1)), 1);
+  outbox.Forget("j1");
+  EXPECT_FALSE(outbox.attempt("j1").has_value());
+}
+
 TEST(EventOutboxTest, SpillsBeyondTheMemoryBoundAndLosesNothing) {
   const std::string dir = ::testing::TempDir() + "/outbox2";
   std::filesystem::remove_all(dir);

@@ -21,7 +21,8 @@ v1::JobEvent Step(int step) {
   return event;
 }
 
-// Session 1: welcome, assign j-1, acknowledge 3 events, then break the stream.
+// Session 1: welcome, assign j-1 (attempt 2), acknowledge 3 events (after an ack of another
+// attempt, which the link must ignore), then break the stream.
 // Session 2: expect j-1 back with acked 3, take the rest and the finish.
 class ScriptedScheduler final : public v1::WorkerService::Service {
  public:
@@ -45,11 +46,14 @@ class ScriptedScheduler final : public v1::WorkerService::Service {
     if (session == 1) {
       v1::SchedulerMessage assignment;
       assignment.mutable_assignment()->mutable_job()->set_job_id("j-1");
+      assignment.mutable_assignment()->mutable_job()->set_attempt(2);
       stream->Write(assignment);
     }
     while (stream->Read(&message)) {
       if (message.has_events()) {
         const auto& batch = message.events();
+        EXPECT_TRUE(batch.has_attempt());
+        EXPECT_EQ(batch.attempt(), 2);
         for (int i = 0; i < batch.events_size(); ++i) {
           const int64_t sequence = batch.first_worker_sequence() + i;
           if (sequence <= stored_) continue;  // a resend of what is already stored
@@ -58,15 +62,22 @@ class ScriptedScheduler final : public v1::WorkerService::Service {
           stored_ = sequence;
         }
         if (session == 1 && stored_ >= 3) {
+          v1::SchedulerMessage stale;
+          stale.mutable_ack()->set_job_id("j-1");
+          stale.mutable_ack()->set_worker_sequence(6);
+          stale.mutable_ack()->set_attempt(1);
+          stream->Write(stale);
           v1::SchedulerMessage ack;
           ack.mutable_ack()->set_job_id("j-1");
           ack.mutable_ack()->set_worker_sequence(3);
+          ack.mutable_ack()->set_attempt(2);
           stream->Write(ack);
           return grpc::Status(grpc::StatusCode::UNAVAILABLE, "scheduler restarting");
         }
         v1::SchedulerMessage ack;
         ack.mutable_ack()->set_job_id("j-1");
         ack.mutable_ack()->set_worker_sequence(stored_);
+        ack.mutable_ack()->set_attempt(batch.attempt());
         stream->Write(ack);
       } else if (message.has_finished()) {
         finished_.set_value(message.finished());
@@ -106,11 +117,17 @@ TEST(SchedulerLinkTest, ResendsUnacknowledgedEventsAfterReconnectAndDeliversTheF
   SchedulerLink* link_ptr = nullptr;
   callbacks.on_assignment = [&](const v1::Assignment& assignment) {
     EXPECT_EQ(assignment.job().job_id(), "j-1");
+    outbox.StartAttempt("j-1", assignment.job().attempt());
     for (int i = 1; i <= 6; ++i) outbox.Add("j-1", Step(i));
     link_ptr->Notify();
     assigned.set_value();
   };
-  callbacks.running_jobs = [] { return std::vector<std::string>{"j-1"}; };
+  callbacks.running_jobs = [] {
+    v1::RunningJob job;
+    job.set_job_id("j-1");
+    job.set_attempt(2);
+    return std::vector<v1::RunningJob>{job};
+  };
   SchedulerLink link(options, callbacks, &outbox);
   link_ptr = &link;
   link.Start();
@@ -125,10 +142,13 @@ TEST(SchedulerLinkTest, ResendsUnacknowledgedEventsAfterReconnectAndDeliversTheF
   v1::JobFinished finished;
   finished.set_job_id("j-1");
   finished.set_state(v1::JOB_STATE_SUCCEEDED);
+  finished.set_attempt(2);
   link.Finish(finished);
   auto delivered = scheduler.finished_.get_future();
   ASSERT_EQ(delivered.wait_for(10s), std::future_status::ready);
-  EXPECT_EQ(delivered.get().state(), v1::JOB_STATE_SUCCEEDED);
+  const v1::JobFinished got = delivered.get();
+  EXPECT_EQ(got.state(), v1::JOB_STATE_SUCCEEDED);
+  EXPECT_EQ(got.attempt(), 2);
   link.Stop();
   server->Shutdown();
 
@@ -138,7 +158,9 @@ TEST(SchedulerLinkTest, ResendsUnacknowledgedEventsAfterReconnectAndDeliversTheF
   ASSERT_EQ(scheduler.hellos_[0].devices_size(), 1);
   EXPECT_EQ(scheduler.hellos_[0].devices(0).id(), "cpu");
   ASSERT_EQ(scheduler.hellos_[1].running_jobs_size(), 1);
-  EXPECT_EQ(scheduler.hellos_[1].running_jobs(0).acked_sequence(), 3);
+  EXPECT_EQ(scheduler.hellos_[1].running_jobs(0).acked_sequence(), 3)
+      << "an ack of another attempt was taken for this one's";
+  EXPECT_EQ(scheduler.hellos_[1].running_jobs(0).attempt(), 2);
   EXPECT_EQ(scheduler.authorization_, "Bearer worker-secret");
 }
 

@@ -92,7 +92,9 @@ TEST_F(WorkerLinkE2eTest, EventsSurviveSchedulerKillAndFinishArrives) {
   };
   callbacks.running_jobs = [&] {
     absl::MutexLock lock(&mu);
-    return assigned;
+    std::vector<v1::RunningJob> running;
+    for (const std::string& id : assigned) running.emplace_back().set_job_id(id);
+    return running;
   };
   link::SchedulerLink worker(options, callbacks, &outbox);
   worker.Start();

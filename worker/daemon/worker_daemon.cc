@@ -16,7 +16,7 @@ WorkerDaemon::WorkerDaemon(DaemonOptions options)
   callbacks.on_assignment = [this](const v1::Assignment& a) { OnAssignment(a); };
   callbacks.on_cancellation = [this](const v1::Cancellation& c) { OnCancel(c.job_id()); };
   callbacks.on_stop_job = [this](const std::string& job_id) { OnStopJob(job_id); };
-  callbacks.running_jobs = [this] { return RunningJobIds(); };
+  callbacks.running_jobs = [this] { return RunningJobs(); };
   link::LinkOptions link_options = options_.link;
   // Device figures go to the scheduler (Hello, heartbeats) and to /metrics.
   link_options.devices = [this, discover = options_.link.devices] {
@@ -83,11 +83,15 @@ int WorkerDaemon::running_jobs() const {
   return static_cast<int>(jobs_.size());
 }
 
-std::vector<std::string> WorkerDaemon::RunningJobIds() const {
+std::vector<v1::RunningJob> WorkerDaemon::RunningJobs() const {
   std::lock_guard<std::mutex> lock(mu_);
-  std::vector<std::string> ids;
-  for (const auto& [id, job] : jobs_) ids.push_back(id);
-  return ids;
+  std::vector<v1::RunningJob> running;
+  for (const auto& [id, job] : jobs_) {
+    v1::RunningJob& out = running.emplace_back();
+    out.set_job_id(id);
+    out.set_attempt(job.next_attempt.has_value() ? job.next_attempt->job().attempt() : job.attempt);
+  }
+  return running;
 }
 
 void WorkerDaemon::OnAssignment(const v1::Assignment& assignment) {
@@ -127,9 +131,14 @@ void WorkerDaemon::StartAssignmentLocked(const v1::Assignment& assignment) {
   process_options.log_path = dir + "/job.log";
   process_options.cancel_grace = options_.cancel_grace;
   process_options.log_tail_lines = options_.failure_log_lines;
+  const int32_t attempt = assignment.job().attempt();
+  // Before the job's thread exists: every event of this attempt carries the attempt.
+  outbox_.StartAttempt(job_id, attempt);
+  RunningJob& job = jobs_[job_id];
+  job.attempt = attempt;
   // The job's own thread forks the child: the child's parent-death signal is tied to the
   // forking thread, so it must live exactly as long as the job.
-  jobs_[job_id].thread = std::thread(&WorkerDaemon::RunJob, this, job_id, process_options);
+  job.thread = std::thread(&WorkerDaemon::RunJob, this, job_id, attempt, process_options);
 }
 
 void WorkerDaemon::OnCancel(const std::string& job_id) {
@@ -148,11 +157,14 @@ void WorkerDaemon::OnStopJob(const std::string& job_id) {
   spdlog::info("job {}: the scheduler did not take this attempt back; stopping it", job_id);
   it->second.abandoned = true;
   it->second.cancel_requested = true;
+  // Refused too when it was the attempt this worker reported (RunningJobs()).
+  it->second.next_attempt.reset();
   if (it->second.process != nullptr) it->second.process->RequestCancel();
   outbox_.Forget(job_id);
 }
 
-void WorkerDaemon::RunJob(const std::string& job_id, runner::JobProcessOptions process_options) {
+void WorkerDaemon::RunJob(const std::string& job_id, int32_t attempt,
+                          runner::JobProcessOptions process_options) {
   auto started = runner::JobProcess::Start(process_options);
   runner::JobProcess* process = nullptr;
   {
@@ -217,6 +229,7 @@ void WorkerDaemon::RunJob(const std::string& job_id, runner::JobProcessOptions p
   v1::JobFinished finished;
   finished.set_job_id(job_id);
   finished.set_state(outcome.state);
+  finished.set_attempt(attempt);
   *finished.mutable_failure() = outcome.failure;
   *finished.mutable_result() = outcome.result;
   link_->Finish(finished);

@@ -56,6 +56,8 @@ class WorkerDaemon {
  private:
   struct RunningJob {
     std::unique_ptr<runner::JobProcess> process;  // null until the job's thread started it
+    // The Job.attempt of the assignment this process runs; named in its finish and Hellos.
+    int32_t attempt = 0;
     bool cancel_requested = false;
     // The scheduler refused this attempt back after a reconnect (Welcome.stop_jobs): it has
     // requeued the job, so this process is stopped and neither its events nor its outcome are
@@ -73,8 +75,11 @@ class WorkerDaemon {
   void OnCancel(const std::string& job_id);
   void OnStopJob(const std::string& job_id);
   // The job's thread: starts the child, forwards its events, reports the outcome.
-  void RunJob(const std::string& job_id, runner::JobProcessOptions process_options);
-  std::vector<std::string> RunningJobIds() const;
+  void RunJob(const std::string& job_id, int32_t attempt,
+              runner::JobProcessOptions process_options);
+  // For Hello: each job with the attempt it runs (the waiting next attempt, when there is
+  // one: that is the attempt this worker will report on).
+  std::vector<v1::RunningJob> RunningJobs() const;
 
   const DaemonOptions options_;
   WorkerMetrics metrics_;

@@ -16,6 +16,19 @@ std::string EventOutbox::SpillPath(const std::string& job_id) const {
   return spill_dir_ + "/" + job_id + ".events.spill";
 }
 
+void EventOutbox::StartAttempt(const std::string& job_id, int32_t attempt) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = queues_.find(job_id);
+  if (it != queues_.end() && it->second.attempt != attempt) ForgetLocked(job_id);
+  queues_[job_id].attempt = attempt;
+}
+
+std::optional<int32_t> EventOutbox::attempt(const std::string& job_id) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = queues_.find(job_id);
+  return it == queues_.end() ? std::nullopt : it->second.attempt;
+}
+
 int64_t EventOutbox::Add(const std::string& job_id, const v1::JobEvent& event) {
   std::lock_guard<std::mutex> lock(mu_);
   JobQueue& queue = queues_[job_id];
@@ -133,6 +146,10 @@ std::vector<std::string> EventOutbox::jobs() const {
 
 void EventOutbox::Forget(const std::string& job_id) {
   std::lock_guard<std::mutex> lock(mu_);
+  ForgetLocked(job_id);
+}
+
+void EventOutbox::ForgetLocked(const std::string& job_id) {
   auto it = queues_.find(job_id);
   if (it == queues_.end()) return;
   in_memory_ -= it->second.memory.size();

@@ -1,11 +1,11 @@
 // Job events waiting for the scheduler's acknowledgement, per job, in order.
 //
-// Each event gets a worker sequence (1, 2, ... per job). Events stay until the scheduler
-// acknowledges them (EventsAck), so a broken stream loses nothing: after reconnecting the
-// worker resends everything after the last acknowledged sequence, and the scheduler drops
-// what it already stored. At most `max_in_memory` events are held in memory across all
-// jobs; beyond that a job's further events go to a spill file in `spill_dir` and are read
-// back when sent.
+// Each event gets a worker sequence (1, 2, ... per job and attempt). Events stay until the
+// scheduler acknowledges them (EventsAck), so a broken stream loses nothing: after
+// reconnecting the worker resends everything after the last acknowledged sequence, and the
+// scheduler drops what it already stored. At most `max_in_memory` events are held in memory
+// across all jobs; beyond that a job's further events go to a spill file in `spill_dir` and
+// are read back when sent.
 //
 // Thread-safe.
 #ifndef QUANTD_WORKER_LINK_EVENT_OUTBOX_H_
@@ -15,6 +15,7 @@
 #include <deque>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -27,6 +28,13 @@ namespace quantd::link {
 class EventOutbox {
  public:
   EventOutbox(size_t max_in_memory, std::string spill_dir);
+
+  // The events of `job_id` added from now on belong to `attempt` (the Job.attempt of its
+  // assignment). When the queue held another attempt's events, they are dropped (the
+  // scheduler has given up on that attempt) and the sequences start again at 1.
+  void StartAttempt(const std::string& job_id, int32_t attempt);
+  // The attempt given to StartAttempt; nullopt when none was (or the job was forgotten).
+  std::optional<int32_t> attempt(const std::string& job_id) const;
 
   // Queues `event` for `job_id`; returns its worker sequence.
   int64_t Add(const std::string& job_id, const v1::JobEvent& event);
@@ -57,9 +65,11 @@ class EventOutbox {
     std::deque<v1::JobEvent> memory;
     int64_t spill_first = 0;
     int64_t spilled = 0;
+    std::optional<int32_t> attempt;
   };
 
   std::string SpillPath(const std::string& job_id) const;
+  void ForgetLocked(const std::string& job_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Moves spilled events back into memory once the in-memory part is drained.
   void RefillLocked(const std::string& job_id, JobQueue& queue) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::vector<v1::JobEvent> ReadSpillLocked(const std::string& job_id) const

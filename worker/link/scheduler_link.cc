@@ -116,14 +116,14 @@ void SchedulerLink::ConnectLoop() {
 bool SchedulerLink::RunSession() {
   grpc::ClientContext context;
   if (!options_.token.empty()) context.AddMetadata("authorization", "Bearer " + options_.token);
-  std::set<std::string> finishes_in_hello;
+  std::map<std::string, v1::JobFinished> finishes_in_hello;
   v1::WorkerMessage hello_message;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (stopping_) return false;
     context_ = &context;
     stream_broken_ = false;
-    for (const auto& [id, finished] : finishes_) finishes_in_hello.insert(id);
+    finishes_in_hello = finishes_;
   }
   std::unique_ptr<Stream> stream = stub_->Connect(&context);
 
@@ -135,14 +135,19 @@ bool SchedulerLink::RunSession() {
   if (options_.devices) {
     for (const auto& device : options_.devices()) *hello.add_devices() = device;
   }
-  std::set<std::string> running(finishes_in_hello);
-  if (callbacks_.running_jobs) {
-    for (const auto& id : callbacks_.running_jobs()) running.insert(id);
+  // Pending finishes first: a job running here now is a newer attempt of the same job.
+  std::map<std::string, v1::RunningJob> running;
+  for (const auto& [id, finished] : finishes_in_hello) {
+    v1::RunningJob& job = running[id];
+    job.set_job_id(id);
+    if (finished.has_attempt()) job.set_attempt(finished.attempt());
   }
-  for (const auto& id : running) {
-    auto* job = hello.add_running_jobs();
-    job->set_job_id(id);
-    job->set_acked_sequence(outbox_->acked(id));
+  if (callbacks_.running_jobs) {
+    for (const auto& job : callbacks_.running_jobs()) running[job.job_id()] = job;
+  }
+  for (auto& [id, job] : running) {
+    job.set_acked_sequence(outbox_->acked(id));
+    *hello.add_running_jobs() = std::move(job);
   }
 
   bool welcomed = false;
@@ -167,7 +172,7 @@ bool SchedulerLink::RunSession() {
                 heartbeat_interval_ = std::chrono::seconds(welcome.heartbeat_interval_seconds());
               }
               // Finishes the scheduler did not take back are already known to it.
-              for (const auto& id : finishes_in_hello) {
+              for (const auto& [id, finished] : finishes_in_hello) {
                 if (reattached.count(id) == 0) {
                   finishes_.erase(id);
                   outbox_->Forget(id);
@@ -189,10 +194,15 @@ bool SchedulerLink::RunSession() {
           case v1::SchedulerMessage::kCancellation:
             if (callbacks_.on_cancellation) callbacks_.on_cancellation(message.cancellation());
             break;
-          case v1::SchedulerMessage::kAck:
-            outbox_->Ack(message.ack().job_id(), message.ack().worker_sequence());
+          case v1::SchedulerMessage::kAck: {
+            // An ack of another attempt's events says nothing about the queued ones.
+            const auto& ack = message.ack();
+            const std::optional<int32_t> attempt = outbox_->attempt(ack.job_id());
+            if (ack.has_attempt() && attempt.has_value() && ack.attempt() != *attempt) break;
+            outbox_->Ack(ack.job_id(), ack.worker_sequence());
             Notify();
             break;
+          }
           case v1::SchedulerMessage::KIND_NOT_SET:
             break;
         }
@@ -247,6 +257,7 @@ bool SchedulerLink::RunSession() {
       auto* batch = message.mutable_events();
       batch->set_job_id(job_id);
       batch->set_first_worker_sequence(pending.front().first);
+      if (const auto attempt = outbox_->attempt(job_id)) batch->set_attempt(*attempt);
       for (auto& [sequence, event] : pending) *batch->add_events() = std::move(event);
       if (!stream->Write(message)) {
         healthy = false;

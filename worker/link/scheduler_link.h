@@ -10,6 +10,12 @@
 // (the job is neither re-attached nor running there), so a finish sent just before a
 // break is never lost.
 //
+// Attempts: every JobEvents, JobFinished and Hello.running_jobs[] names the attempt it
+// belongs to (worker_service.proto, "Attempts"): events carry the attempt their outbox
+// queue was started for (EventOutbox::StartAttempt), finishes the attempt set by the
+// caller, running jobs the attempt from LinkCallbacks::running_jobs. An EventsAck naming
+// another attempt than the outbox queue's is ignored.
+//
 // Thread-safety: all public methods are thread-safe. Callbacks run on the link's reader
 // thread and must not block for long.
 #ifndef QUANTD_WORKER_LINK_SCHEDULER_LINK_H_
@@ -57,8 +63,9 @@ struct LinkCallbacks {
   // or finished them, so the worker must stop them without reporting. Called before any event
   // of the new session is sent.
   std::function<void(const std::string& job_id)> on_stop_job;
-  // Ids of the jobs running here now (for Hello).
-  std::function<std::vector<std::string>()> running_jobs;
+  // The jobs running here now, with job_id and attempt set (for Hello; the link fills in
+  // acked_sequence). A job here supersedes a pending finish of the same job.
+  std::function<std::vector<v1::RunningJob>()> running_jobs;
 };
 
 class SchedulerLink {
@@ -73,7 +80,7 @@ class SchedulerLink {
 
   // New events are in the outbox.
   void Notify();
-  // The job ended; sent after its events.
+  // The job ended; sent after its events. `finished.attempt` should be set.
   void Finish(const v1::JobFinished& finished);
   // Heartbeats say "draining": the scheduler sends no new jobs.
   void SetDraining(bool draining);
