@@ -52,7 +52,7 @@ TAIL=6 run job-stories 120 /usr/bin/time -v $B/worker/quantd-worker run \
 grep -E "Elapsed|Maximum resident" "$LOGS/job-stories.log"
 step "Llama-2-7B-shaped model (4 blocks), step rates and a scaled-down job"
 run make-model 120 "$PYTHON" scripts/gpu/make_random_llama.py /tmp/llama2-7b-shape --layers 4
-TAIL=9 run gpu-train-bench 150 $B/tests/bench/gpu/gpu_train_bench --model /tmp/llama2-7b-shape \
+TAIL=10 run gpu-train-bench 180 $B/tests/bench/gpu/gpu_train_bench --model /tmp/llama2-7b-shape \
   --device cuda --dtype bfloat16 --seqlen 1024 --batch 1 --windows 12 --prefix_len 8 --blocks 2
 TAIL=8 run job-7b-shape 200 /usr/bin/time -v $B/worker/quantd-worker run \
   --spec scripts/gpu/llama2-7b-shape-job.yaml --device cuda

@@ -5,7 +5,8 @@
 //               are read against: a training step costs a few forwards);
 //   streamed  : the same forward on a second copy whose last --streamed_blocks blocks (default:
 //               all) live in pinned host memory and are streamed (resources.max_memory);
-//   prefix    : TrainPrefix steps/s (P embeddings, `batch` windows per step, all layers);
+//   prefix    : TrainPrefix steps/s (P embeddings, `batch` windows per step, all layers), then
+//               again with the block-wise backward that streamed models use;
 //   fine-tune : FinetuneBlocks steps/s over the first --blocks blocks (W4 per channel with
 //               4-bit dynamic inputs through the STE installer, `batch` windows per step).
 // Steps/s come from the times between consecutive loss points (each reads its loss back, so
@@ -145,6 +146,16 @@ int main(int argc, char** argv) {
     if (p.split == "train") prefix_clock.Mark(0);
   };
   const auto prefix = OrExit(train::TrainPrefix(*m, data, {}, prefix_options, prefix_callbacks));
+  StepClock blockwise_clock;
+  {
+    train::PrefixTrainOptions blockwise = prefix_options;
+    blockwise.blockwise_backward = true;
+    train::TrainCallbacks callbacks;
+    callbacks.on_loss = [&](const train::LossPoint& p) {
+      if (p.split == "train") blockwise_clock.Mark(0);
+    };
+    OrExit(train::TrainPrefix(*m, data, {}, blockwise, callbacks));
+  }
 
   // Fine-tuning of the first `blocks` blocks behind a prefix KV cache of P tokens.
   std::vector<int64_t> prefix_ids(prefix.nearest_ids.begin(), prefix.nearest_ids.end());
@@ -193,6 +204,8 @@ int main(int argc, char** argv) {
   std::printf("prefix training     : %10.3f steps/s  (%ld steps; %.0f tokens/s)\n",
               prefix_clock.PerSecond(), prefix_clock.steps,
               prefix_clock.PerSecond() * batch * seqlen);
+  std::printf("  block-wise backward: %8.3f steps/s  (%.3f of the whole-model backward)\n",
+              blockwise_clock.PerSecond(), blockwise_clock.PerSecond() / prefix_clock.PerSecond());
   std::printf("block fine-tuning   : %10.3f steps/s  (%ld steps over %ld blocks; %.0f tokens/s)\n",
               finetune_clock.PerSecond(), finetune_clock.steps, blocks,
               finetune_clock.PerSecond() * batch * seqlen);
