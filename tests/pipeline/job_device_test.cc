@@ -133,6 +133,23 @@ TEST(JobDeviceTest, TwoCopiesShareTheLimit) {
   EXPECT_THAT(tight.status().message(), HasSubstr("per copy"));
 }
 
+// Streamed blocks live in pinned host memory: more than the host has fails before loading.
+TEST(JobDeviceTest, StreamingNeedsTheHostMemory) {
+  const model::LlamaConfig llama2_7b = Llama2_7b();
+  const torch::Device gpu(torch::kCUDA, 0);
+  const int64_t block = BlockBytes(llama2_7b, torch::kBFloat16);
+  auto fits = PlanDevicePlacement(llama2_7b, torch::kBFloat16, gpu, "8GiB", 1, 14 * block);
+  ASSERT_TRUE(fits.ok()) << fits.status();
+  EXPECT_EQ(fits->host_bytes, 14 * block);
+  auto short_of_host =
+      PlanDevicePlacement(llama2_7b, torch::kBFloat16, gpu, "16GiB", 2, 20 * block);
+  ASSERT_FALSE(short_of_host.ok());
+  EXPECT_TRUE(IsOutOfMemory(short_of_host.status()));
+  EXPECT_THAT(short_of_host.status().message(), HasSubstr("14 of 32 blocks"));
+  EXPECT_THAT(short_of_host.status().message(), HasSubstr("10.56 GiB of pinned host memory"));
+  EXPECT_GT(HostAvailableBytes(), 0);  // this machine's /proc/meminfo
+}
+
 TEST(JobDeviceTest, TooLittleMemoryEvenToStreamFailsWithTheFigures) {
   const model::LlamaConfig llama2_7b = Llama2_7b();
   const torch::Device gpu(torch::kCUDA, 0);

@@ -1,6 +1,8 @@
 #include "worker/pipeline/job_device.h"
 
 #include <algorithm>
+#include <fstream>
+#include <string>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -69,10 +71,22 @@ int64_t ModelBytes(const model::LlamaConfig& config, torch::ScalarType dtype) {
          BlockBytes(config, dtype) * config.num_hidden_layers;
 }
 
+int64_t HostAvailableBytes() {
+  std::ifstream meminfo("/proc/meminfo");
+  std::string key;
+  int64_t kib = 0;
+  std::string unit;
+  while (meminfo >> key >> kib >> unit) {
+    if (key == "MemAvailable:") return kib * 1024;
+  }
+  return 0;
+}
+
 absl::StatusOr<DevicePlacement> PlanDevicePlacement(const model::LlamaConfig& config,
                                                     torch::ScalarType dtype,
                                                     const torch::Device& device,
-                                                    const std::string& max_memory, int copies) {
+                                                    const std::string& max_memory, int copies,
+                                                    int64_t host_available) {
   DevicePlacement placement;
   placement.weight_bytes = ModelBytes(config, dtype);
   placement.device_bytes = placement.weight_bytes;
@@ -99,6 +113,15 @@ absl::StatusOr<DevicePlacement> PlanDevicePlacement(const model::LlamaConfig& co
   const int resident = static_cast<int>(std::min<int64_t>(layers, (share - fixed - block) / block));
   placement.streamed_blocks = layers - resident;
   placement.device_bytes = fixed + block * (resident + 1);
+  placement.host_bytes = block * placement.streamed_blocks * copies;
+  if (host_available > 0 && placement.host_bytes > host_available) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "out of memory: the model's weights need %.2f GiB in %s%s, more than "
+        "resources.max_memory %s on %s, and streaming the other %d of %d blocks would need "
+        "%.2f GiB of pinned host memory, more than the %.2f GiB available",
+        placement.weight_bytes / kGiB, c10::toString(dtype), held, max_memory, device.str(),
+        placement.streamed_blocks, layers, placement.host_bytes / kGiB, host_available / kGiB));
+  }
   placement.summary = absl::StrFormat(
       "weights %.2f GiB in %s%s exceed resources.max_memory %s: %d of %d blocks stay in host "
       "memory and are streamed to %s (%.2f GiB of weights on the device per copy)",

@@ -44,8 +44,12 @@ struct DevicePlacement {
   // On the device, per copy: the weights of the resident part, plus one streamed block while
   // it runs.
   int64_t device_bytes = 0;
-  std::string summary;  // one line for the job log ("" when nothing streams)
+  int64_t host_bytes = 0;  // pinned host memory the streamed blocks take, all copies
+  std::string summary;     // one line for the job log ("" when nothing streams)
 };
+
+// MemAvailable of /proc/meminfo in bytes; 0 when it cannot be read.
+int64_t HostAvailableBytes();
 
 // Fits the weights into `max_memory` (a size such as "65GiB"; empty: no limit) on a CUDA
 // device: all of them on the device when they fit; otherwise the embeddings, head and as many
@@ -53,12 +57,14 @@ struct DevicePlacement {
 // streamed from host memory one at a time. `copies` models are held at once (a job that
 // fine-tunes holds two), each placed the same way in its share of the limit. RESOURCE_EXHAUSTED
 // with the figures when even the embeddings, the head and one block of each copy exceed the
-// limit; INVALID_ARGUMENT for an unreadable size. The limit covers weights only (activations
-// come on top). Nothing streams on the CPU.
+// limit, or when the streamed blocks would need more host memory than `host_available` (bytes;
+// 0: not checked); INVALID_ARGUMENT for an unreadable size. The limit covers weights only
+// (activations come on top). Nothing streams on the CPU.
 absl::StatusOr<DevicePlacement> PlanDevicePlacement(const model::LlamaConfig& config,
                                                     torch::ScalarType dtype,
                                                     const torch::Device& device,
-                                                    const std::string& max_memory, int copies = 1);
+                                                    const std::string& max_memory, int copies = 1,
+                                                    int64_t host_available = 0);
 
 }  // namespace quantd::pipeline
 

@@ -107,8 +107,8 @@ RunJobOutcome RunJob(const v1::JobSpec& original, const RunJobOptions& options, 
   if (auto config = model::LoadLlamaConfig(spec.model().path()); config.ok()) {
     // Fine-tuning holds the full-precision model and its calibrated twin at once.
     const int copies = AsksForQuantization(spec) && SpecTrains(spec) ? 2 : 1;
-    auto placement =
-        PlanDevicePlacement(*config, *dtype, *device, spec.resources().max_memory(), copies);
+    auto placement = PlanDevicePlacement(*config, *dtype, *device, spec.resources().max_memory(),
+                                         copies, device->is_cuda() ? HostAvailableBytes() : 0);
     if (!placement.ok()) {
       return Failed(placement.status().code() == absl::StatusCode::kResourceExhausted
                         ? v1::FAILURE_REASON_OOM
