@@ -199,6 +199,19 @@ TEST(ExportRoundTripTest, ShardedExportLoadsToTheSameLogits) {
   EXPECT_TRUE(torch::equal(expected->logits, actual->logits))
       << (expected->logits - actual->logits).abs().max().item<float>();
   EXPECT_TRUE(torch::equal(loaded->prefix->last_logits, q.prefix->last_logits));
+
+  // With its last blocks streamed (what a job that streams checks its export with) the same
+  // model comes back; a count past the model's layers is refused.
+  model::LoadOptions streaming;
+  streaming.streamed_blocks = 3;
+  auto streamed = LoadArtifact(dir, streaming);
+  ASSERT_TRUE(streamed.ok()) << streamed.status();
+  EXPECT_EQ(streamed->model->streamed_blocks(), 3);
+  auto streamed_logits = streamed->model->Forward(request);
+  ASSERT_TRUE(streamed_logits.ok()) << streamed_logits.status();
+  EXPECT_TRUE(torch::equal(streamed_logits->logits, actual->logits));
+  streaming.streamed_blocks = 99;
+  EXPECT_EQ(LoadArtifact(dir, streaming).status().code(), absl::StatusCode::kInvalidArgument);
   std::filesystem::remove_all(scratch);
 }
 

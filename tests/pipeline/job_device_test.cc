@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <filesystem>
 #include <map>
 #include <string>
 
@@ -235,12 +236,19 @@ TEST(JobDeviceTest, JobWithStreamedBlocksOnCudaMatchesTheResidentOne_CUDA) {
   gpu.device = "cuda";
   v1::JobSpec streamed_spec = SmallJob();
   streamed_spec.mutable_resources()->set_max_memory("600KiB");
+  // The export is checked by reloading it next to the streamed model (streamed too).
+  const std::string export_dir =
+      std::string(QUANTD_BINARY_DIR) + "/test-scratch/streamed-job-export";
+  std::filesystem::remove_all(export_dir);
+  streamed_spec.set_output_dir(export_dir);
   const RunJobOutcome resident = RunJob(SmallJob(), gpu, resident_sink, cancel);
   const RunJobOutcome streamed = RunJob(streamed_spec, gpu, streamed_sink, cancel);
   ASSERT_TRUE(resident.status.ok()) << resident.status;
   ASSERT_TRUE(streamed.status.ok()) << streamed.status;
   EXPECT_EQ(streamed_sink.metrics["device/streamed_blocks"], 4);
+  EXPECT_GT(streamed_sink.metrics["export/bytes"], 0);
   EXPECT_GE(ComparePerplexities(resident_sink, streamed_sink, 1e-4), 6);
+  std::filesystem::remove_all(export_dir);
 }
 
 // A training job (trainable prefix, one fine-tuning epoch) under a max_memory that streams 4

@@ -382,7 +382,9 @@ absl::StatusOr<LoadedArtifact> LoadArtifact(const std::string& dir,
   try {
     torch::NoGradGuard no_grad;
     const torch::ScalarType dtype = options.dtype;
-    auto on_device = [&](torch::Tensor t) { return t.to(options.device); };
+    // Streamed blocks (options.streamed_blocks, the last ones) are read into host memory.
+    torch::Device target = options.device;
+    auto on_device = [&](torch::Tensor t) { return t.to(target); };
     auto load_float = [&](const std::string& name) -> absl::StatusOr<torch::Tensor> {
       ASSIGN_OR_RETURN(torch::Tensor t, checkpoint->Load(name, dtype));
       return on_device(t.clone());
@@ -411,6 +413,8 @@ absl::StatusOr<LoadedArtifact> LoadArtifact(const std::string& dir,
     const int64_t kv_group = std::max<int64_t>(1, q.kv_group_size);
     for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
       const std::string p = absl::StrCat("model.layers.", i, ".");
+      target = i < c.num_hidden_layers - options.streamed_blocks ? options.device
+                                                                 : torch::Device(torch::kCPU);
       model::LlamaBlock block;
       ASSIGN_OR_RETURN(block.input_norm, load_float(p + "input_layernorm.weight"));
       ASSIGN_OR_RETURN(block.post_attention_norm,
@@ -465,6 +469,8 @@ absl::StatusOr<LoadedArtifact> LoadArtifact(const std::string& dir,
       block.attention_transform = transform;
       m.blocks.push_back(std::move(block));
     }
+    target = options.device;
+    RETURN_IF_ERROR(m.StreamLastBlocks(options.streamed_blocks, model::DeviceTransfer(target)));
     if (q.has_prefix) {
       ASSIGN_OR_RETURN(auto prefix_file, model::Checkpoint::Open(dir + "/" + kPrefixFile));
       quant::PrefixCache prefix;

@@ -78,7 +78,8 @@ struct LoadedArtifact {
 };
 
 // Verifies, then loads onto options.device in options.dtype (pass the artifact's dtype,
-// QuantConfig::dtype, to compute what the job computed).
+// QuantConfig::dtype, to compute what the job computed); the last options.streamed_blocks
+// blocks stay in host memory and are streamed (model/block_streaming.h).
 absl::StatusOr<LoadedArtifact> LoadArtifact(const std::string& dir,
                                             const model::LoadOptions& options);
 

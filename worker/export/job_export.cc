@@ -125,6 +125,11 @@ absl::StatusOr<ValidationReport> JobArtifact::WriteAndValidate(
   model::LoadOptions options;
   options.dtype = artifact.model->dtype();
   options.device = artifact.model->device();
+  // Next to a model that streams blocks, the check copy streams all of its blocks: it only runs
+  // two windows, and the device has no room for a second resident model.
+  if (artifact.model->streamed_blocks() > 0) {
+    options.streamed_blocks = static_cast<int>(artifact.model->blocks.size());
+  }
   auto loaded = LoadArtifact(staging_, options);
   if (!loaded.ok()) {
     return absl::InternalError(absl::StrCat("export validation: re-opening the export failed: ",
