@@ -103,6 +103,28 @@ TEST(PerplexityCommandTest, ExecutableWikiTextWholeFile) {
   EXPECT_EQ(Exec("frobnicate").code, 2);
 }
 
+// --streamed_blocks keeps the last blocks in host memory (a no-op move on the CPU): the same
+// perplexity; a count the model does not have is an error naming both.
+TEST(PerplexityCommandTest, StreamedBlocks) {
+  const std::vector<std::string> base = {"--model",     kModel,       "--text",        kTiny,
+                                         "--seqlen",    "128",        "--max-windows", "4",
+                                         "--documents", "blank-line", "--output",      "json"};
+  auto resident = Call(RunPerplexity, base);
+  std::vector<std::string> args = base;
+  args.insert(args.end(), {"--streamed_blocks", "3"});
+  auto streamed = Call(RunPerplexity, args);
+  ASSERT_EQ(resident.code, 0) << resident.err;
+  ASSERT_EQ(streamed.code, 0) << streamed.err;
+  EXPECT_EQ(nlohmann::json::parse(streamed.out)["perplexity"],
+            nlohmann::json::parse(resident.out)["perplexity"]);
+  args.back() = "9";
+  auto too_many = Call(RunPerplexity, args);
+  EXPECT_EQ(too_many.code, 1);
+  EXPECT_THAT(too_many.err, HasSubstr("9 streamed blocks asked for, the model has 5"));
+  args.back() = "-1";
+  EXPECT_EQ(Call(RunPerplexity, args).code, 2);
+}
+
 TEST(PerplexityCommandTest, ErrorsAreReported) {
   auto no_file = Call(RunPerplexity, {"--model", kModel, "--text", "/nonexistent.txt"});
   EXPECT_EQ(no_file.code, 1);

@@ -77,7 +77,8 @@ int RunGenerate(const std::vector<std::string>& args, std::ostream& out, std::os
   err << "quantd-worker generate: " << status.message() << "\n";
   if (usage) {
     err << "usage: quantd-worker generate --model DIR [--prompt TEXT] [--max-tokens N] "
-           "[--output text|json] [--dtype float32|bfloat16|float16] [--device cpu|cuda]\n";
+           "[--output text|json] [--dtype float32|bfloat16|float16] [--device cpu|cuda] "
+           "[--streamed_blocks N]\n";
   }
   return usage ? 2 : 1;
 }

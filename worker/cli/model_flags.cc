@@ -7,7 +7,9 @@
 
 namespace quantd::cli {
 
-std::set<std::string> ModelFlagNames() { return {"model", "dtype", "device", "output"}; }
+std::set<std::string> ModelFlagNames() {
+  return {"model", "dtype", "device", "output", "streamed_blocks"};
+}
 
 absl::StatusOr<model::LoadOptions> LoadOptionsFromArgs(const Args& args) {
   model::LoadOptions options;
@@ -35,6 +37,9 @@ absl::StatusOr<model::LoadOptions> LoadOptionsFromArgs(const Args& args) {
   if (!options.device.is_cpu() && !options.device.is_cuda()) {
     return absl::InvalidArgumentError("--device must be cpu or cuda[:N]");
   }
+  auto streamed = args.GetInt("streamed_blocks", 0, 0);
+  if (!streamed.ok()) return streamed.status();
+  options.streamed_blocks = static_cast<int>(*streamed);
   return options;
 }
 

@@ -1,4 +1,5 @@
-// Flags shared by the sub-commands that load a model: --model, --dtype, --device, --output.
+// Flags shared by the sub-commands that load a model: --model, --dtype, --device, --output,
+// --streamed_blocks.
 #ifndef QUANTD_WORKER_CLI_MODEL_FLAGS_H_
 #define QUANTD_WORKER_CLI_MODEL_FLAGS_H_
 
@@ -17,8 +18,9 @@ namespace quantd::cli {
 // The names of the shared flags, to merge into a command's known set.
 std::set<std::string> ModelFlagNames();
 
-// --dtype (default float32) and --device (default cpu); INVALID_ARGUMENT for unknown values
-// or a CUDA device on a machine without one.
+// --dtype (default float32), --device (default cpu) and --streamed_blocks (default 0: the last
+// N blocks stay in host memory and are streamed to the device, for a model larger than it);
+// INVALID_ARGUMENT for unknown values or a CUDA device on a machine without one.
 absl::StatusOr<model::LoadOptions> LoadOptionsFromArgs(const Args& args);
 
 // A model to run: a Hugging Face folder, or an export (worker/export: detected by its

@@ -101,7 +101,7 @@ int RunPerplexity(const std::vector<std::string>& args, std::ostream& out, std::
   if (usage) {
     err << "usage: quantd-worker perplexity --model DIR --text FILE [--seqlen N] "
            "[--max-windows K] [--documents whole-file|blank-line] [--batch-size B] "
-           "[--output text|json] [--dtype ...] [--device ...]\n";
+           "[--output text|json] [--dtype ...] [--device ...] [--streamed_blocks N]\n";
   }
   return usage ? 2 : 1;
 }
