@@ -12,6 +12,10 @@ namespace quantd::kernels {
 // True when this build has the CUDA kernels and a CUDA device is visible.
 bool CudaKernelsAvailable();
 
+// Free and total bytes of visible CUDA device `index` (cudaMemGetInfo; the current device is
+// restored). False without CUDA, for a bad index or on any CUDA error.
+bool CudaMemoryInfo(int index, long long* free_bytes, long long* total_bytes);  // NOLINT
+
 // Element type of a raw device buffer. Arithmetic is fp32 for every type.
 enum class DeviceDType { kFloat32, kFloat16, kBFloat16 };
 

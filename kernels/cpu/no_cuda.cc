@@ -10,6 +10,8 @@ constexpr const char* kNoCuda = "built without CUDA";
 
 bool CudaKernelsAvailable() { return false; }
 
+bool CudaMemoryInfo(int, long long*, long long*) { return false; }  // NOLINT
+
 const char* PackInt4Cuda(const int8_t*, int64_t, uint8_t*, void*) { return kNoCuda; }
 
 const char* UnpackInt4Cuda(const uint8_t*, int64_t, int8_t*, void*) { return kNoCuda; }

@@ -86,6 +86,13 @@ model::LlamaConfig Llama2_7b() {
   return config;
 }
 
+PlacementLimits Limits(const std::string& max_memory, int copies = 1) {
+  PlacementLimits limits;
+  limits.max_memory = max_memory;
+  limits.copies = copies;
+  return limits;
+}
+
 TEST(JobDeviceTest, WeightsThatFitStayOnTheDevice) {
   const model::LlamaConfig llama2_7b = Llama2_7b();
   // 6.74e9 parameters: 12.55 GiB in bf16, 386 MiB per block.
@@ -93,14 +100,14 @@ TEST(JobDeviceTest, WeightsThatFitStayOnTheDevice) {
   EXPECT_NEAR(BlockBytes(llama2_7b, torch::kBFloat16) / 1e6, 404.8, 0.1);
   const torch::Device gpu(torch::kCUDA, 0);
   for (const char* limit : {"", "65GiB"}) {
-    auto placement = PlanDevicePlacement(llama2_7b, torch::kBFloat16, gpu, limit);
+    auto placement = PlanDevicePlacement(llama2_7b, torch::kBFloat16, gpu, Limits(limit));
     ASSERT_TRUE(placement.ok()) << placement.status();
     EXPECT_EQ(placement->streamed_blocks, 0) << limit;
     EXPECT_EQ(placement->device_bytes, ModelBytes(llama2_7b, torch::kBFloat16));
     EXPECT_EQ(placement->summary, "");
   }
   // The host has no max_memory bound here.
-  auto on_cpu = PlanDevicePlacement(llama2_7b, torch::kBFloat16, torch::kCPU, "8GiB");
+  auto on_cpu = PlanDevicePlacement(llama2_7b, torch::kBFloat16, torch::kCPU, Limits("8GiB"));
   ASSERT_TRUE(on_cpu.ok());
   EXPECT_EQ(on_cpu->streamed_blocks, 0);
 }
@@ -108,7 +115,7 @@ TEST(JobDeviceTest, WeightsThatFitStayOnTheDevice) {
 TEST(JobDeviceTest, WeightsLargerThanMaxMemoryStreamTheLastBlocks) {
   const model::LlamaConfig llama2_7b = Llama2_7b();
   const torch::Device gpu(torch::kCUDA, 0);
-  auto placement = PlanDevicePlacement(llama2_7b, torch::kBFloat16, gpu, "8GiB");
+  auto placement = PlanDevicePlacement(llama2_7b, torch::kBFloat16, gpu, Limits("8GiB"));
   ASSERT_TRUE(placement.ok()) << placement.status();
   // 8 GiB = embeddings and head (500 MiB) + 18 resident blocks + one streamed block in flight.
   EXPECT_EQ(placement->streamed_blocks, 14);
@@ -122,14 +129,14 @@ TEST(JobDeviceTest, WeightsLargerThanMaxMemoryStreamTheLastBlocks) {
 TEST(JobDeviceTest, TwoCopiesShareTheLimit) {
   const model::LlamaConfig llama2_7b = Llama2_7b();
   const torch::Device gpu(torch::kCUDA, 0);
-  auto placement = PlanDevicePlacement(llama2_7b, torch::kBFloat16, gpu, "16GiB", /*copies=*/2);
+  auto placement = PlanDevicePlacement(llama2_7b, torch::kBFloat16, gpu, Limits("16GiB", 2));
   ASSERT_TRUE(placement.ok()) << placement.status();
   EXPECT_EQ(placement->streamed_blocks, 14);  // as one copy in 8 GiB
   EXPECT_THAT(placement->summary, HasSubstr("2 copies of the model at once"));
-  auto both_fit = PlanDevicePlacement(llama2_7b, torch::kBFloat16, gpu, "26GiB", 2);
+  auto both_fit = PlanDevicePlacement(llama2_7b, torch::kBFloat16, gpu, Limits("26GiB", 2));
   ASSERT_TRUE(both_fit.ok());
   EXPECT_EQ(both_fit->streamed_blocks, 0);
-  auto tight = PlanDevicePlacement(llama2_7b, torch::kBFloat16, gpu, "1500MiB", 2);
+  auto tight = PlanDevicePlacement(llama2_7b, torch::kBFloat16, gpu, Limits("1500MiB", 2));
   EXPECT_EQ(tight.status().code(), absl::StatusCode::kResourceExhausted);
   EXPECT_THAT(tight.status().message(), HasSubstr("per copy"));
 }
@@ -139,11 +146,14 @@ TEST(JobDeviceTest, StreamingNeedsTheHostMemory) {
   const model::LlamaConfig llama2_7b = Llama2_7b();
   const torch::Device gpu(torch::kCUDA, 0);
   const int64_t block = BlockBytes(llama2_7b, torch::kBFloat16);
-  auto fits = PlanDevicePlacement(llama2_7b, torch::kBFloat16, gpu, "8GiB", 1, 14 * block);
+  PlacementLimits limits = Limits("8GiB");
+  limits.host_available = 14 * block;
+  auto fits = PlanDevicePlacement(llama2_7b, torch::kBFloat16, gpu, limits);
   ASSERT_TRUE(fits.ok()) << fits.status();
   EXPECT_EQ(fits->host_bytes, 14 * block);
-  auto short_of_host =
-      PlanDevicePlacement(llama2_7b, torch::kBFloat16, gpu, "16GiB", 2, 20 * block);
+  limits = Limits("16GiB", 2);
+  limits.host_available = 20 * block;
+  auto short_of_host = PlanDevicePlacement(llama2_7b, torch::kBFloat16, gpu, limits);
   ASSERT_FALSE(short_of_host.ok());
   EXPECT_TRUE(IsOutOfMemory(short_of_host.status()));
   EXPECT_THAT(short_of_host.status().message(), HasSubstr("14 of 32 blocks"));
@@ -151,17 +161,40 @@ TEST(JobDeviceTest, StreamingNeedsTheHostMemory) {
   EXPECT_GT(HostAvailableBytes(), 0);  // this machine's /proc/meminfo
 }
 
+// The device's free memory bounds the weights too (a 24 GiB card under the default 65GiB):
+// three quarters of it, the rest left for activations.
+TEST(JobDeviceTest, TheDevicesFreeMemoryBoundsTheWeights) {
+  const model::LlamaConfig llama2_7b = Llama2_7b();
+  const torch::Device gpu(torch::kCUDA, 0);
+  PlacementLimits limits = Limits("65GiB", 2);
+  limits.device_free = int64_t{23} << 30;  // 0.75 x 23 GiB = 17.25 GiB, 8.6 GiB per copy
+  auto placement = PlanDevicePlacement(llama2_7b, torch::kBFloat16, gpu, limits);
+  ASSERT_TRUE(placement.ok()) << placement.status();
+  EXPECT_EQ(placement->streamed_blocks, 12);
+  EXPECT_THAT(placement->summary, HasSubstr("75 % of the 23.00 GiB free on the device"));
+  limits.device_free = int64_t{80} << 30;  // 60 GiB usable: max_memory and the device agree
+  placement = PlanDevicePlacement(llama2_7b, torch::kBFloat16, gpu, limits);
+  ASSERT_TRUE(placement.ok());
+  EXPECT_EQ(placement->streamed_blocks, 0);
+  limits = Limits("");  // no max_memory at all: the device alone
+  limits.device_free = int64_t{1} << 30;
+  auto too_small = PlanDevicePlacement(llama2_7b, torch::kBFloat16, gpu, limits);
+  EXPECT_EQ(too_small.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(too_small.status().message(), HasSubstr("free on the device"));
+  EXPECT_EQ(DeviceFreeBytes(torch::kCPU), 0);
+}
+
 TEST(JobDeviceTest, TooLittleMemoryEvenToStreamFailsWithTheFigures) {
   const model::LlamaConfig llama2_7b = Llama2_7b();
   const torch::Device gpu(torch::kCUDA, 0);
-  auto tight = PlanDevicePlacement(llama2_7b, torch::kBFloat16, gpu, "800MiB");
+  auto tight = PlanDevicePlacement(llama2_7b, torch::kBFloat16, gpu, Limits("800MiB"));
   ASSERT_FALSE(tight.ok());
   EXPECT_EQ(tight.status().code(), absl::StatusCode::kResourceExhausted);
   EXPECT_TRUE(IsOutOfMemory(tight.status()));
   EXPECT_THAT(tight.status().message(), HasSubstr("12.55 GiB"));
   EXPECT_THAT(tight.status().message(), HasSubstr("800MiB (0.78 GiB)"));
   EXPECT_THAT(tight.status().message(), HasSubstr("would still need 0.87 GiB"));
-  auto garbage = PlanDevicePlacement(llama2_7b, torch::kBFloat16, gpu, "lots");
+  auto garbage = PlanDevicePlacement(llama2_7b, torch::kBFloat16, gpu, Limits("lots"));
   EXPECT_EQ(garbage.status().code(), absl::StatusCode::kInvalidArgument);
 }
 

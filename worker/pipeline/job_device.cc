@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "kernels/device.h"
 #include "proto/common/status_macros.h"
 #include "proto/spec/validate.h"
 
@@ -82,21 +83,47 @@ int64_t HostAvailableBytes() {
   return 0;
 }
 
+int64_t DeviceFreeBytes(const torch::Device& device) {
+  if (!device.is_cuda()) return 0;
+  long long free_bytes = 0, total_bytes = 0;  // NOLINT(runtime/int): the CUDA runtime's type
+  if (!kernels::CudaMemoryInfo(device.has_index() ? device.index() : 0, &free_bytes,
+                               &total_bytes)) {
+    return 0;
+  }
+  return static_cast<int64_t>(free_bytes);
+}
+
 absl::StatusOr<DevicePlacement> PlanDevicePlacement(const model::LlamaConfig& config,
                                                     torch::ScalarType dtype,
                                                     const torch::Device& device,
-                                                    const std::string& max_memory, int copies,
-                                                    int64_t host_available) {
+                                                    const PlacementLimits& limits) {
   DevicePlacement placement;
   placement.weight_bytes = ModelBytes(config, dtype);
   placement.device_bytes = placement.weight_bytes;
-  if (!device.is_cuda() || max_memory.empty()) return placement;
-  ASSIGN_OR_RETURN(const int64_t limit, ParseMemorySize(max_memory));
-  copies = std::max(copies, 1);
+  if (!device.is_cuda()) return placement;
+  constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
+  // The binding limit, and how to name it in messages.
+  int64_t limit = 0;
+  std::string bound;
+  if (!limits.max_memory.empty()) {
+    ASSIGN_OR_RETURN(limit, ParseMemorySize(limits.max_memory));
+    bound = absl::StrFormat("resources.max_memory %s (%.2f GiB)", limits.max_memory, limit / kGiB);
+  }
+  if (limits.device_free > 0) {
+    const auto usable = static_cast<int64_t>(kWeightShareOfFreeDeviceMemory *
+                                             static_cast<double>(limits.device_free));
+    if (limit == 0 || usable < limit) {
+      limit = usable;
+      bound = absl::StrFormat("%.0f %% of the %.2f GiB free on the device (%.2f GiB)",
+                              100 * kWeightShareOfFreeDeviceMemory, limits.device_free / kGiB,
+                              usable / kGiB);
+    }
+  }
+  if (limit == 0) return placement;
+  const int copies = std::max(limits.copies, 1);
   const int64_t share = limit / copies;
   if (placement.weight_bytes <= share) return placement;
 
-  constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
   const std::string held =
       copies == 1 ? std::string() : absl::StrFormat(" (%d copies of the model at once)", copies);
   const int64_t block = BlockBytes(config, dtype);
@@ -104,29 +131,30 @@ absl::StatusOr<DevicePlacement> PlanDevicePlacement(const model::LlamaConfig& co
   const int64_t fixed = placement.weight_bytes - block * layers;  // embeddings, head, norm
   if (fixed + block > share) {
     return absl::ResourceExhaustedError(absl::StrFormat(
-        "out of memory: the model's weights need %.2f GiB in %s%s, more than "
-        "resources.max_memory %s (%.2f GiB) on %s; streaming blocks from host memory would "
-        "still need %.2f GiB per copy (embeddings and head %.2f GiB, one block %.2f GiB)",
-        placement.weight_bytes / kGiB, c10::toString(dtype), held, max_memory, limit / kGiB,
-        device.str(), (fixed + block) / kGiB, fixed / kGiB, block / kGiB));
+        "out of memory: the model's weights need %.2f GiB in %s%s, more than %s on %s; "
+        "streaming blocks from host memory would still need %.2f GiB per copy (embeddings and "
+        "head %.2f GiB, one block %.2f GiB)",
+        placement.weight_bytes / kGiB, c10::toString(dtype), held, bound, device.str(),
+        (fixed + block) / kGiB, fixed / kGiB, block / kGiB));
   }
   const int resident = static_cast<int>(std::min<int64_t>(layers, (share - fixed - block) / block));
   placement.streamed_blocks = layers - resident;
   placement.device_bytes = fixed + block * (resident + 1);
   placement.host_bytes = block * placement.streamed_blocks * copies;
-  if (host_available > 0 && placement.host_bytes > host_available) {
+  if (limits.host_available > 0 && placement.host_bytes > limits.host_available) {
     return absl::ResourceExhaustedError(absl::StrFormat(
-        "out of memory: the model's weights need %.2f GiB in %s%s, more than "
-        "resources.max_memory %s on %s, and streaming the other %d of %d blocks would need "
-        "%.2f GiB of pinned host memory, more than the %.2f GiB available",
-        placement.weight_bytes / kGiB, c10::toString(dtype), held, max_memory, device.str(),
-        placement.streamed_blocks, layers, placement.host_bytes / kGiB, host_available / kGiB));
+        "out of memory: the model's weights need %.2f GiB in %s%s, more than %s on %s, and "
+        "streaming the other %d of %d blocks would need %.2f GiB of pinned host memory, more "
+        "than the %.2f GiB available",
+        placement.weight_bytes / kGiB, c10::toString(dtype), held, bound, device.str(),
+        placement.streamed_blocks, layers, placement.host_bytes / kGiB,
+        limits.host_available / kGiB));
   }
   placement.summary = absl::StrFormat(
-      "weights %.2f GiB in %s%s exceed resources.max_memory %s: %d of %d blocks stay in host "
-      "memory and are streamed to %s (%.2f GiB of weights on the device per copy)",
-      placement.weight_bytes / kGiB, c10::toString(dtype), held, max_memory,
-      placement.streamed_blocks, layers, device.str(), placement.device_bytes / kGiB);
+      "weights %.2f GiB in %s%s exceed %s: %d of %d blocks stay in host memory and are streamed "
+      "to %s (%.2f GiB of weights on the device per copy)",
+      placement.weight_bytes / kGiB, c10::toString(dtype), held, bound, placement.streamed_blocks,
+      layers, device.str(), placement.device_bytes / kGiB);
   return placement;
 }
 

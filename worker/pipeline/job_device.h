@@ -51,20 +51,34 @@ struct DevicePlacement {
 // MemAvailable of /proc/meminfo in bytes; 0 when it cannot be read.
 int64_t HostAvailableBytes();
 
-// Fits the weights into `max_memory` (a size such as "65GiB"; empty: no limit) on a CUDA
-// device: all of them on the device when they fit; otherwise the embeddings, head and as many
-// leading blocks as fit stay there, with room for one more block, and the remaining blocks are
-// streamed from host memory one at a time. `copies` models are held at once (a job that
-// fine-tunes holds two), each placed the same way in its share of the limit. RESOURCE_EXHAUSTED
-// with the figures when even the embeddings, the head and one block of each copy exceed the
-// limit, or when the streamed blocks would need more host memory than `host_available` (bytes;
-// 0: not checked); INVALID_ARGUMENT for an unreadable size. The limit covers weights only
-// (activations come on top). Nothing streams on the CPU.
+// Share of a CUDA device's free memory that weights may take; the rest is left for
+// activations, KV caches and LibTorch's workspaces.
+inline constexpr double kWeightShareOfFreeDeviceMemory = 0.75;
+
+// What bounds a job's placement.
+struct PlacementLimits {
+  std::string max_memory;      // resources.max_memory, e.g. "65GiB" ("": no limit)
+  int copies = 1;              // models held at once (a job that trains holds two)
+  int64_t device_free = 0;     // bytes free on the device (0: unknown)
+  int64_t host_available = 0;  // bytes of host memory available (0: not checked)
+};
+
+// Fits the weights on a CUDA device within the smaller of `max_memory` and
+// kWeightShareOfFreeDeviceMemory of `device_free`: all of them on the device when they fit;
+// otherwise the embeddings, head and as many leading blocks as fit stay there, with room for
+// one more block, and the remaining blocks are streamed from host memory one at a time. Each of
+// `copies` models is placed the same way in its share of the limit. RESOURCE_EXHAUSTED with
+// the figures when even the embeddings, the head and one block of each copy exceed the limit,
+// or when the streamed blocks would need more host memory than `host_available`;
+// INVALID_ARGUMENT for an unreadable max_memory. Nothing streams on the CPU.
 absl::StatusOr<DevicePlacement> PlanDevicePlacement(const model::LlamaConfig& config,
                                                     torch::ScalarType dtype,
                                                     const torch::Device& device,
-                                                    const std::string& max_memory, int copies = 1,
-                                                    int64_t host_available = 0);
+                                                    const PlacementLimits& limits);
+
+// Free bytes of CUDA device `device` as the CUDA runtime reports them; 0 when unknown (a CPU,
+// a build without CUDA, an error).
+int64_t DeviceFreeBytes(const torch::Device& device);
 
 }  // namespace quantd::pipeline
 

@@ -107,8 +107,12 @@ RunJobOutcome RunJob(const v1::JobSpec& original, const RunJobOptions& options, 
   if (auto config = model::LoadLlamaConfig(spec.model().path()); config.ok()) {
     // Fine-tuning holds the full-precision model and its calibrated twin at once.
     const int copies = AsksForQuantization(spec) && SpecTrains(spec) ? 2 : 1;
-    auto placement = PlanDevicePlacement(*config, *dtype, *device, spec.resources().max_memory(),
-                                         copies, device->is_cuda() ? HostAvailableBytes() : 0);
+    PlacementLimits limits;
+    limits.max_memory = spec.resources().max_memory();
+    limits.copies = copies;
+    limits.device_free = DeviceFreeBytes(*device);
+    limits.host_available = device->is_cuda() ? HostAvailableBytes() : 0;
+    auto placement = PlanDevicePlacement(*config, *dtype, *device, limits);
     if (!placement.ok()) {
       return Failed(placement.status().code() == absl::StatusCode::kResourceExhausted
                         ? v1::FAILURE_REASON_OOM
