@@ -184,6 +184,14 @@ TEST(JobDeviceTest, TheDevicesFreeMemoryBoundsTheWeights) {
   EXPECT_EQ(DeviceFreeBytes(torch::kCPU), 0);
 }
 
+TEST(JobDeviceTest, DeviceFreeMemoryIsKnown_CUDA) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  const int64_t free_bytes = DeviceFreeBytes(torch::Device(torch::kCUDA, 0));
+  EXPECT_GT(free_bytes, int64_t{1} << 30);
+  EXPECT_LT(free_bytes, int64_t{1} << 40);
+  EXPECT_EQ(DeviceFreeBytes(torch::Device(torch::kCUDA, 99)), 0);
+}
+
 TEST(JobDeviceTest, TooLittleMemoryEvenToStreamFailsWithTheFigures) {
   const model::LlamaConfig llama2_7b = Llama2_7b();
   const torch::Device gpu(torch::kCUDA, 0);
