@@ -22,12 +22,7 @@ class CorruptionTest : public ::testing::Test {
   static void SetUpTestSuite() {
     scratch_ = new std::string(ScratchDir("corruption"));
     QuantizedStories q = MakeQuantizedStories();
-    ArtifactModel artifact;
-    artifact.model = q.model.get();
-    artifact.prefix = &*q.prefix;
-    artifact.rotated = true;
-    artifact.rotation = q.rotation;
-    artifact.source_model_dir = StoriesDir();
+    const ArtifactModel artifact = ArtifactOf(q);
     for (const auto& [name, shard] :
          {std::pair<std::string, uint64_t>{"single", kDefaultMaxShardBytes},
           {"sharded", 64 << 10}}) {

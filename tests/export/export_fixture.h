@@ -19,6 +19,7 @@
 #include "quantd/v1/job.pb.h"
 #include "tests/common/stories_job.h"
 #include "worker/eval/token_stream.h"
+#include "worker/export/artifact_writer.h"
 #include "worker/model/llama.h"
 #include "worker/model/tokenizer.h"
 #include "worker/quant/calibration_data.h"
@@ -141,6 +142,17 @@ inline QuantizedStories MakeQuantizedStories() {
   EXPECT_TRUE(windows.ok());
   EXPECT_TRUE(quant::CalibrateStatic(*out.model, windows->train, &out.prefix->kv, 4).ok());
   return out;
+}
+
+// What the writer exports of `q` (not owning: q must outlive it).
+inline ArtifactModel ArtifactOf(const QuantizedStories& q) {
+  ArtifactModel artifact;
+  artifact.model = q.model.get();
+  artifact.prefix = &*q.prefix;
+  artifact.rotated = true;
+  artifact.rotation = q.rotation;
+  artifact.source_model_dir = StoriesDir();
+  return artifact;
 }
 
 }  // namespace quantd::exporter::testing

@@ -163,12 +163,7 @@ TEST(ExportRoundTripTest, JobRefusesAnOutputDirThatIsNotAnExport) {
 TEST(ExportRoundTripTest, ShardedExportLoadsToTheSameLogits) {
   const std::string scratch = ScratchDir("roundtrip-sharded");
   QuantizedStories q = MakeQuantizedStories();
-  ArtifactModel artifact;
-  artifact.model = q.model.get();
-  artifact.prefix = &*q.prefix;
-  artifact.rotated = true;
-  artifact.rotation = q.rotation;
-  artifact.source_model_dir = StoriesDir();
+  const ArtifactModel artifact = ArtifactOf(q);
   const std::string dir = scratch + "/sharded";
   auto files = WriteArtifactFiles(artifact, StagingDirFor(dir), 64 << 10);
   ASSERT_TRUE(files.ok()) << files.status();
