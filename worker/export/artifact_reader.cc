@@ -413,8 +413,7 @@ absl::StatusOr<LoadedArtifact> LoadArtifact(const std::string& dir,
     const int64_t kv_group = std::max<int64_t>(1, q.kv_group_size);
     for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
       const std::string p = absl::StrCat("model.layers.", i, ".");
-      target = i < c.num_hidden_layers - options.streamed_blocks ? options.device
-                                                                 : torch::Device(torch::kCPU);
+      target = options.BlockDevice(i, c.num_hidden_layers);
       model::LlamaBlock block;
       ASSIGN_OR_RETURN(block.input_norm, load_float(p + "input_layernorm.weight"));
       ASSIGN_OR_RETURN(block.post_attention_norm,

@@ -11,6 +11,11 @@ namespace {
 
 const void* Identity(const torch::Tensor& t) { return t.unsafeGetTensorImpl(); }
 
+std::array<std::shared_ptr<LinearLayer>*, 7> Projections(LlamaBlock& block) {
+  return {&block.q_proj,    &block.k_proj,  &block.v_proj,   &block.o_proj,
+          &block.gate_proj, &block.up_proj, &block.down_proj};
+}
+
 }  // namespace
 
 BlockTransfer DeviceTransfer(const torch::Device& compute) {
@@ -30,8 +35,7 @@ BlockTransfer DeviceTransfer(const torch::Device& compute) {
 
 std::vector<torch::Tensor*> BlockTensorSlots(LlamaBlock& block) {
   std::vector<torch::Tensor*> slots = {&block.input_norm, &block.post_attention_norm};
-  for (auto* layer : {&block.q_proj, &block.k_proj, &block.v_proj, &block.o_proj, &block.gate_proj,
-                      &block.up_proj, &block.down_proj}) {
+  for (auto* layer : Projections(block)) {
     if (*layer == nullptr) continue;
     for (torch::Tensor* t : (*layer)->StateTensors()) slots.push_back(t);
   }
@@ -77,10 +81,7 @@ void BlockStreamer::Acquire(int layer, LlamaBlock& block) {
     throw;
   }
   for (auto& [slot, copy] : assign) *slot = std::move(copy);
-  for (auto* l : {&block.q_proj, &block.k_proj, &block.v_proj, &block.o_proj, &block.gate_proj,
-                  &block.up_proj, &block.down_proj}) {
-    lease.layers.push_back(*l);
-  }
+  for (auto* l : Projections(block)) lease.layers.push_back(*l);
   lease.layers.push_back(block.attention_transform);
   lease.count = 1;
   leases_[layer] = std::move(lease);

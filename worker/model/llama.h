@@ -39,6 +39,12 @@ struct LoadOptions {
   // The last `streamed_blocks` decoder blocks are loaded into host memory and streamed to
   // `device` (block_streaming.h, DeviceTransfer); the rest of the model lives on `device`.
   int streamed_blocks = 0;
+
+  // Where a loader puts block `layer` of a model with `layers` blocks: the host for the
+  // streamed ones, `device` for the rest.
+  torch::Device BlockDevice(int64_t layer, int64_t layers) const {
+    return layer < layers - streamed_blocks ? device : torch::Device(torch::kCPU);
+  }
 };
 
 struct LlamaBlock {

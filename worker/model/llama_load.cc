@@ -49,7 +49,6 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::FromCheckpoint(const Lla
                                                    " streamed blocks asked for, the model has ",
                                                    config.num_hidden_layers));
   }
-  const int64_t first_streamed = config.num_hidden_layers - options.streamed_blocks;
   try {
     std::unique_ptr<LlamaModel> model(new LlamaModel(config, options));
     Loader load(checkpoint, options);
@@ -62,7 +61,7 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::FromCheckpoint(const Lla
     ASSIGN_OR_RETURN(model->final_norm, load.Tensor("model.norm.weight", {d}));
     for (int64_t i = 0; i < config.num_hidden_layers; ++i) {
       const std::string p = absl::StrCat("model.layers.", i, ".");
-      load.set_device(i < first_streamed ? options.device : torch::Device(torch::kCPU));
+      load.set_device(options.BlockDevice(i, config.num_hidden_layers));
       LlamaBlock block;
       ASSIGN_OR_RETURN(block.input_norm, load.Tensor(p + "input_layernorm.weight", {d}));
       ASSIGN_OR_RETURN(block.post_attention_norm,

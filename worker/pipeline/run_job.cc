@@ -111,7 +111,7 @@ RunJobOutcome RunJob(const v1::JobSpec& original, const RunJobOptions& options, 
     limits.max_memory = spec.resources().max_memory();
     limits.copies = copies;
     limits.device_free = DeviceFreeBytes(*device);
-    limits.host_available = device->is_cuda() ? HostAvailableBytes() : 0;
+    limits.host_available = HostAvailableBytes();
     auto placement = PlanDevicePlacement(*config, *dtype, *device, limits);
     if (!placement.ok()) {
       return Failed(placement.status().code() == absl::StatusCode::kResourceExhausted

@@ -64,18 +64,20 @@ torch::Tensor PrefixedInput(const torch::Tensor& prefix, const torch::Tensor& em
 }
 
 // Runs [prefix ; embeds] through blocks 0..max(layers) and returns the targets' non-prefix part
-// at `site`.
+// at `site`, in layer order; `block_inputs` (optional) receives every block's input.
 std::vector<torch::Tensor> TargetOutputs(model::LlamaModel& model, const torch::Tensor& prefix,
                                          const torch::Tensor& embeds,
-                                         const std::vector<int>& layers,
-                                         model::ActivationSite site) {
+                                         const std::vector<int>& layers, model::ActivationSite site,
+                                         std::vector<torch::Tensor>* block_inputs = nullptr) {
   const int64_t p = prefix.defined() ? prefix.size(0) : 0;
   torch::Tensor hidden = PrefixedInput(prefix, embeds);
   const int last = *std::max_element(layers.begin(), layers.end());
   const std::set<int> wanted(layers.begin(), layers.end());
   SiteObserver observer(site, wanted);
-  for (int l = 0; l <= last; ++l)
+  for (int l = 0; l <= last; ++l) {
+    if (block_inputs != nullptr) block_inputs->push_back(hidden);
     hidden = model.RunBlock(l, hidden, 0, nullptr, nullptr, &observer);
+  }
   std::vector<torch::Tensor> out;
   for (const auto& x : observer.seen) out.push_back(x.narrow(1, p, x.size(1) - p));
   return out;
@@ -94,18 +96,11 @@ BlockwisePass BlockwiseForward(model::LlamaModel& model, const torch::Tensor& pr
                                const torch::Tensor& embeds, const std::vector<int>& layers,
                                model::ActivationSite site) {
   torch::NoGradGuard no_grad;
-  const int64_t p = prefix.size(0);
   const std::set<int> wanted(layers.begin(), layers.end());
-  SiteObserver observer(site, wanted);
   BlockwisePass pass;
   pass.target_layers.assign(wanted.begin(), wanted.end());
-  torch::Tensor hidden = PrefixedInput(prefix, embeds);
-  for (int l = 0; l <= pass.target_layers.back(); ++l) {
-    pass.inputs.push_back(hidden);
-    hidden = model.RunBlock(l, hidden, 0, nullptr, nullptr, &observer);
-  }
-  for (const auto& x : observer.seen) {
-    pass.targets.push_back(x.narrow(1, p, x.size(1) - p).clone().requires_grad_(true));
+  for (const auto& x : TargetOutputs(model, prefix, embeds, layers, site, &pass.inputs)) {
+    pass.targets.push_back(x.clone().requires_grad_(true));
   }
   return pass;
 }
