@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "proto/spec/defaults.h"
+#include "proto/spec/eval_tasks.h"
 
 namespace quantd {
 namespace {
@@ -148,6 +149,7 @@ absl::Status ValidateSpec(const v1::JobSpec& original) {
       return FieldError(absl::StrCat("eval.ppl_datasets[", i, "]"), "is empty");
     }
   }
+  if (auto tasks = ParseEvalTasks(eval.eval_tasks()); !tasks.ok()) return tasks.status();
   for (int i = 0; i < eval.compare_size(); ++i) {
     const std::string& variant = eval.compare(i);
     if (variant != "rtn" && variant != "rotation" && variant != "prefixquant") {
