@@ -12,6 +12,7 @@
 
 #include "gtest/gtest.h"
 #include "tests/common/stories_job.h"
+#include "tests/common/story_cloze.h"
 #include "worker/quant/outlier_variant.h"
 
 namespace quantd::pipeline {
@@ -108,6 +109,55 @@ TEST(RunJobTest, OutlierVariantPrefixBeatsRotationBeatsRtn) {
   const double rtn = m.at(std::string(kPpl) + "rtn");
   EXPECT_LT(pq * 1.1, rot);
   EXPECT_LT(rot, rtn);
+}
+
+TEST(RunJobTest, ZeroShotTasksAreScoredForEveryVariant) {
+  const std::string tasks = std::string(QUANTD_BINARY_DIR) + "/tests/pipeline/story-cloze-" +
+                            std::to_string(getpid()) + ".jsonl";
+  ASSERT_EQ(testing::WriteStoryCloze(SharedData("text/tinystories-valid-subset.txt"), tasks, 120),
+            120);
+  CollectingSink sink;
+  CancellationToken cancel;
+  auto spec = SmallSpec(SharedData("models/stories260K"), 8, 8, 8);
+  spec.mutable_eval()->set_ppl_max_windows(4);
+  spec.mutable_eval()->clear_compare();
+  spec.mutable_eval()->add_compare("rtn");
+  spec.mutable_eval()->add_compare("prefixquant");
+  spec.mutable_eval()->set_eval_tasks("cloze=" + tasks);
+  auto outcome = RunJob(spec, {}, sink, cancel);
+  std::filesystem::remove(tasks);
+  ASSERT_TRUE(outcome.status.ok()) << outcome.status;
+  const auto& m = outcome.result.metrics();
+  for (const char* v : {"fp", "fp_prefixed", "quantized", "rtn", "prefixquant"}) {
+    for (const std::string measure : {"acc/cloze/", "acc_norm/cloze/"}) {
+      ASSERT_TRUE(m.count(measure + v)) << measure << v;
+      EXPECT_EQ(sink.metrics.at(measure + v), m.at(measure + v));
+      // Four choices: chance is 25 %; stories260K gets about 40 % in every variant.
+      EXPECT_GT(m.at(measure + v), 0.32) << measure << v;
+    }
+  }
+  // 8 bits after the same [BOS] prefix: within a few examples of the full-precision model.
+  EXPECT_NEAR(m.at("acc/cloze/quantized"), m.at("acc/cloze/fp_prefixed"), 0.05);
+  EXPECT_EQ(m.at("acc/cloze/prefixquant"), m.at("acc/cloze/quantized"));  // reused, not rerun
+  bool logged = false;
+  for (const auto& event : sink.events) {
+    if (event.has_log() && event.log().message().find("[quantized] cloze: acc ") == 0) {
+      logged = true;
+    }
+  }
+  EXPECT_TRUE(logged);
+}
+
+TEST(RunJobTest, AMissingTaskFileFailsBeforeTheLongWork) {
+  CollectingSink sink;
+  CancellationToken cancel;
+  auto spec = SmallSpec(SharedData("models/stories260K"), 8, 8, 8);
+  spec.mutable_eval()->set_eval_tasks("piqa=/nonexistent/piqa.jsonl");
+  auto outcome = RunJob(spec, {}, sink, cancel);
+  EXPECT_EQ(outcome.reason, v1::FAILURE_REASON_USER_ERROR);
+  EXPECT_NE(outcome.status.message().find("/nonexistent/piqa.jsonl"), std::string::npos)
+      << outcome.status;
+  EXPECT_EQ(std::count(sink.phases.begin(), sink.phases.end(), v1::PHASE_CALIBRATION_DATA), 0);
 }
 
 TEST(RunJobTest, CancelStops) {

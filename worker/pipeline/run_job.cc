@@ -7,6 +7,7 @@
 #include <optional>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "proto/common/status_macros.h"
 #include "proto/spec/defaults.h"
 #include "proto/spec/validate.h"
@@ -18,6 +19,7 @@
 #include "worker/pipeline/progress_reporter.h"
 #include "worker/pipeline/quantized_variant.h"
 #include "worker/pipeline/training_stage.h"
+#include "worker/pipeline/zero_shot_stage.h"
 #include "worker/quant/calibration_data.h"
 #include "worker/quant/outliers.h"
 #include "worker/quant/prefix_cache.h"
@@ -190,6 +192,8 @@ RunJobOutcome RunJob(const v1::JobSpec& original, const RunJobOptions& options, 
     }
     streams.push_back(*std::move(tokens));
   }
+  auto zero_shot = LoadZeroShotTasks(spec, **tokenizer);  // read now: a bad file fails early
+  if (!zero_shot.ok()) return Failed(v1::FAILURE_REASON_USER_ERROR, zero_shot.status());
 
   // ---- calibration windows and outlier tokens ----
   std::vector<std::vector<int32_t>> calibration, validation;
@@ -269,9 +273,11 @@ RunJobOutcome RunJob(const v1::JobSpec& original, const RunJobOptions& options, 
     const double start = kDetectEnd + (1 - kDetectEnd) * stage / stages;
     return std::make_pair(start, kDetectEnd + (1 - kDetectEnd) * (stage + 1) / stages);
   };
-  // Evaluates `m` on every dataset; metric ppl/<dataset>/<label>, a loss point per window.
+  // Evaluates `m` on every dataset (metric ppl/<dataset>/<label>, a loss point per window),
+  // then on every zero-shot task (acc/<task>/<label> and acc_norm/<task>/<label>).
   auto evaluate = [&](model::LlamaModel& m, const quant::PrefixCache* prefix,
                       const std::string& label, double start, double end) -> absl::Status {
+    const size_t parts = std::max<size_t>(1, datasets.size() + zero_shot->size());
     for (size_t d = 0; d < datasets.size(); ++d) {
       const std::string name = DatasetName(datasets[d]);
       (void)EmitPhase(
@@ -280,8 +286,8 @@ RunJobOutcome RunJob(const v1::JobSpec& original, const RunJobOptions& options, 
                        prefix != nullptr
                            ? absl::StrCat(", after a ", prefix->ids.size(), "-token prefix")
                            : ""));
-      ProgressReporter progress(sink, start + (end - start) * d / datasets.size(),
-                                start + (end - start) * (d + 1) / datasets.size());
+      ProgressReporter progress(sink, start + (end - start) * d / parts,
+                                start + (end - start) * (d + 1) / parts);
       quant::WindowEval options;
       options.seqlen = seqlen;
       options.max_windows = spec.eval().ppl_max_windows();
@@ -305,6 +311,30 @@ RunJobOutcome RunJob(const v1::JobSpec& original, const RunJobOptions& options, 
         RETURN_IF_ERROR(sink.Emit(loss));
       }
       metric(absl::StrCat("ppl/", name, "/", label), measured->perplexity);
+    }
+    for (size_t t = 0; t < zero_shot->size(); ++t) {
+      const eval::TokenizedTask& task = (*zero_shot)[t];
+      (void)EmitPhase(sink, v1::PHASE_EVALUATE,
+                      absl::StrCat("[", label, "] zero-shot ", task.name, ", ", task.choices.size(),
+                                   " examples"));
+      const size_t part = datasets.size() + t;
+      ProgressReporter progress(sink, start + (end - start) * part / parts,
+                                start + (end - start) * (part + 1) / parts);
+      auto scored = ScoreZeroShot(
+          m, task, prefix, bos, spec.eval().eval_batch_size(), [&](int64_t done, int64_t total) {
+            (void)progress.Update(done, total,
+                                  absl::StrCat(label, " ", task.name, " ", done, "/", total));
+            return !cancel.cancelled();
+          });
+      if (!scored.ok()) return scored.status();
+      (void)EmitLog(
+          sink, "info",
+          absl::StrFormat("[%s] %s: acc %.2f %% (+/- %.2f), acc_norm %.2f %% over %d "
+                          "examples",
+                          label, task.name, 100 * scored->accuracy, 100 * scored->accuracy_stderr,
+                          100 * scored->accuracy_norm, scored->examples));
+      metric(absl::StrCat("acc/", task.name, "/", label), scored->accuracy);
+      metric(absl::StrCat("acc_norm/", task.name, "/", label), scored->accuracy_norm);
     }
     return absl::OkStatus();
   };
@@ -335,10 +365,15 @@ RunJobOutcome RunJob(const v1::JobSpec& original, const RunJobOptions& options, 
     if (auto same = evaluated.find(key); same != evaluated.end()) {
       (void)EmitLog(sink, "info",
                     absl::StrCat("variant ", variants[v], " has the settings of ", same->second,
-                                 ": reusing its perplexities"));
-      for (const auto& path : datasets) {
-        const std::string prefix = absl::StrCat("ppl/", DatasetName(path), "/");
-        metric(prefix + variants[v], metrics[prefix + same->second]);
+                                 ": reusing its figures"));
+      std::vector<std::string> measures;
+      for (const auto& path : datasets) measures.push_back("ppl/" + DatasetName(path));
+      for (const auto& task : *zero_shot) {
+        measures.push_back("acc/" + task.name);
+        measures.push_back("acc_norm/" + task.name);
+      }
+      for (const auto& measure : measures) {
+        metric(measure + "/" + variants[v], metrics[measure + "/" + same->second]);
       }
       continue;
     }
