@@ -19,6 +19,7 @@ void Usage(std::ostream& out) {
          "commands:\n"
          "  generate     greedy decoding with a local model\n"
          "  perplexity   windowed perplexity of a local model or export on a text file\n"
+         "  zero-shot    multiple-choice accuracy of a local model or export on task files\n"
          "  inspect      summary of an exported quantized model folder\n"
          "  version      print the version\n"
 #ifdef QUANTD_WITH_SERVICES
@@ -47,6 +48,7 @@ int main(int argc, char** argv) {
   const std::vector<std::string> args(argv + 2, argv + argc);
   if (command == "generate") return quantd::cli::RunGenerate(args, std::cout, std::cerr);
   if (command == "perplexity") return quantd::cli::RunPerplexity(args, std::cout, std::cerr);
+  if (command == "zero-shot") return quantd::cli::RunZeroShot(args, std::cout, std::cerr);
   if (command == "inspect") return quantd::cli::RunInspect(args, std::cout, std::cerr);
 #ifdef QUANTD_WITH_SERVICES
   if (command == "connect") return quantd::service::RunConnectCommand(SelfPath(argv[0]), args);

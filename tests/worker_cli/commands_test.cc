@@ -1,4 +1,4 @@
-// The generate and perplexity sub-commands, called as functions and through the real
+// The generate, perplexity and zero-shot sub-commands, called as functions and through the real
 // quantd-worker executable, on the shared stories260K model.
 #include "worker/cli/commands.h"
 
@@ -10,6 +10,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "tests/common/story_cloze.h"
 
 namespace quantd::cli {
 namespace {
@@ -136,6 +137,39 @@ TEST(PerplexityCommandTest, ErrorsAreReported) {
       Call(RunPerplexity, {"--model", kModel, "--text", kTiny, "--seqlen", "100000000"});
   EXPECT_EQ(too_long.code, 1);
   EXPECT_THAT(too_long.err, HasSubstr("no full window"));
+}
+
+TEST(ZeroShotCommandTest, ScoresEveryTaskAsJsonAndAsATable) {
+  const std::string cloze = std::string(QUANTD_BINARY_DIR) + "/tests/worker_cli/cloze.jsonl";
+  ASSERT_EQ(testing::WriteStoryCloze(kTiny, cloze, 60), 60);
+  const std::string tasks = "cloze=" + cloze + ",cloze-copy=" + cloze;
+  auto run = Call(RunZeroShot,
+                  {"--model", kModel, "--tasks", tasks, "--output", "json", "--batch-size", "5"});
+  ASSERT_EQ(run.code, 0) << run.err;
+  auto j = nlohmann::json::parse(run.out);
+  ASSERT_EQ(j["tasks"].size(), 2u);
+  EXPECT_EQ(j["tasks"][0]["name"], "cloze");
+  EXPECT_EQ(j["tasks"][1]["name"], "cloze-copy");
+  EXPECT_EQ(j["tasks"][0]["layout"], "generic");
+  EXPECT_EQ(j["tasks"][0]["examples"], 60);
+  EXPECT_GT(j["tasks"][0]["acc"].get<double>(), 0.30);  // four choices: chance is 0.25
+  EXPECT_EQ(j["tasks"][0]["acc"], j["tasks"][1]["acc"]);
+  EXPECT_FALSE(j["export"].get<bool>());
+
+  auto table = Exec("zero-shot --model " + kModel + " --tasks " + cloze);
+  EXPECT_EQ(table.code, 0);
+  EXPECT_THAT(table.out, HasSubstr("cloze            generic          60"));
+}
+
+TEST(ZeroShotCommandTest, ErrorsAreReported) {
+  auto missing = Call(RunZeroShot, {"--model", kModel, "--tasks", "piqa=/nonexistent.jsonl"});
+  EXPECT_EQ(missing.code, 1);
+  EXPECT_THAT(missing.err, HasSubstr("task piqa: cannot open /nonexistent.jsonl"));
+  auto bad_list = Call(RunZeroShot, {"--model", kModel, "--tasks", "a=x.jsonl,a=y.jsonl"});
+  EXPECT_EQ(bad_list.code, 1);
+  EXPECT_THAT(bad_list.err, HasSubstr("repeats the task name"));
+  EXPECT_EQ(Call(RunZeroShot, {"--model", kModel}).code, 2);
+  EXPECT_EQ(Call(RunZeroShot, {"--model", kModel, "--tasks", "x", "--batch-size", "0"}).code, 2);
 }
 
 }  // namespace

@@ -5,10 +5,12 @@
 //   perplexity --model DIR --text FILE [--seqlen N] [--max-windows K]
 //              [--documents whole-file|blank-line] [--batch-size B] [--output text|json]
 //              the standard windowed perplexity (see worker/eval/perplexity.h).
+//   zero-shot  --model DIR --tasks NAME=FILE[,...] [--batch-size B] [--output text|json]
+//              multiple-choice accuracy on task files (see worker/eval/task_file.h).
 //   inspect    EXPORT_DIR [--output text|json]
 //              checks an export (worker/export) and summarises it: bits, groups, prefix,
 //              metrics, file sizes, compression ratio vs the input model.
-// generate and perplexity also take --dtype float32|bfloat16|float16 and --device cpu|cuda[:N];
+// generate, perplexity and zero-shot also take --dtype float32|bfloat16|float16 and --device cpu|cuda[:N];
 // their --model may be an export folder, run with its rotation, quantizers and prefix KV cache.
 //
 // Each returns the process exit code: 0 success, 1 failure (model, data), 2 usage error;
@@ -24,6 +26,7 @@ namespace quantd::cli {
 
 int RunGenerate(const std::vector<std::string>& args, std::ostream& out, std::ostream& err);
 int RunPerplexity(const std::vector<std::string>& args, std::ostream& out, std::ostream& err);
+int RunZeroShot(const std::vector<std::string>& args, std::ostream& out, std::ostream& err);
 int RunInspect(const std::vector<std::string>& args, std::ostream& out, std::ostream& err);
 
 }  // namespace quantd::cli

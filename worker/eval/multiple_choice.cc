@@ -7,6 +7,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "proto/common/status_macros.h"
+#include "proto/spec/eval_tasks.h"
 
 namespace quantd::eval {
 namespace {
@@ -29,6 +30,7 @@ absl::StatusOr<TokenizedTask> TokenizeTask(const model::Tokenizer& tokenizer,
                                            const MultipleChoiceTask& task) {
   TokenizedTask out;
   out.name = task.name;
+  out.layout = task.layout;
   for (size_t e = 0; e < task.examples.size(); ++e) {
     const MultipleChoiceExample& example = task.examples[e];
     std::vector<ChoiceTokens> choices;
@@ -59,6 +61,18 @@ absl::StatusOr<TokenizedTask> TokenizeTask(const model::Tokenizer& tokenizer,
     out.labels.push_back(example.label);
   }
   return out;
+}
+
+absl::StatusOr<std::vector<TokenizedTask>> LoadTasks(absl::string_view eval_tasks,
+                                                     const model::Tokenizer& tokenizer) {
+  ASSIGN_OR_RETURN(std::vector<EvalTaskFile> files, ParseEvalTasks(eval_tasks));
+  std::vector<TokenizedTask> tasks;
+  for (const auto& file : files) {
+    ASSIGN_OR_RETURN(MultipleChoiceTask task, ReadTaskFile(file.path, file.name));
+    ASSIGN_OR_RETURN(TokenizedTask tokenized, TokenizeTask(tokenizer, task));
+    tasks.push_back(std::move(tokenized));
+  }
+  return tasks;
 }
 
 absl::StatusOr<MultipleChoiceResult> EvaluateMultipleChoice(

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "worker/eval/task_file.h"
 #include "worker/model/llama.h"
 #include "worker/model/tokenizer.h"
@@ -31,6 +32,7 @@ struct ChoiceTokens {
 
 struct TokenizedTask {
   std::string name;
+  std::string layout;
   std::vector<std::vector<ChoiceTokens>> choices;   // [example][choice]
   std::vector<std::vector<double>> choice_lengths;  // [example][choice], in characters
   std::vector<int> labels;
@@ -39,6 +41,12 @@ struct TokenizedTask {
 // INVALID_ARGUMENT naming the example and choice when a continuation adds no token.
 absl::StatusOr<TokenizedTask> TokenizeTask(const model::Tokenizer& tokenizer,
                                            const MultipleChoiceTask& task);
+
+// Reads and tokenizes the tasks of an eval.eval_tasks list ("name=path,path", see
+// proto/spec/eval_tasks.h) in order. INVALID_ARGUMENT for a bad list or task file, NOT_FOUND
+// for a missing one; both name the task.
+absl::StatusOr<std::vector<TokenizedTask>> LoadTasks(absl::string_view eval_tasks,
+                                                     const model::Tokenizer& tokenizer);
 
 // An unscored context before every request; not owned.
 struct ScoringPrefix {

@@ -11,6 +11,7 @@
 #include "proto/common/status_macros.h"
 #include "proto/spec/defaults.h"
 #include "proto/spec/validate.h"
+#include "worker/eval/multiple_choice.h"
 #include "worker/eval/token_stream.h"
 #include "worker/export/job_export.h"
 #include "worker/model/llama.h"
@@ -19,7 +20,6 @@
 #include "worker/pipeline/progress_reporter.h"
 #include "worker/pipeline/quantized_variant.h"
 #include "worker/pipeline/training_stage.h"
-#include "worker/pipeline/zero_shot_stage.h"
 #include "worker/quant/calibration_data.h"
 #include "worker/quant/outliers.h"
 #include "worker/quant/prefix_cache.h"
@@ -192,7 +192,8 @@ RunJobOutcome RunJob(const v1::JobSpec& original, const RunJobOptions& options, 
     }
     streams.push_back(*std::move(tokens));
   }
-  auto zero_shot = LoadZeroShotTasks(spec, **tokenizer);  // read now: a bad file fails early
+  // Zero-shot tasks: read now, so that a bad task file fails the job before the long work.
+  auto zero_shot = eval::LoadTasks(spec.eval().eval_tasks(), **tokenizer);
   if (!zero_shot.ok()) return Failed(v1::FAILURE_REASON_USER_ERROR, zero_shot.status());
 
   // ---- calibration windows and outlier tokens ----
@@ -320,8 +321,12 @@ RunJobOutcome RunJob(const v1::JobSpec& original, const RunJobOptions& options, 
       const size_t part = datasets.size() + t;
       ProgressReporter progress(sink, start + (end - start) * part / parts,
                                 start + (end - start) * (part + 1) / parts);
-      auto scored = ScoreZeroShot(
-          m, task, prefix, bos, spec.eval().eval_batch_size(), [&](int64_t done, int64_t total) {
+      eval::MultipleChoiceOptions options;
+      options.batch_size = spec.eval().eval_batch_size();
+      options.bos_id = bos;
+      if (prefix != nullptr) options.prefix = quant::AsScoringPrefix(*prefix);
+      auto scored =
+          eval::EvaluateMultipleChoice(m, task, options, [&](int64_t done, int64_t total) {
             (void)progress.Update(done, total,
                                   absl::StrCat(label, " ", task.name, " ", done, "/", total));
             return !cancel.cancelled();

@@ -36,6 +36,16 @@ absl::StatusOr<PrefixCache> BuildPrefixCache(model::LlamaModel& model,
   return cache;
 }
 
+eval::ScoringPrefix AsScoringPrefix(const PrefixCache& prefix) {
+  eval::ScoringPrefix out;
+  out.kv = &prefix.kv;
+  out.last_logits = prefix.last_logits;
+  out.length = static_cast<int64_t>(prefix.ids.size());
+  out.ends_with_bos =
+      !prefix.ids.empty() && prefix.bos_id >= 0 && prefix.ids.back() == prefix.bos_id;
+  return out;
+}
+
 absl::StatusOr<WindowPerplexity> EvaluateWindows(
     model::LlamaModel& model, const std::vector<int32_t>& tokens, const WindowEval& options,
     const std::function<bool(int64_t, int64_t)>& progress) {

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "worker/eval/multiple_choice.h"
 #include "worker/model/llama.h"
 
 namespace quantd::quant {
@@ -45,6 +46,10 @@ struct WindowPerplexity {
 // The standard protocol (non-overlapping windows of seqlen tokens, tokens 2..seqlen predicted)
 // with the optional prefix as unscored context. `progress(done, total)` after each batch may
 // return false to stop (CANCELLED). INVALID_ARGUMENT for seqlen < 2 or no full window.
+// The prefix as the unscored context of zero-shot scoring (eval/multiple_choice.h); refers
+// to `prefix`, which must outlive it.
+eval::ScoringPrefix AsScoringPrefix(const PrefixCache& prefix);
+
 absl::StatusOr<WindowPerplexity> EvaluateWindows(
     model::LlamaModel& model, const std::vector<int32_t>& tokens, const WindowEval& options,
     const std::function<bool(int64_t, int64_t)>& progress = {});

@@ -1,0 +1,88 @@
+#include <ostream>
+
+#include "absl/strings/str_format.h"
+#include "nlohmann/json.hpp"
+#include "worker/cli/commands.h"
+#include "worker/cli/model_flags.h"
+#include "worker/eval/multiple_choice.h"
+#include "worker/model/tokenizer.h"
+
+namespace quantd::cli {
+namespace {
+
+absl::Status ZeroShot(const std::vector<std::string>& argv, std::ostream& out, bool* usage) {
+  std::set<std::string> known = ModelFlagNames();
+  known.insert({"tasks", "batch-size"});
+  *usage = true;
+  auto args = Args::Parse(argv, known);
+  if (!args.ok()) return args.status();
+  auto model_dir = args->Require("model");
+  if (!model_dir.ok()) return model_dir.status();
+  auto task_list = args->Require("tasks");
+  if (!task_list.ok()) return task_list.status();
+  auto batch_size = args->GetInt("batch-size", 16, 1);
+  if (!batch_size.ok()) return batch_size.status();
+  bool json = false;
+  if (auto s = OutputFormatFromArgs(*args, &json); !s.ok()) return s;
+  if (auto options = LoadOptionsFromArgs(*args); !options.ok()) return options.status();
+  *usage = false;
+
+  auto tokenizer = model::LoadTokenizer(*model_dir);
+  if (!tokenizer.ok()) return tokenizer.status();
+  auto tasks = eval::LoadTasks(*task_list, **tokenizer);  // before the model: fail fast
+  if (!tasks.ok()) return tasks.status();
+  if (tasks->empty()) return absl::InvalidArgumentError("--tasks names no task");
+  auto llama = LoadModelFromArgs(*model_dir, *args);
+  if (!llama.ok()) return llama.status();
+
+  eval::MultipleChoiceOptions options;
+  options.batch_size = *batch_size;
+  options.bos_id = (*tokenizer)->bos_id();
+  if (llama->prefix) options.prefix = quant::AsScoringPrefix(*llama->prefix);
+  nlohmann::json results = nlohmann::json::array();
+  if (!json) {
+    out << absl::StrFormat("%-16s %-10s %8s %9s %7s %9s\n", "task", "layout", "examples", "acc",
+                           "+/-", "acc_norm");
+  }
+  for (const auto& task : *tasks) {
+    auto scored = eval::EvaluateMultipleChoice(*llama->model, task, options);
+    if (!scored.ok()) return scored.status();
+    results.push_back({{"name", task.name},
+                       {"layout", task.layout},
+                       {"examples", scored->examples},
+                       {"acc", scored->accuracy},
+                       {"acc_stderr", scored->accuracy_stderr},
+                       {"acc_norm", scored->accuracy_norm}});
+    if (!json) {
+      out << absl::StrFormat("%-16s %-10s %8d %8.2f%% %7.2f %8.2f%%\n", task.name, task.layout,
+                             scored->examples, 100 * scored->accuracy,
+                             100 * scored->accuracy_stderr, 100 * scored->accuracy_norm);
+    }
+  }
+  if (json) {
+    out << nlohmann::json({{"model", *model_dir},
+                           {"export", llama->is_export},
+                           {"prefix_tokens", llama->prefix ? llama->prefix->ids.size() : 0},
+                           {"tasks", results}})
+               .dump()
+        << "\n";
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+int RunZeroShot(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
+  bool usage = false;
+  const absl::Status status = ZeroShot(args, out, &usage);
+  if (status.ok()) return 0;
+  err << "quantd-worker zero-shot: " << status.message() << "\n";
+  if (usage) {
+    err << "usage: quantd-worker zero-shot --model DIR --tasks NAME=FILE[,NAME=FILE...] "
+           "[--batch-size B] [--output text|json] [--dtype ...] [--device ...] "
+           "[--streamed_blocks N]\n";
+  }
+  return usage ? 2 : 1;
+}
+
+}  // namespace quantd::cli
