@@ -5,6 +5,7 @@
 #include <set>
 
 #include "gtest/gtest.h"
+#include "tests/common/story_cloze.h"
 #include "tests/export/export_fixture.h"
 #include "worker/export/artifact_reader.h"
 #include "worker/export/artifact_writer.h"
@@ -122,9 +123,21 @@ TEST(ExportRoundTripTest, OutlierVariantWithItsPrefixReloadsInANewProcess) {
   quant::OutlierVariantOptions options;
   options.calibration_text = TextPath();
   ASSERT_TRUE(quant::WriteOutlierVariant(StoriesDir(), scratch + "/variant", options).ok());
-  const v1::JobResult result =
-      RunAndReload(ExportSpec(scratch + "/variant", 4, 8, 8, scratch + "/export"));
+  // With a zero-shot task: the export, after its multi-token prefix, scores what the job did.
+  const std::string cloze = scratch + "/cloze.jsonl";
+  ASSERT_EQ(quantd::testing::WriteStoryCloze(TextPath(), cloze, 60), 60);
+  v1::JobSpec spec = ExportSpec(scratch + "/variant", 4, 8, 8, scratch + "/export");
+  spec.mutable_eval()->set_eval_tasks("cloze=" + cloze);
+  const v1::JobResult result = RunAndReload(spec);
   EXPECT_GT(result.prefix_token_ids_size(), 1);  // detected outlier tokens, then BOS
+  const ExecResult zero_shot = RunWorker("zero-shot --model " + scratch +
+                                         "/export --tasks cloze=" + cloze + " --output json");
+  ASSERT_EQ(zero_shot.code, 0) << zero_shot.output;
+  const nlohmann::json scored = LastJsonLine(zero_shot.output);
+  EXPECT_EQ(scored["prefix_tokens"], result.prefix_token_ids_size());
+  // The reloaded model matches the job's to ~1e-5: at most one near-tie may flip.
+  EXPECT_NEAR(scored["tasks"][0]["acc"].get<double>(), result.metrics().at("acc/cloze/quantized"),
+              1.5 / 60);
   std::filesystem::remove_all(scratch);
 }
 
