@@ -61,6 +61,9 @@ if [ -x "$SCHEDULER" ] && has_command "$WORKER" connect; then
     echo "   perplexity of the export (the job reported ppl/tinystories-valid-subset.txt/quantized):"
     "$WORKER" perplexity --model "$tmp/export" --text "$DATA/text/tinystories-valid-subset.txt" \
         --documents blank-line --seqlen 256 --max-windows 40 | sed 's/^/   /'
+    echo "   zero-shot accuracy of the export (the job reported acc/little-stories/quantized):"
+    "$WORKER" zero-shot --model "$tmp/export" \
+        --tasks little-stories=client/examples/tasks/little-stories.jsonl | sed 's/^/   /'
   fi
   echo
   echo "Job files: $tmp/work/$job_id (job.json, job.log). Scheduler database: $tmp/quantd.db"

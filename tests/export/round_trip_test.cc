@@ -138,6 +138,8 @@ TEST(ExportRoundTripTest, OutlierVariantWithItsPrefixReloadsInANewProcess) {
   // The reloaded model matches the job's to ~1e-5: at most one near-tie may flip.
   EXPECT_NEAR(scored["tasks"][0]["acc"].get<double>(), result.metrics().at("acc/cloze/quantized"),
               1.5 / 60);
+  const ExecResult inspect = RunWorker("inspect " + scratch + "/export");
+  EXPECT_NE(inspect.output.find("acc/cloze/quantized:"), std::string::npos) << inspect.output;
   std::filesystem::remove_all(scratch);
 }
 

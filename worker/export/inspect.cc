@@ -95,6 +95,9 @@ std::string FormatInspection(const nlohmann::json& j) {
                                     absl::StrJoin(p.at("token_ids").get<std::vector<int>>(), " ")));
   for (const auto& [name, value] : j.at("metrics").items()) {
     if (name.rfind("ppl/", 0) == 0) line(name, absl::StrFormat("%.4f", value.get<double>()));
+    if (name.rfind("acc/", 0) == 0) {
+      line(name, absl::StrFormat("%.2f %%", 100 * value.get<double>()));
+    }
   }
   for (const auto& f : j.at("files")) {
     line("  " + f.at("name").get<std::string>(), Size(f.at("bytes").get<uint64_t>()));
