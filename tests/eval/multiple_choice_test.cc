@@ -228,6 +228,14 @@ TEST_F(MultipleChoiceTest, ProgressCanCancel) {
   EXPECT_EQ(calls, 2);
 }
 
+TEST_F(MultipleChoiceTest, ATaskWithoutExamplesIsAnError) {
+  TokenizedTask empty;
+  empty.name = "none";
+  auto result = EvaluateMultipleChoice(*model_, empty, MultipleChoiceOptions{});
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(result.status().message()), HasSubstr("task none has no examples"));
+}
+
 TEST_F(MultipleChoiceTest, AContinuationWithoutTokensIsAnError) {
   auto task = TokenizeTask(*tokenizer_, Task({Example("The cat", {" sat", ""}, 0)}));
   EXPECT_EQ(task.status().code(), absl::StatusCode::kInvalidArgument);

@@ -57,6 +57,8 @@ TEST(TaskFileTest, PiqaArcAndBoolqUseTheQuestionAnswerPrompt) {
             "Tea is brewed from leaves.\nQuestion: is tea made from leaves?\nAnswer:");
   EXPECT_THAT(boolq.continuations, ElementsAre(" no", " yes"));
   EXPECT_EQ(boolq.label, 1);
+  auto super_glue = Parse(R"({"passage": "p", "question": "q", "label": 0, "idx": 7})", &layout);
+  EXPECT_EQ(super_glue.label, 0);
 }
 
 TEST(TaskFileTest, HellaswagIsCleanedAndCapitalised) {
@@ -104,6 +106,7 @@ TEST(TaskFileTest, BadLinesSayWhatIsWrong) {
        R"( "label": ["A", "B"]}})",
        "answerKey \"D\" is not among the choices"},
       {R"({"sentence": "no blank", "option1": "a", "option2": "b", "answer": "1"})", "no \"_\""},
+      {R"({"passage": "p", "question": "q"})", "needs \"answer\""},
   };
   for (const auto& c : cases) {
     std::string layout;

@@ -81,6 +81,9 @@ absl::StatusOr<MultipleChoiceResult> EvaluateMultipleChoice(
   if (options.batch_size < 1) {
     return absl::InvalidArgumentError("multiple choice: batch_size must be >= 1");
   }
+  if (task.choices.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("task ", task.name, " has no examples"));
+  }
   const ScoringPrefix& prefix = options.prefix;
   const bool has_prefix = prefix.kv != nullptr;
   const bool lead_bos = options.bos_id >= 0 && !(has_prefix && prefix.ends_with_bos);

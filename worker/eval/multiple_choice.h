@@ -74,8 +74,8 @@ struct MultipleChoiceResult {
 // Runs without autograd, the longest requests first, right-padded batches (causal attention
 // never lets a real token see the padding after it). `progress(done, total)` counts scored
 // requests (one per choice of every example); returning false stops with CANCELLED.
-// INVALID_ARGUMENT when a continuation does not fit the model's positions or batch_size < 1;
-// forward errors pass through.
+// INVALID_ARGUMENT for a task without examples, a continuation that does not fit the model's
+// positions, or batch_size < 1; forward errors pass through.
 absl::StatusOr<MultipleChoiceResult> EvaluateMultipleChoice(
     model::LlamaModel& model, const TokenizedTask& task, const MultipleChoiceOptions& options,
     const std::function<bool(int64_t, int64_t)>& progress = {});

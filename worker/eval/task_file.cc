@@ -163,9 +163,17 @@ absl::StatusOr<MultipleChoiceExample> Winogrande(const Json& o, int64_t line) {
 absl::StatusOr<MultipleChoiceExample> Boolq(const Json& o, int64_t line) {
   ASSIGN_OR_RETURN(std::string passage, StringField(o, "passage", line));
   ASSIGN_OR_RETURN(std::string question, StringField(o, "question", line));
-  if (!Field(o, "answer").is_boolean()) return LineError(line, "\"answer\" must be true or false");
+  // google/boolq says "answer": true/false; super_glue's export says "label": 1/0.
+  int label = 0;
+  if (Field(o, "answer").is_boolean()) {
+    label = Field(o, "answer").get<bool>() ? 1 : 0;
+  } else if (o.contains("label")) {
+    ASSIGN_OR_RETURN(label, IntegerField(o, "label", line));
+  } else {
+    return LineError(line, "needs \"answer\" (true or false) or \"label\" (1 = yes, 0 = no)");
+  }
   return SharedContext(passage + "\nQuestion: " + question + "?\nAnswer:", {"no", "yes"}, " ",
-                       Field(o, "answer").get<bool>() ? 1 : 0);
+                       label);
 }
 
 struct Layout {

@@ -10,8 +10,8 @@
 //               + ending, both cleaned of "[title]" and other bracketed markup
 //   winogrande  {"sentence", "option1", "option2", "answer"}: each option fills the "_" and the
 //               rest of the sentence is the continuation scored after it
-//   boolq       {"passage", "question", "answer": bool}: "<passage>\nQuestion: <question>?\n
-//               Answer:" + "no" / "yes"
+//   boolq       {"passage", "question", "answer": bool or "label": 0/1}: "<passage>\n
+//               Question: <question>?\nAnswer:" + "no" / "yes"
 #ifndef QUANTD_WORKER_EVAL_TASK_FILE_H_
 #define QUANTD_WORKER_EVAL_TASK_FILE_H_
 
