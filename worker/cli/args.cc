@@ -61,4 +61,14 @@ absl::StatusOr<std::string> Args::Require(const std::string& name) const {
   return it->second;
 }
 
+int RunCommandBody(const char* name, const char* usage_line, CommandBody body,
+                   const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
+  bool usage = false;
+  const absl::Status status = body(args, out, &usage);
+  if (status.ok()) return 0;
+  err << "quantd-worker " << name << ": " << status.message() << "\n";
+  if (usage) err << "usage: quantd-worker " << name << " " << usage_line << "\n";
+  return usage ? 2 : 1;
+}
+
 }  // namespace quantd::cli

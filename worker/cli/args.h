@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <map>
+#include <ostream>
 #include <set>
 #include <string>
 #include <vector>
@@ -31,6 +32,16 @@ class Args {
  private:
   std::map<std::string, std::string> values_;
 };
+
+// A sub-command's body: results go to `out`; *usage is set when an error is the caller's
+// (unknown, missing or bad flags).
+using CommandBody = absl::Status (*)(const std::vector<std::string>& args, std::ostream& out,
+                                     bool* usage);
+
+// Runs `body` and returns the exit code: 0 success, 1 failure, 2 usage error. Errors go to
+// `err` as "quantd-worker <name>: <message>", a usage error followed by `usage_line`.
+int RunCommandBody(const char* name, const char* usage_line, CommandBody body,
+                   const std::vector<std::string>& args, std::ostream& out, std::ostream& err);
 
 }  // namespace quantd::cli
 

@@ -71,16 +71,11 @@ absl::Status Generate(const std::vector<std::string>& argv, std::ostream& out, b
 }  // namespace
 
 int RunGenerate(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
-  bool usage = false;
-  const absl::Status status = Generate(args, out, &usage);
-  if (status.ok()) return 0;
-  err << "quantd-worker generate: " << status.message() << "\n";
-  if (usage) {
-    err << "usage: quantd-worker generate --model DIR [--prompt TEXT] [--max-tokens N] "
-           "[--output text|json] [--dtype float32|bfloat16|float16] [--device cpu|cuda] "
-           "[--streamed_blocks N]\n";
-  }
-  return usage ? 2 : 1;
+  return RunCommandBody(
+      "generate",
+      "--model DIR [--prompt TEXT] [--max-tokens N] [--output text|json] "
+      "[--dtype float32|bfloat16|float16] [--device cpu|cuda] [--streamed_blocks N]",
+      Generate, args, out, err);
 }
 
 }  // namespace quantd::cli

@@ -7,8 +7,9 @@
 namespace quantd::cli {
 namespace {
 
-absl::Status Inspect(std::vector<std::string> argv, std::ostream& out, bool* usage) {
+absl::Status Inspect(const std::vector<std::string>& given, std::ostream& out, bool* usage) {
   *usage = true;
+  std::vector<std::string> argv = given;
   std::string dir;
   if (!argv.empty() && argv[0].rfind("--", 0) != 0) {  // `inspect DIR` as well as --model DIR
     dir = argv[0];
@@ -33,12 +34,7 @@ absl::Status Inspect(std::vector<std::string> argv, std::ostream& out, bool* usa
 }  // namespace
 
 int RunInspect(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
-  bool usage = false;
-  const absl::Status status = Inspect(args, out, &usage);
-  if (status.ok()) return 0;
-  err << "quantd-worker inspect: " << status.message() << "\n";
-  if (usage) err << "usage: quantd-worker inspect EXPORT_DIR [--output text|json]\n";
-  return usage ? 2 : 1;
+  return RunCommandBody("inspect", "EXPORT_DIR [--output text|json]", Inspect, args, out, err);
 }
 
 }  // namespace quantd::cli

@@ -94,16 +94,12 @@ absl::Status Perplexity(const std::vector<std::string>& argv, std::ostream& out,
 }  // namespace
 
 int RunPerplexity(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
-  bool usage = false;
-  const absl::Status status = Perplexity(args, out, &usage);
-  if (status.ok()) return 0;
-  err << "quantd-worker perplexity: " << status.message() << "\n";
-  if (usage) {
-    err << "usage: quantd-worker perplexity --model DIR --text FILE [--seqlen N] "
-           "[--max-windows K] [--documents whole-file|blank-line] [--batch-size B] "
-           "[--output text|json] [--dtype ...] [--device ...] [--streamed_blocks N]\n";
-  }
-  return usage ? 2 : 1;
+  return RunCommandBody(
+      "perplexity",
+      "--model DIR --text FILE [--seqlen N] [--max-windows K] "
+      "[--documents whole-file|blank-line] [--batch-size B] [--output text|json] [--dtype ...] "
+      "[--device ...] [--streamed_blocks N]",
+      Perplexity, args, out, err);
 }
 
 }  // namespace quantd::cli

@@ -73,16 +73,11 @@ absl::Status ZeroShot(const std::vector<std::string>& argv, std::ostream& out, b
 }  // namespace
 
 int RunZeroShot(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
-  bool usage = false;
-  const absl::Status status = ZeroShot(args, out, &usage);
-  if (status.ok()) return 0;
-  err << "quantd-worker zero-shot: " << status.message() << "\n";
-  if (usage) {
-    err << "usage: quantd-worker zero-shot --model DIR --tasks NAME=FILE[,NAME=FILE...] "
-           "[--batch-size B] [--output text|json] [--dtype ...] [--device ...] "
-           "[--streamed_blocks N]\n";
-  }
-  return usage ? 2 : 1;
+  return RunCommandBody(
+      "zero-shot",
+      "--model DIR --tasks NAME=FILE[,NAME=FILE...] [--batch-size B] [--output text|json] "
+      "[--dtype ...] [--device ...] [--streamed_blocks N]",
+      ZeroShot, args, out, err);
 }
 
 }  // namespace quantd::cli
