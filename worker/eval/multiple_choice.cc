@@ -146,26 +146,41 @@ absl::StatusOr<MultipleChoiceResult> EvaluateMultipleChoice(
       forward.input_ids = torch::tensor(flat, torch::kInt64).view({count, width});
       forward.past = prefix.kv;
       ASSIGN_OR_RETURN(model::ForwardResult result, model.Forward(forward));
+      // Every scored token of the batch at once: the logits row that predicts it (row
+      // count * width is the prefix's last logits), its id and its request; one copy back.
+      const torch::Tensor logits = result.logits;
+      const int64_t vocab = logits.size(2);
+      std::vector<int64_t> rows, targets, owners;
+      bool uses_prefix_row = false;
       for (int64_t i = 0; i < count; ++i) {
         const Request& request = requests[order[first + i]];
         const int64_t length = static_cast<int64_t>(request.fed.size());
-        const int64_t start = length - request.scored;  // index of the first scored token
-        torch::Tensor rows;
-        if (start >= 1) {
-          rows = result.logits[i].narrow(0, start - 1, request.scored);
-        } else {  // the prefix's last logits predict the first token
-          rows =
-              torch::cat({prefix.last_logits.to(result.logits.device(), result.logits.scalar_type())
-                              .unsqueeze(0),
-                          result.logits[i].narrow(0, 0, request.scored - 1)});
+        for (int64_t j = length - request.scored; j < length; ++j) {
+          uses_prefix_row |= j == 0;
+          rows.push_back(j >= 1 ? i * width + j - 1 : count * width);
+          targets.push_back(request.fed[j]);
+          owners.push_back(i);
         }
-        auto targets =
-            torch::tensor(std::vector<int64_t>(request.fed.begin() + start, request.fed.end()),
-                          torch::kInt64)
-                .to(rows.device());
-        auto log_probs = torch::log_softmax(rows.to(torch::kFloat32), -1);
-        out.loglikelihoods[request.example][request.choice] =
-            log_probs.gather(1, targets.unsqueeze(1)).to(torch::kFloat64).sum().item<double>();
+      }
+      torch::Tensor table = logits.reshape({count * width, vocab});
+      if (uses_prefix_row) {
+        table = torch::cat(
+            {table, prefix.last_logits.to(logits.device(), logits.scalar_type()).view({1, vocab})});
+      }
+      auto on_device = [&](const std::vector<int64_t>& values) {
+        return torch::tensor(values, torch::kInt64).to(logits.device());
+      };
+      const torch::Tensor log_probs =
+          torch::log_softmax(table.index_select(0, on_device(rows)).to(torch::kFloat32), -1)
+              .gather(1, on_device(targets).unsqueeze(1))
+              .squeeze(1)
+              .to(torch::kFloat64);
+      const torch::Tensor sums = torch::zeros({count}, log_probs.options())
+                                     .index_add_(0, on_device(owners), log_probs)
+                                     .cpu();
+      for (int64_t i = 0; i < count; ++i) {
+        const Request& request = requests[order[first + i]];
+        out.loglikelihoods[request.example][request.choice] = sums[i].item<double>();
       }
       if (progress && !progress(first + count, total)) {
         return absl::CancelledError("evaluation cancelled");
