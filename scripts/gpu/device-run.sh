@@ -46,6 +46,8 @@ for dtype in float32 bfloat16; do
     --text ../shared/data/text/tinystories-valid-subset.txt --documents blank-line --seqlen 256 \
     --max-windows 40 --device cuda --dtype $dtype
 done
+step "zero-shot scoring throughput on the GPU, batched vs one request per pass"
+TAIL=5 run zero-shot-bench 60 $B/tests/bench/eval/zero_shot_bench --device cuda
 step "stories260K demo job on the GPU"
 TAIL=6 run job-stories 120 /usr/bin/time -v $B/worker/quantd-worker run \
   --spec client/examples/stories260k-demo.yaml --device cuda
