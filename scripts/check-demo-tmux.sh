@@ -17,7 +17,7 @@ for _ in $(seq 600); do
 done
 cat "$OUT"
 grep -q "DEMO-EXIT=0" "$OUT" || { echo "FAIL: the demo did not exit 0"; exit 1; }
-for expected in "SUCCEEDED" "100.0%" "dataset" "tinystories-valid-subset.txt" "== 4."; do
+for expected in "SUCCEEDED" "100.0%" "measure" "ppl tinystories-valid-subset.txt" "acc little-stories" "== 4."; do
   grep -q -- "$expected" "$OUT" || { echo "FAIL: screen lacks \"$expected\""; exit 1; }
 done
 echo "demo screen OK ($OUT)"

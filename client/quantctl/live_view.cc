@@ -52,13 +52,16 @@ std::string LiveView::Sparkline(const std::vector<double>& values, int width) {
 }
 
 std::string LiveView::MetricsTable(const std::map<std::string, double>& metrics) {
-  std::map<std::string, std::map<std::string, double>> ppl;  // dataset -> variant -> value
+  // measure/name/variant metrics: perplexities, then zero-shot accuracies.
+  const std::vector<std::string> kMeasures = {"ppl", "acc", "acc_norm"};
+  std::map<std::pair<size_t, std::string>, std::map<std::string, double>> rows;
   std::vector<std::string> variants;
   std::vector<std::pair<std::string, double>> others;
   for (const auto& [name, value] : metrics) {
     const std::vector<std::string> parts = absl::StrSplit(name, '/');
-    if (parts.size() == 3 && parts[0] == "ppl") {
-      ppl[parts[1]][parts[2]] = value;
+    const auto measure = std::find(kMeasures.begin(), kMeasures.end(), parts[0]);
+    if (parts.size() == 3 && measure != kMeasures.end()) {
+      rows[{measure - kMeasures.begin(), parts[1]}][parts[2]] = value;
       if (std::find(variants.begin(), variants.end(), parts[2]) == variants.end()) {
         variants.push_back(parts[2]);
       }
@@ -72,18 +75,28 @@ std::string LiveView::MetricsTable(const std::map<std::string, double>& metrics)
     return rank(a) < rank(b);
   });
   std::string out;
-  if (!ppl.empty()) {
-    size_t name_width = 7;
-    for (const auto& [dataset, values] : ppl) name_width = std::max(name_width, dataset.size());
-    absl::StrAppend(&out, absl::StrFormat("%-*s", static_cast<int>(name_width), "dataset"));
-    for (const auto& variant : variants) absl::StrAppend(&out, absl::StrFormat("  %12s", variant));
+  if (!rows.empty()) {
+    auto label = [&](const std::pair<size_t, std::string>& row) {
+      return kMeasures[row.first] + " " + row.second;
+    };
+    int label_width = 7;
+    for (const auto& [row, values] : rows) {
+      label_width = std::max(label_width, static_cast<int>(label(row).size()));
+    }
+    absl::StrAppend(&out, absl::StrFormat("%-*s", label_width, "measure"));
+    for (const auto& variant : variants) {
+      absl::StrAppend(&out, absl::StrFormat("  %*s", std::max<int>(12, variant.size()), variant));
+    }
     absl::StrAppend(&out, "\n");
-    for (const auto& [dataset, values] : ppl) {
-      absl::StrAppend(&out, absl::StrFormat("%-*s", static_cast<int>(name_width), dataset));
+    for (const auto& [row, values] : rows) {
+      absl::StrAppend(&out, absl::StrFormat("%-*s", label_width, label(row)));
       for (const auto& variant : variants) {
+        const int width = std::max<int>(12, variant.size());
         auto it = values.find(variant);
-        absl::StrAppend(&out, it == values.end() ? absl::StrFormat("  %12s", "-")
-                                                 : absl::StrFormat("  %12.4f", it->second));
+        const std::string cell = it == values.end() ? "-"
+                                 : row.first == 0   ? absl::StrFormat("%.4f", it->second)
+                                                    : absl::StrFormat("%.2f%%", 100 * it->second);
+        absl::StrAppend(&out, absl::StrFormat("  %*s", width, cell));
       }
       absl::StrAppend(&out, "\n");
     }
@@ -161,7 +174,8 @@ void LiveView::Redraw(bool force) {
     std::vector<std::pair<std::string, double>> parts(last_loss_.components().begin(),
                                                       last_loss_.components().end());
     std::sort(parts.begin(), parts.end());
-    for (const auto& [name, value] : parts) absl::StrAppend(&loss, absl::StrFormat("  %s %.4g", name, value));
+    for (const auto& [name, value] : parts)
+      absl::StrAppend(&loss, absl::StrFormat("  %s %.4g", name, value));
     if (last_loss_.learning_rate() > 0) {
       absl::StrAppend(&loss, absl::StrFormat("  lr %.3g", last_loss_.learning_rate()));
     }

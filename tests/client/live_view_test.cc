@@ -12,8 +12,8 @@ using ::testing::HasSubstr;
 
 TEST(LiveViewTest, SparklineSpansLowestToHighest) {
   EXPECT_EQ(LiveView::Sparkline({1, 2, 3, 4, 5, 6, 7, 8}, 10), "▁▂▃▄▅▆▇█");
-  EXPECT_EQ(LiveView::Sparkline({3, 3}, 10), "▅▅");          // flat: middle
-  EXPECT_EQ(LiveView::Sparkline({1, 8, 1, 8}, 2), "▁█");      // only the last `width` points
+  EXPECT_EQ(LiveView::Sparkline({3, 3}, 10), "▅▅");       // flat: middle
+  EXPECT_EQ(LiveView::Sparkline({1, 8, 1, 8}, 2), "▁█");  // only the last `width` points
   EXPECT_EQ(LiveView::Sparkline({}, 10), "");
 }
 
@@ -22,13 +22,25 @@ TEST(LiveViewTest, MetricsTablePutsVariantsSideBySide) {
                                                     {"ppl/wiki/fp", 5.47},
                                                     {"ppl/wiki/rtn", 900.5},
                                                     {"prefix/count", 3}});
-  EXPECT_THAT(table, HasSubstr("dataset"));
+  EXPECT_THAT(table, HasSubstr("measure"));
   // fp before quantized before the baselines, on one row per dataset.
   const size_t fp = table.find("fp"), quantized = table.find("quantized"), rtn = table.find("rtn");
   EXPECT_LT(fp, quantized);
   EXPECT_LT(quantized, rtn);
-  EXPECT_THAT(table, HasSubstr("wiki           5.4700        6.2000      900.5000"));
+  EXPECT_THAT(table, HasSubstr("ppl wiki        5.4700        6.2000      900.5000"));
   EXPECT_THAT(table, HasSubstr("prefix/count"));
+}
+
+TEST(LiveViewTest, MetricsTableAddsAccuraciesAndWidensLongVariantNames) {
+  const std::string table = LiveView::MetricsTable({{"ppl/wiki/fp", 5.47},
+                                                    {"ppl/wiki/quantized_before_finetune", 7.25},
+                                                    {"acc/piqa/fp", 0.7812},
+                                                    {"acc_norm/piqa/fp", 0.79}});
+  EXPECT_EQ(table,
+            "measure                  fp  quantized_before_finetune\n"
+            "ppl wiki             5.4700                     7.2500\n"
+            "acc piqa             78.12%                          -\n"
+            "acc_norm piqa        79.00%                          -\n");
 }
 
 TEST(LiveViewTest, ShowsStateProgressLossAndFinalTable) {
