@@ -24,11 +24,20 @@ std::string Escape(const std::string& text) {
   std::string out;
   for (char c : text) {
     switch (c) {
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '&': out += "&amp;"; break;
-      case '"': out += "&quot;"; break;
-      default: out += c;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '&':
+        out += "&amp;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      default:
+        out += c;
     }
   }
   return out;
@@ -78,9 +87,9 @@ std::string DrawFrame(const Frame& f, const std::vector<double>& x_ticks,
   svg += Text(kWidth / 2.0 - kRight / 2.0, f.top + 28, title,
               "text-anchor=\"middle\" font-size=\"17\" font-weight=\"bold\"");
   for (double y : y_ticks) {
-    svg += absl::StrFormat(
-        "<line x1=\"%d\" y1=\"%.1f\" x2=\"%d\" y2=\"%.1f\" stroke=\"#e0e0e0\"/>\n", kLeft, f.Y(y),
-        kWidth - kRight, f.Y(y));
+    svg +=
+        absl::StrFormat("<line x1=\"%d\" y1=\"%.1f\" x2=\"%d\" y2=\"%.1f\" stroke=\"#e0e0e0\"/>\n",
+                        kLeft, f.Y(y), kWidth - kRight, f.Y(y));
     svg += Text(kLeft - 8, f.Y(y) + 4, Number(y), "text-anchor=\"end\" font-size=\"12\"");
   }
   for (double x : x_ticks) {
@@ -143,59 +152,88 @@ std::string LossPanel(const v1::JobMetrics& metrics, double top) {
   return svg;
 }
 
-std::string PerplexityPanel(const v1::JobMetrics& metrics, double top) {
-  // "ppl/<dataset>/<variant>" -> value; later metrics of the same name supersede.
-  std::map<std::string, std::map<std::string, double>> by_dataset;
-  std::vector<std::string> variants;
+// A panel of bars: one group per dataset or task, one bar per variant.
+struct BarChart {
+  std::string measure;  // the metrics "<measure>/<group>/<variant>" it draws
+  std::string title;
+  std::string group_label;
+  std::string value_label;
+  double scale;              // drawn value = metric value * scale
+  int decimals;              // of the label above each bar
+  std::string nothing_text;  // when there is no such metric
+};
+
+// "<measure>/<group>/<variant>" -> value per group; later metrics of the same name supersede.
+std::map<std::string, std::map<std::string, double>> Groups(const v1::JobMetrics& metrics,
+                                                            const std::string& measure,
+                                                            std::vector<std::string>* variants) {
+  std::map<std::string, std::map<std::string, double>> groups;
   for (const auto& metric : metrics.metrics()) {
     const std::vector<std::string> parts = absl::StrSplit(metric.name(), '/');
-    if (parts.size() != 3 || parts[0] != "ppl") continue;
-    by_dataset[parts[1]][parts[2]] = metric.value();
-    if (std::find(variants.begin(), variants.end(), parts[2]) == variants.end()) {
-      variants.push_back(parts[2]);
+    if (parts.size() != 3 || parts[0] != measure) continue;
+    groups[parts[1]][parts[2]] = metric.value();
+    if (std::find(variants->begin(), variants->end(), parts[2]) == variants->end()) {
+      variants->push_back(parts[2]);
     }
   }
-  if (by_dataset.empty()) {
-    return Text(kWidth / 2.0, top + kPanelHeight / 2.0, "no perplexities recorded",
+  return groups;
+}
+
+std::string BarPanel(const v1::JobMetrics& metrics, const BarChart& chart, double top) {
+  std::vector<std::string> variants;
+  const auto groups = Groups(metrics, chart.measure, &variants);
+  if (groups.empty()) {
+    return Text(kWidth / 2.0, top + kPanelHeight / 2.0, chart.nothing_text,
                 "text-anchor=\"middle\" font-size=\"15\" fill=\"#666\"");
   }
   double high = 0;
-  for (const auto& [dataset, values] : by_dataset) {
-    for (const auto& [variant, value] : values) high = std::max(high, value);
+  for (const auto& [group, values] : groups) {
+    for (const auto& [variant, value] : values) high = std::max(high, value * chart.scale);
   }
   const std::vector<double> y_ticks = NiceTicks(0, high, 6);
-  const double groups = static_cast<double>(by_dataset.size());
-  Frame frame{0, groups, 0, y_ticks.back(), top};
+  const double count = static_cast<double>(groups.size());
+  Frame frame{0, count, 0, y_ticks.back(), top};
   std::string svg =
-      DrawFrame(frame, {}, y_ticks, "Perplexity (lower is better)", "dataset", "perplexity");
-  const double group_width = (kWidth - kLeft - kRight) / groups;
+      DrawFrame(frame, {}, y_ticks, chart.title, chart.group_label, chart.value_label);
+  const double group_width = (kWidth - kLeft - kRight) / count;
   const double bar = std::min(90.0, group_width * 0.8 / static_cast<double>(variants.size()));
   double g = 0;
-  for (const auto& [dataset, values] : by_dataset) {
+  for (const auto& [group, values] : groups) {
     const double start = kLeft + (g + 0.5) * group_width - bar * variants.size() / 2.0;
     for (size_t v = 0; v < variants.size(); ++v) {
       auto it = values.find(variants[v]);
       if (it == values.end()) continue;
+      const double value = it->second * chart.scale;
       const double x = start + bar * static_cast<double>(v);
       svg += absl::StrFormat(
           "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"%s\"/>\n", x,
-          frame.Y(it->second), bar * 0.9, frame.Y(0) - frame.Y(it->second), kColors[v % 10]);
-      svg += Text(x + bar * 0.45, frame.Y(it->second) - 5, absl::StrFormat("%.3f", it->second),
-                  "text-anchor=\"middle\" font-size=\"11\"");
+          frame.Y(value), bar * 0.9, frame.Y(0) - frame.Y(value), kColors[v % 10]);
+      svg +=
+          Text(x + bar * 0.45, frame.Y(value) - 5, absl::StrFormat("%.*f", chart.decimals, value),
+               "text-anchor=\"middle\" font-size=\"11\"");
     }
-    svg += Text(kLeft + (g + 0.5) * group_width, frame.Y(0) + 18, dataset,
+    svg += Text(kLeft + (g + 0.5) * group_width, frame.Y(0) + 18, group,
                 "text-anchor=\"middle\" font-size=\"12\"");
     g += 1;
   }
   for (size_t v = 0; v < variants.size(); ++v) {
     const double legend_y = top + kTop + 10 + 20.0 * static_cast<double>(v);
-    svg += absl::StrFormat(
-        "<rect x=\"%d\" y=\"%.1f\" width=\"20\" height=\"12\" fill=\"%s\"/>\n",
-        kWidth - kRight + 15, legend_y - 8, kColors[v % 10]);
+    svg += absl::StrFormat("<rect x=\"%d\" y=\"%.1f\" width=\"20\" height=\"12\" fill=\"%s\"/>\n",
+                           kWidth - kRight + 15, legend_y - 8, kColors[v % 10]);
     svg += Text(kWidth - kRight + 42, legend_y + 3, variants[v], "font-size=\"12\"");
   }
   return svg;
 }
+
+const BarChart kPerplexities = {"ppl", "Perplexity (lower is better)", "dataset", "perplexity", 1.0,
+                                3,     "no perplexities recorded"};
+const BarChart kAccuracies = {"acc",
+                              "Zero-shot accuracy (higher is better)",
+                              "task",
+                              "accuracy (%)",
+                              100.0,
+                              1,
+                              "no accuracies recorded"};
 
 }  // namespace
 
@@ -223,7 +261,9 @@ std::vector<double> NiceTicks(double low, double high, int target_count) {
 }
 
 std::string RenderJobSvg(const v1::JobMetrics& metrics, const std::string& title) {
-  const int height = 2 * kPanelHeight + 60;
+  std::vector<std::string> unused;
+  const bool accuracies = !Groups(metrics, "acc", &unused).empty();
+  const int height = (accuracies ? 3 : 2) * kPanelHeight + 60;
   std::string svg = absl::StrFormat(
       "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
       "viewBox=\"0 0 %d %d\" font-family=\"DejaVu Sans, Helvetica, Arial, sans-serif\">\n"
@@ -231,7 +271,8 @@ std::string RenderJobSvg(const v1::JobMetrics& metrics, const std::string& title
       kWidth, height, kWidth, height);
   svg += Text(kWidth / 2.0, 30, title, "text-anchor=\"middle\" font-size=\"20\"");
   svg += LossPanel(metrics, 40);
-  svg += PerplexityPanel(metrics, 40 + kPanelHeight);
+  svg += BarPanel(metrics, kPerplexities, 40 + kPanelHeight);
+  if (accuracies) svg += BarPanel(metrics, kAccuracies, 40 + 2 * kPanelHeight);
   svg += "</svg>\n";
   return svg;
 }

@@ -1,6 +1,7 @@
 // Report-quality SVG of a job's curves: one panel of loss curves (a line per training
-// series: prefix training, each fine-tuned block, evaluation windows) and one panel of
-// perplexities (a bar per variant and dataset), with axes, tick labels, titles and legends.
+// series: prefix training, each fine-tuned block, evaluation windows), one panel of
+// perplexities (a bar per variant and dataset) and, when the job scored zero-shot tasks, one of
+// accuracies (a bar per variant and task), with axes, tick labels, titles and legends.
 #ifndef QUANTD_CLIENT_PLOT_SVG_PLOT_H_
 #define QUANTD_CLIENT_PLOT_SVG_PLOT_H_
 

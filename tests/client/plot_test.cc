@@ -1,7 +1,6 @@
-#include "client/plot/svg_plot.h"
-
 #include <regex>
 
+#include "client/plot/svg_plot.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -9,6 +8,7 @@ namespace quantd::plot {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 int Count(const std::string& text, const std::string& needle) {
   int count = 0;
@@ -58,6 +58,31 @@ TEST(SvgPlotTest, OneLinePerSeriesAndOneBarPerPerplexity) {
     EXPECT_LE(std::stod((*it)[1]), 960.0);
     EXPECT_LE(std::stod((*it)[2]), 880.0);
   }
+}
+
+TEST(SvgPlotTest, ZeroShotAccuraciesGetAThirdPanel) {
+  v1::JobMetrics metrics;
+  auto add_metric = [&](const std::string& name, double value) {
+    auto* metric = metrics.add_metrics();
+    metric->set_name(name);
+    metric->set_value(value);
+  };
+  add_metric("ppl/wiki/fp", 5.47);
+  const std::string without = RenderJobSvg(metrics, "job");
+  EXPECT_THAT(without, Not(HasSubstr("Zero-shot accuracy")));
+  add_metric("acc/piqa/fp", 0.7812);
+  add_metric("acc/piqa/quantized", 0.7654);
+  add_metric("acc_norm/piqa/fp", 0.79);  // acc only: one bar per variant and task
+  const std::string with = RenderJobSvg(metrics, "job");
+  EXPECT_THAT(with, HasSubstr(">Zero-shot accuracy (higher is better)<"));
+  EXPECT_THAT(with, HasSubstr(">78.1<"));
+  EXPECT_THAT(with, HasSubstr(">76.5<"));
+  EXPECT_THAT(with, HasSubstr(">piqa<"));
+  // The panel's frame, two bars and two legend keys.
+  EXPECT_EQ(Count(with, "<rect x=") - Count(without, "<rect x="), 1 + 2 + 2);
+  // One more panel's height.
+  EXPECT_THAT(without, HasSubstr("height=\"" + std::to_string(2 * 380 + 60) + "\""));
+  EXPECT_THAT(with, HasSubstr("height=\"" + std::to_string(3 * 380 + 60) + "\""));
 }
 
 TEST(SvgPlotTest, EmptyMetricsSayThereIsNothingToShow) {
