@@ -145,36 +145,51 @@ absl::StatusOr<MultipleChoiceResult> EvaluateMultipleChoice(
       model::ForwardRequest forward;
       forward.input_ids = torch::tensor(flat, torch::kInt64).view({count, width});
       forward.past = prefix.kv;
+      forward.logits = model::LogitsMode::kNone;  // the head runs on the scored rows only
       ASSIGN_OR_RETURN(model::ForwardResult result, model.Forward(forward));
-      // Every scored token of the batch at once: the logits row that predicts it (row
-      // count * width is the prefix's last logits), its id and its request; one copy back.
-      const torch::Tensor logits = result.logits;
-      const int64_t vocab = logits.size(2);
-      std::vector<int64_t> rows, targets, owners;
-      bool uses_prefix_row = false;
+      // Every scored token of the batch at once: the hidden row that predicts it (or the
+      // prefix's last logits, for a first token), its id and its request; one copy back.
+      const torch::Device device = result.hidden.device();
+      std::vector<int64_t> hidden_rows, targets, owners;
+      std::vector<int64_t> table_rows;  // per target: its row of [head(hidden rows); prefix]
+      bool uses_prefix = false;
       for (int64_t i = 0; i < count; ++i) {
         const Request& request = requests[order[first + i]];
         const int64_t length = static_cast<int64_t>(request.fed.size());
         for (int64_t j = length - request.scored; j < length; ++j) {
-          uses_prefix_row |= j == 0;
-          rows.push_back(j >= 1 ? i * width + j - 1 : count * width);
+          if (j >= 1) {
+            table_rows.push_back(static_cast<int64_t>(hidden_rows.size()));
+            hidden_rows.push_back(i * width + j - 1);
+          } else {
+            table_rows.push_back(-1);
+            uses_prefix = true;
+          }
           targets.push_back(request.fed[j]);
           owners.push_back(i);
         }
       }
-      torch::Tensor table = logits.reshape({count * width, vocab});
-      if (uses_prefix_row) {
-        table = torch::cat(
-            {table, prefix.last_logits.to(logits.device(), logits.scalar_type()).view({1, vocab})});
-      }
       auto on_device = [&](const std::vector<int64_t>& values) {
-        return torch::tensor(values, torch::kInt64).to(logits.device());
+        return torch::tensor(values, torch::kInt64).to(device);
       };
-      const torch::Tensor log_probs =
-          torch::log_softmax(table.index_select(0, on_device(rows)).to(torch::kFloat32), -1)
-              .gather(1, on_device(targets).unsqueeze(1))
-              .squeeze(1)
-              .to(torch::kFloat64);
+      std::vector<torch::Tensor> table;
+      if (!hidden_rows.empty()) {
+        const torch::Tensor hidden = result.hidden.reshape({count * width, -1});
+        table.push_back(model.lm_head->Forward(hidden.index_select(0, on_device(hidden_rows)))
+                            .to(torch::kFloat32));
+      }
+      torch::Tensor logits;
+      if (uses_prefix) {
+        for (int64_t& row : table_rows)
+          row = row < 0 ? static_cast<int64_t>(hidden_rows.size()) : row;
+        table.push_back(prefix.last_logits.to(device, torch::kFloat32).view({1, -1}));
+        logits = torch::cat(table).index_select(0, on_device(table_rows));
+      } else {
+        logits = table.front();
+      }
+      const torch::Tensor log_probs = torch::log_softmax(logits, -1)
+                                          .gather(1, on_device(targets).unsqueeze(1))
+                                          .squeeze(1)
+                                          .to(torch::kFloat64);
       const torch::Tensor sums = torch::zeros({count}, log_probs.options())
                                      .index_add_(0, on_device(owners), log_probs)
                                      .cpu();
