@@ -56,6 +56,8 @@ step "Llama-2-7B-shaped model (4 blocks), step rates and a scaled-down job"
 run make-model 120 "$PYTHON" scripts/gpu/make_random_llama.py /tmp/llama2-7b-shape --layers 4
 TAIL=10 run gpu-train-bench 180 $B/tests/bench/gpu/gpu_train_bench --model /tmp/llama2-7b-shape \
   --device cuda --dtype bfloat16 --seqlen 1024 --batch 1 --windows 12 --prefix_len 8 --blocks 2
+TAIL=5 run zero-shot-bench-7b-shape 90 $B/tests/bench/eval/zero_shot_bench --model /tmp/llama2-7b-shape \
+  --device cuda --examples 100 --batches 1,16
 TAIL=8 run job-7b-shape 200 /usr/bin/time -v $B/worker/quantd-worker run \
   --spec scripts/gpu/llama2-7b-shape-job.yaml --device cuda
 grep -E "Elapsed|Maximum resident" "$LOGS/job-7b-shape.log"
