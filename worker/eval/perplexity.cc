@@ -15,6 +15,23 @@ constexpr int64_t kMaxLogitElements = int64_t{1} << 26;
 
 }  // namespace
 
+double SumNllFromHidden(model::LlamaModel& model, const torch::Tensor& hidden,
+                        const torch::Tensor& targets) {
+  const int64_t rows = hidden.size(0);
+  if (rows == 0) return 0.0;
+  const int64_t chunk = std::max<int64_t>(1, kMaxLogitElements / model.config().vocab_size);
+  const torch::Tensor on_device = targets.to(hidden.device());
+  torch::Tensor total = torch::zeros({}, hidden.options().dtype(torch::kFloat64));
+  for (int64_t start = 0; start < rows; start += chunk) {
+    const int64_t n = std::min(chunk, rows - start);
+    auto logits = model.lm_head->Forward(hidden.narrow(0, start, n)).to(torch::kFloat32);
+    auto picked =
+        torch::log_softmax(logits, -1).gather(-1, on_device.narrow(0, start, n).unsqueeze(-1));
+    total -= picked.to(torch::kFloat64).sum();
+  }
+  return total.item<double>();
+}
+
 absl::StatusOr<PerplexityResult> EvaluatePerplexity(model::LlamaModel& model,
                                                     const std::vector<int32_t>& tokens,
                                                     const PerplexityOptions& options) {
@@ -45,18 +62,9 @@ absl::StatusOr<PerplexityResult> EvaluatePerplexity(model::LlamaModel& model,
     request.logits = model::LogitsMode::kNone;  // scored below in chunks: [T, vocab] is big
     ASSIGN_OR_RETURN(model::ForwardResult result, model.Forward(request));
     try {
-      const int64_t vocab = model.config().vocab_size;
-      const int64_t chunk = std::max<int64_t>(1, kMaxLogitElements / vocab);
-      auto targets = request.input_ids.to(model.device());
       for (int64_t row = 0; row < count; ++row) {
-        for (int64_t start = 0; start < options.seqlen - 1; start += chunk) {
-          const int64_t n = std::min(chunk, options.seqlen - 1 - start);
-          auto logits =
-              model.lm_head->Forward(result.hidden[row].narrow(0, start, n)).to(torch::kFloat32);
-          auto log_probs = torch::log_softmax(logits, -1);
-          auto picked = log_probs.gather(-1, targets[row].narrow(0, start + 1, n).unsqueeze(-1));
-          total_nll -= picked.to(torch::kFloat64).sum().item<double>();
-        }
+        total_nll += SumNllFromHidden(model, result.hidden[row].narrow(0, 0, options.seqlen - 1),
+                                      request.input_ids[row].narrow(0, 1, options.seqlen - 1));
       }
     } catch (const std::exception& e) {
       return absl::InternalError(absl::StrCat("perplexity: scoring failed: ", e.what()));

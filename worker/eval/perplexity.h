@@ -27,6 +27,13 @@ struct PerplexityResult {
   double perplexity = 0.0;
 };
 
+// -sum_i log p(targets[i]) for final-normed hidden states [n, hidden] (ForwardResult::hidden
+// rows) through the model's LM head: logits are made in blocks of at most 64 Mi elements, in
+// float32, so a batch never holds [tokens, vocab] at once; accumulated in float64 on the hidden
+// states' device. 0 for n = 0. Throws on LibTorch errors.
+double SumNllFromHidden(model::LlamaModel& model, const torch::Tensor& hidden,
+                        const torch::Tensor& targets);
+
 // INVALID_ARGUMENT when seqlen < 2, batch_size < 1 or the stream holds no full window;
 // forward-pass errors pass through. Runs without autograd; logits are scored in blocks of at
 // most 64 Mi elements (in float32), NLL accumulated in float64.

@@ -5,19 +5,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "proto/common/status_macros.h"
+#include "worker/eval/perplexity.h"
 
 namespace quantd::quant {
-namespace {
-
-// Sum of -log p(target) for logits [n, vocab] and targets [n].
-double SumNll(const torch::Tensor& logits, const torch::Tensor& targets) {
-  auto log_probs = torch::log_softmax(logits.to(torch::kFloat32), -1);
-  auto picked = log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1);
-  return -picked.to(torch::kFloat64).sum().item<double>();
-}
-
-}  // namespace
-
 absl::StatusOr<PrefixCache> BuildPrefixCache(model::LlamaModel& model,
                                              const std::vector<int32_t>& ids, int32_t bos_id) {
   if (ids.empty()) return absl::InvalidArgumentError("prefix cache: empty prefix");
@@ -87,12 +77,13 @@ absl::StatusOr<WindowPerplexity> EvaluateWindows(
       model::ForwardRequest request;
       request.input_ids = ids;
       request.past = prefix != nullptr ? &prefix->kv : nullptr;
+      request.logits = model::LogitsMode::kNone;  // scored from the hidden states in blocks
       ASSIGN_OR_RETURN(model::ForwardResult result, model.Forward(request));
-      // Scored where the logits are: a GPU batch's logits never cross to the host.
-      auto logits = result.logits.narrow(1, 0, seqlen - 1);
-      auto targets = ids.narrow(1, 1, seqlen - 1).to(logits.device());
       for (int64_t i = 0; i < count; ++i) {
-        out.window_nll[plain[first + i]] = SumNll(logits[i], targets[i]) / (seqlen - 1);
+        out.window_nll[plain[first + i]] =
+            eval::SumNllFromHidden(model, result.hidden[i].narrow(0, 0, seqlen - 1),
+                                   ids[i].narrow(0, 1, seqlen - 1)) /
+            (seqlen - 1);
       }
       if (!report(count)) return absl::CancelledError("evaluation cancelled");
     }
@@ -103,11 +94,15 @@ absl::StatusOr<WindowPerplexity> EvaluateWindows(
       model::ForwardRequest request;
       request.input_ids = ids;
       request.past = &prefix->kv;
+      request.logits = model::LogitsMode::kNone;
       ASSIGN_OR_RETURN(model::ForwardResult result, model.Forward(request));
-      const torch::Tensor rest_logits = result.logits[0].narrow(0, 0, seqlen - 2);
-      auto logits = torch::cat({prefix->last_logits.to(rest_logits.device()).unsqueeze(0),
-                                rest_logits.to(torch::kFloat32)});
-      out.window_nll[w] = SumNll(logits, ids[0].to(logits.device())) / (seqlen - 1);
+      // The first token is predicted by the prefix's last logits, the rest by the window.
+      const double first_nll =
+          -torch::log_softmax(prefix->last_logits.to(torch::kFloat32), -1)[rest[0]].item<double>();
+      out.window_nll[w] =
+          (first_nll + eval::SumNllFromHidden(model, result.hidden[0].narrow(0, 0, seqlen - 2),
+                                              ids[0].narrow(0, 1, seqlen - 2))) /
+          (seqlen - 1);
       if (!report(1)) return absl::CancelledError("evaluation cancelled");
     }
   } catch (const std::exception& e) {

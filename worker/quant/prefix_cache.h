@@ -43,13 +43,14 @@ struct WindowPerplexity {
   double perplexity = 0;
 };
 
-// The standard protocol (non-overlapping windows of seqlen tokens, tokens 2..seqlen predicted)
-// with the optional prefix as unscored context. `progress(done, total)` after each batch may
-// return false to stop (CANCELLED). INVALID_ARGUMENT for seqlen < 2 or no full window.
 // The prefix as the unscored context of zero-shot scoring (eval/multiple_choice.h); refers
 // to `prefix`, which must outlive it.
 eval::ScoringPrefix AsScoringPrefix(const PrefixCache& prefix);
 
+// The standard protocol (non-overlapping windows of seqlen tokens, tokens 2..seqlen predicted)
+// with the optional prefix as unscored context. `progress(done, total)` after each batch may
+// return false to stop (CANCELLED). INVALID_ARGUMENT for seqlen < 2 or no full window. The LM
+// head runs on blocks of positions (eval::SumNllFromHidden): a batch never holds all its logits.
 absl::StatusOr<WindowPerplexity> EvaluateWindows(
     model::LlamaModel& model, const std::vector<int32_t>& tokens, const WindowEval& options,
     const std::function<bool(int64_t, int64_t)>& progress = {});
