@@ -59,6 +59,7 @@ void ApplyDefaults(v1::JobSpec* spec) {
   v1::EvalSpec& eval = *spec->mutable_eval();
   if (!eval.has_ppl_seqlen()) eval.set_ppl_seqlen(2048);
   if (!eval.has_ppl_max_windows()) eval.set_ppl_max_windows(0);
+  if (!eval.has_eval_task_limit()) eval.set_eval_task_limit(0);
   if (!eval.has_eval_batch_size()) eval.set_eval_batch_size(16);
 
   v1::Resources& resources = *spec->mutable_resources();

@@ -150,6 +150,7 @@ absl::Status ValidateSpec(const v1::JobSpec& original) {
     }
   }
   if (auto tasks = ParseEvalTasks(eval.eval_tasks()); !tasks.ok()) return tasks.status();
+  if (auto s = CheckNonNegative("eval.eval_task_limit", eval.eval_task_limit()); !s.ok()) return s;
   for (int i = 0; i < eval.compare_size(); ++i) {
     const std::string& variant = eval.compare(i);
     if (variant != "rtn" && variant != "rotation" && variant != "prefixquant") {

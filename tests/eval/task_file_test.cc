@@ -148,6 +148,19 @@ TEST_F(TaskFileReadTest, ReadsEveryExampleAndSkipsBlankLines) {
   EXPECT_EQ(task->examples[1].continuations.size(), 3u);
 }
 
+TEST_F(TaskFileReadTest, ALimitKeepsTheFirstExamplesAndReadsNoFurther) {
+  // The third line is broken: with a limit of 2 it is never read.
+  const std::string path = Write(R"({"context": "a", "choices": [" b", " c"], "label": 1})"
+                                 "\n\n"
+                                 R"({"context": "d", "choices": [" e", " f"], "label": 0})"
+                                 "\nnot json\n");
+  auto limited = ReadTaskFile(path, "tiny", 2);
+  ASSERT_TRUE(limited.ok()) << limited.status();
+  ASSERT_EQ(limited->examples.size(), 2u);
+  EXPECT_EQ(limited->examples[1].contexts[0], "d");
+  EXPECT_EQ(ReadTaskFile(path, "tiny", 0).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST_F(TaskFileReadTest, FileErrorsNameTheTaskFileAndLine) {
   auto missing = ReadTaskFile("/nonexistent/piqa.jsonl", "piqa");
   EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);

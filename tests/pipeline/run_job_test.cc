@@ -114,8 +114,8 @@ TEST(RunJobTest, OutlierVariantPrefixBeatsRotationBeatsRtn) {
 TEST(RunJobTest, ZeroShotTasksAreScoredForEveryVariant) {
   const std::string tasks = std::string(QUANTD_BINARY_DIR) + "/tests/pipeline/story-cloze-" +
                             std::to_string(getpid()) + ".jsonl";
-  ASSERT_EQ(testing::WriteStoryCloze(SharedData("text/tinystories-valid-subset.txt"), tasks, 120),
-            120);
+  ASSERT_EQ(testing::WriteStoryCloze(SharedData("text/tinystories-valid-subset.txt"), tasks, 150),
+            150);
   CollectingSink sink;
   CancellationToken cancel;
   auto spec = SmallSpec(SharedData("models/stories260K"), 8, 8, 8);
@@ -124,6 +124,7 @@ TEST(RunJobTest, ZeroShotTasksAreScoredForEveryVariant) {
   spec.mutable_eval()->add_compare("rtn");
   spec.mutable_eval()->add_compare("prefixquant");
   spec.mutable_eval()->set_eval_tasks("cloze=" + tasks);
+  spec.mutable_eval()->set_eval_task_limit(120);  // of the file's 150
   auto outcome = RunJob(spec, {}, sink, cancel);
   std::filesystem::remove(tasks);
   ASSERT_TRUE(outcome.status.ok()) << outcome.status;
@@ -143,6 +144,7 @@ TEST(RunJobTest, ZeroShotTasksAreScoredForEveryVariant) {
   for (const auto& event : sink.events) {
     if (event.has_log() && event.log().message().find("[quantized] cloze: acc ") == 0) {
       logged = true;
+      EXPECT_NE(event.log().message().find("over 120 examples"), std::string::npos);
     }
   }
   EXPECT_TRUE(logged);

@@ -57,6 +57,9 @@ TEST(ParseEvalTasksTest, ValidateSpecChecksTheField) {
   EXPECT_THAT(std::string(status.message()), StartsWith("eval.eval_tasks:"));
   spec.mutable_eval()->set_eval_tasks("piqa=/d/piqa.jsonl,/d/hellaswag.jsonl");
   EXPECT_TRUE(ValidateSpec(spec).ok());
+  spec.mutable_eval()->set_eval_task_limit(-1);
+  EXPECT_THAT(std::string(ValidateSpec(spec).message()),
+              StartsWith("eval.eval_task_limit: must be >= 0"));
 }
 
 }  // namespace

@@ -5,7 +5,8 @@
 //   perplexity --model DIR --text FILE [--seqlen N] [--max-windows K]
 //              [--documents whole-file|blank-line] [--batch-size B] [--output text|json]
 //              the standard windowed perplexity (see worker/eval/perplexity.h).
-//   zero-shot  --model DIR --tasks NAME=FILE[,...] [--batch-size B] [--output text|json]
+//   zero-shot  --model DIR --tasks NAME=FILE[,...] [--limit N] [--batch-size B]
+//              [--output text|json]
 //              multiple-choice accuracy on task files (see worker/eval/task_file.h).
 //   inspect    EXPORT_DIR [--output text|json]
 //              checks an export (worker/export) and summarises it: bits, groups, prefix,

@@ -12,7 +12,7 @@ namespace {
 
 absl::Status ZeroShot(const std::vector<std::string>& argv, std::ostream& out, bool* usage) {
   std::set<std::string> known = ModelFlagNames();
-  known.insert({"tasks", "batch-size"});
+  known.insert({"tasks", "batch-size", "limit"});
   *usage = true;
   auto args = Args::Parse(argv, known);
   if (!args.ok()) return args.status();
@@ -22,6 +22,8 @@ absl::Status ZeroShot(const std::vector<std::string>& argv, std::ostream& out, b
   if (!task_list.ok()) return task_list.status();
   auto batch_size = args->GetInt("batch-size", 16, 1);
   if (!batch_size.ok()) return batch_size.status();
+  auto limit = args->GetInt("limit", 0, 0);
+  if (!limit.ok()) return limit.status();
   bool json = false;
   if (auto s = OutputFormatFromArgs(*args, &json); !s.ok()) return s;
   if (auto options = LoadOptionsFromArgs(*args); !options.ok()) return options.status();
@@ -29,7 +31,7 @@ absl::Status ZeroShot(const std::vector<std::string>& argv, std::ostream& out, b
 
   auto tokenizer = model::LoadTokenizer(*model_dir);
   if (!tokenizer.ok()) return tokenizer.status();
-  auto tasks = eval::LoadTasks(*task_list, **tokenizer);  // before the model: fail fast
+  auto tasks = eval::LoadTasks(*task_list, **tokenizer, *limit);  // before the model: fail fast
   if (!tasks.ok()) return tasks.status();
   if (tasks->empty()) return absl::InvalidArgumentError("--tasks names no task");
   auto llama = LoadModelFromArgs(*model_dir, *args);
@@ -73,11 +75,11 @@ absl::Status ZeroShot(const std::vector<std::string>& argv, std::ostream& out, b
 }  // namespace
 
 int RunZeroShot(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
-  return RunCommandBody(
-      "zero-shot",
-      "--model DIR --tasks NAME=FILE[,NAME=FILE...] [--batch-size B] [--output text|json] "
-      "[--dtype ...] [--device ...] [--streamed_blocks N]",
-      ZeroShot, args, out, err);
+  return RunCommandBody("zero-shot",
+                        "--model DIR --tasks NAME=FILE[,NAME=FILE...] [--limit N] [--batch-size B] "
+                        "[--output text|json] "
+                        "[--dtype ...] [--device ...] [--streamed_blocks N]",
+                        ZeroShot, args, out, err);
 }
 
 }  // namespace quantd::cli

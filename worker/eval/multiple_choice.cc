@@ -64,11 +64,12 @@ absl::StatusOr<TokenizedTask> TokenizeTask(const model::Tokenizer& tokenizer,
 }
 
 absl::StatusOr<std::vector<TokenizedTask>> LoadTasks(absl::string_view eval_tasks,
-                                                     const model::Tokenizer& tokenizer) {
+                                                     const model::Tokenizer& tokenizer,
+                                                     int64_t limit) {
   ASSIGN_OR_RETURN(std::vector<EvalTaskFile> files, ParseEvalTasks(eval_tasks));
   std::vector<TokenizedTask> tasks;
   for (const auto& file : files) {
-    ASSIGN_OR_RETURN(MultipleChoiceTask task, ReadTaskFile(file.path, file.name));
+    ASSIGN_OR_RETURN(MultipleChoiceTask task, ReadTaskFile(file.path, file.name, limit));
     ASSIGN_OR_RETURN(TokenizedTask tokenized, TokenizeTask(tokenizer, task));
     tasks.push_back(std::move(tokenized));
   }

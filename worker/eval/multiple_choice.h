@@ -43,10 +43,11 @@ absl::StatusOr<TokenizedTask> TokenizeTask(const model::Tokenizer& tokenizer,
                                            const MultipleChoiceTask& task);
 
 // Reads and tokenizes the tasks of an eval.eval_tasks list ("name=path,path", see
-// proto/spec/eval_tasks.h) in order. INVALID_ARGUMENT for a bad list or task file, NOT_FOUND
-// for a missing one; both name the task.
+// proto/spec/eval_tasks.h) in order, the first `limit` examples of each (0: all).
+// INVALID_ARGUMENT for a bad list or task file, NOT_FOUND for a missing one; both name the task.
 absl::StatusOr<std::vector<TokenizedTask>> LoadTasks(absl::string_view eval_tasks,
-                                                     const model::Tokenizer& tokenizer);
+                                                     const model::Tokenizer& tokenizer,
+                                                     int64_t limit = 0);
 
 // An unscored context before every request; not owned.
 struct ScoringPrefix {

@@ -223,13 +223,16 @@ absl::StatusOr<MultipleChoiceExample> ParseTaskLine(absl::string_view json_line,
   return example;
 }
 
-absl::StatusOr<MultipleChoiceTask> ReadTaskFile(const std::string& path, const std::string& name) {
+absl::StatusOr<MultipleChoiceTask> ReadTaskFile(const std::string& path, const std::string& name,
+                                                int64_t limit) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return absl::NotFoundError(absl::StrCat("task ", name, ": cannot open ", path));
   MultipleChoiceTask task;
   task.name = name;
   std::string text;
-  for (int64_t line = 1; std::getline(in, text); ++line) {
+  for (int64_t line = 1;
+       (limit <= 0 || static_cast<int64_t>(task.examples.size()) < limit) && std::getline(in, text);
+       ++line) {
     if (absl::StripAsciiWhitespace(text).empty()) continue;
     auto example = ParseTaskLine(text, line, &task.layout);
     if (!example.ok()) {

@@ -45,8 +45,10 @@ absl::StatusOr<MultipleChoiceExample> ParseTaskLine(absl::string_view json_line,
 // Reads a task file. NOT_FOUND when it cannot be opened; INVALID_ARGUMENT naming the file and
 // line for a line that is not a JSON object, matches no layout or another layout than the
 // first line, has fewer than two choices or a label out of range, and for a file without
-// examples. Blank lines are skipped.
-absl::StatusOr<MultipleChoiceTask> ReadTaskFile(const std::string& path, const std::string& name);
+// examples. Blank lines are skipped. `limit` > 0 keeps the first `limit` examples (the rest of
+// the file is not read).
+absl::StatusOr<MultipleChoiceTask> ReadTaskFile(const std::string& path, const std::string& name,
+                                                int64_t limit = 0);
 
 }  // namespace quantd::eval
 

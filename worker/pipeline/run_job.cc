@@ -193,7 +193,8 @@ RunJobOutcome RunJob(const v1::JobSpec& original, const RunJobOptions& options, 
     streams.push_back(*std::move(tokens));
   }
   // Zero-shot tasks: read now, so that a bad task file fails the job before the long work.
-  auto zero_shot = eval::LoadTasks(spec.eval().eval_tasks(), **tokenizer);
+  auto zero_shot =
+      eval::LoadTasks(spec.eval().eval_tasks(), **tokenizer, spec.eval().eval_task_limit());
   if (!zero_shot.ok()) return Failed(v1::FAILURE_REASON_USER_ERROR, zero_shot.status());
 
   // ---- calibration windows and outlier tokens ----
