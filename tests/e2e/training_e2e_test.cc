@@ -90,7 +90,9 @@ class TrainingE2ETest : public ::testing::Test {
 
   // Reads the job's events from the start; `on_event` sees each as it arrives and may return
   // false to stop reading.
-  void Watch(const std::string& job_id, std::chrono::milliseconds timeout,
+  // Feeds the job's events to `on_event` until it returns false (then true), or the stream
+  // ends or `timeout` passes (then false).
+  bool Watch(const std::string& job_id, std::chrono::milliseconds timeout,
              const std::function<bool(const v1::JobEvent&)>& on_event) {
     grpc::ClientContext context;
     context.set_deadline(std::chrono::system_clock::now() + timeout);
@@ -98,13 +100,15 @@ class TrainingE2ETest : public ::testing::Test {
     request.set_job_id(job_id);
     auto reader = stub_->WatchJob(&context, request);
     v1::JobEvent event;
-    while (reader->Read(&event)) {
+    bool stopped = false;
+    while (!stopped && reader->Read(&event)) {
       if (!on_event(event)) {
         context.TryCancel();
-        break;
+        stopped = true;
       }
     }
     reader->Finish();
+    return stopped;
   }
 
   std::string dir_;
@@ -154,11 +158,15 @@ TEST_F(TrainingE2ETest, WatcherSeesLossPointsLiveAndInOrder) {
 TEST_F(TrainingE2ETest, WorkerKilledDuringFinetuningResumesAtTheNextBlock) {
   auto worker = StartWorker("w1", "shared", {{"QUANTD_TEST_EVENT_DELAY_MS", "100"}});
   const std::string job_id = Submit(Spec());
-  // Kill the worker (and with it the job process) once block 2 is being trained.
-  Watch(job_id, 120s, [&](const v1::JobEvent& event) {
-    return !(event.has_loss() && event.loss().phase() == v1::PHASE_FINETUNE &&
-             event.loss().block() >= 2);
-  });
+  // Kill the worker (and with it the job process) once block 2 is being trained. Without the
+  // assertion a slow machine would kill it earlier and fail below with a puzzling figure.
+  ASSERT_TRUE(Watch(job_id, 240s,
+                    [&](const v1::JobEvent& event) {
+                      return !(event.has_loss() && event.loss().phase() == v1::PHASE_FINETUNE &&
+                               event.loss().block() >= 2);
+                    }))
+      << "no fine-tuning loss of block 2 or later within 240 s; job state "
+      << v1::JobState_Name(Get(job_id).state());
   worker->Kill();
   // A new worker on the same work dir (as after a node restart) gets the requeued job.
   auto replacement = StartWorker("w2", "shared");
@@ -171,7 +179,7 @@ TEST_F(TrainingE2ETest, WorkerKilledDuringFinetuningResumesAtTheNextBlock) {
   EXPECT_GE(resumed_at, 2);
   EXPECT_LT(resumed_at, 5);
   bool lost = false, resumed_log = false;
-  Watch(job_id, 10s, [&](const v1::JobEvent& event) {
+  EXPECT_TRUE(Watch(job_id, 60s, [&](const v1::JobEvent& event) {
     if (event.has_state_change() &&
         event.state_change().failure().reason() == v1::FAILURE_REASON_WORKER_LOST) {
       lost = true;
@@ -181,7 +189,7 @@ TEST_F(TrainingE2ETest, WorkerKilledDuringFinetuningResumesAtTheNextBlock) {
       resumed_log = true;
     }
     return !(event.has_state_change() && IsTerminal(event.state_change().to()));
-  });
+  })) << "the replayed event log did not reach the job's end within 60 s";
   EXPECT_TRUE(lost);
   EXPECT_TRUE(resumed_log);
 
