@@ -5,7 +5,9 @@
 //
 // Every request is a document of its own: BOS, the context, the continuation. After a prefix
 // KV cache that ends in BOS the request's own BOS is left out (no double BOS), and the first
-// token is predicted by the prefix's last logits. The context is tokenized alone and the
+// token is predicted by the prefix's last logits. (The harness by default gives a Llama no BOS;
+// quantd starts every request as its perplexity windows start, so full-precision accuracies
+// may differ a little from the harness's defaults.) The context is tokenized alone and the
 // continuation is what tokenizing both together adds after it (trailing spaces of the context
 // move to the continuation); a request longer than the model's positions loses the start of
 // its context.
