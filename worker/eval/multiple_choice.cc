@@ -34,6 +34,7 @@ absl::StatusOr<TokenizedTask> TokenizeTask(const model::Tokenizer& tokenizer,
   for (size_t e = 0; e < task.examples.size(); ++e) {
     const MultipleChoiceExample& example = task.examples[e];
     std::vector<ChoiceTokens> choices;
+    std::string last_context;
     for (size_t c = 0; c < example.continuations.size(); ++c) {
       std::string context = example.contexts[c];
       std::string continuation = example.continuations[c];
@@ -42,9 +43,12 @@ absl::StatusOr<TokenizedTask> TokenizeTask(const model::Tokenizer& tokenizer,
       continuation = context.substr(cut) + continuation;
       context.resize(cut);
       ChoiceTokens tokens;
-      if (!context.empty()) {
+      if (c > 0 && context == last_context) {  // most layouts share one context per example
+        tokens.context = choices.back().context;
+      } else if (!context.empty()) {
         ASSIGN_OR_RETURN(tokens.context, tokenizer.Encode(context));
       }
+      last_context = context;
       ASSIGN_OR_RETURN(std::vector<int32_t> whole, tokenizer.Encode(context + continuation));
       if (whole.size() > tokens.context.size()) {
         tokens.continuation.assign(whole.begin() + tokens.context.size(), whole.end());
@@ -135,6 +139,7 @@ absl::StatusOr<MultipleChoiceResult> EvaluateMultipleChoice(
   const int64_t total = static_cast<int64_t>(requests.size());
   try {
     torch::NoGradGuard no_grad;
+    torch::Tensor prefix_row;  // the prefix's last logits on the compute device, made once
     for (int64_t first = 0; first < total; first += options.batch_size) {
       const int64_t count = std::min(options.batch_size, total - first);
       const int64_t width = static_cast<int64_t>(requests[order[first]].fed.size());
@@ -182,7 +187,10 @@ absl::StatusOr<MultipleChoiceResult> EvaluateMultipleChoice(
       if (uses_prefix) {
         for (int64_t& row : table_rows)
           row = row < 0 ? static_cast<int64_t>(hidden_rows.size()) : row;
-        table.push_back(prefix.last_logits.to(device, torch::kFloat32).view({1, -1}));
+        if (!prefix_row.defined()) {
+          prefix_row = prefix.last_logits.to(device, torch::kFloat32).view({1, -1});
+        }
+        table.push_back(prefix_row);
         logits = torch::cat(table).index_select(0, on_device(table_rows));
       } else {
         logits = table.front();

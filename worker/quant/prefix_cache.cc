@@ -87,7 +87,11 @@ absl::StatusOr<WindowPerplexity> EvaluateWindows(
       }
       if (!report(count)) return absl::CancelledError("evaluation cancelled");
     }
-    // Windows whose BOS is the prefix's own last token.
+    // Windows whose BOS is the prefix's own last token: the prefix's last logits predict their
+    // first token.
+    const torch::Tensor after_prefix =
+        dropped.empty() ? torch::Tensor()
+                        : torch::log_softmax(prefix->last_logits.to(torch::kFloat32), -1).cpu();
     for (const int64_t w : dropped) {
       std::vector<int64_t> rest(tokens.begin() + w * seqlen + 1, tokens.begin() + (w + 1) * seqlen);
       auto ids = torch::tensor(rest, torch::kInt64).unsqueeze(0);
@@ -96,9 +100,7 @@ absl::StatusOr<WindowPerplexity> EvaluateWindows(
       request.past = &prefix->kv;
       request.logits = model::LogitsMode::kNone;
       ASSIGN_OR_RETURN(model::ForwardResult result, model.Forward(request));
-      // The first token is predicted by the prefix's last logits, the rest by the window.
-      const double first_nll =
-          -torch::log_softmax(prefix->last_logits.to(torch::kFloat32), -1)[rest[0]].item<double>();
+      const double first_nll = -after_prefix[rest[0]].item<double>();
       out.window_nll[w] =
           (first_nll + eval::SumNllFromHidden(model, result.hidden[0].narrow(0, 0, seqlen - 2),
                                               ids[0].narrow(0, 1, seqlen - 2))) /
