@@ -11,3 +11,11 @@ export LD_LIBRARY_PATH=$_quantd_lib:$("$PYTHON" -c 'import os, torch; print(os.p
 export PKG_CONFIG_LIBDIR=$_quantd_lib/pkgconfig:$QUANTD_GPU_DEPS/usr/share/pkgconfig
 export PKG_CONFIG_SYSROOT_DIR=$QUANTD_GPU_DEPS
 unset _quantd_lib
+# PyTorch's wheel builds libtorch.so with its own (older) copy of std::filesystem and exports it.
+# Programs link libtorch.so before libstdc++, so their std::filesystem calls bind to that copy,
+# whose remove_all crashes on the directory iterators of the newer compiler (seen on the H100
+# machine: every test that removes a folder died with SIGSEGV). Loading the system libstdc++
+# first makes those calls bind to the library the code was compiled against.
+_quantd_libstdcxx=$(/sbin/ldconfig -p 2>/dev/null | awk '/libstdc\+\+\.so\.6 .*x86-64/ {print $NF; exit}')
+[ -n "$_quantd_libstdcxx" ] && export LD_PRELOAD=$_quantd_libstdcxx${LD_PRELOAD:+:$LD_PRELOAD}
+unset _quantd_libstdcxx
