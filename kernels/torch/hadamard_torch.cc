@@ -168,4 +168,17 @@ torch::Tensor HadamardMatrix(const HadamardFactors& factors, bool orthonormal) {
   return m;
 }
 
+absl::StatusOr<torch::Tensor> OnlineHadamard(const torch::Tensor& x, const HadamardFactors& factors,
+                                             torch::Tensor* dense_cache) {
+  constexpr int64_t kDenseUpTo = 2048;
+  if (factors.base_order == 1 || factors.n > kDenseUpTo) {
+    return HadamardTransform(x, factors, /*orthonormal=*/true);
+  }
+  if (absl::Status s = CheckInput(x, factors); !s.ok()) return s;
+  if (!dense_cache->defined() || dense_cache->device() != x.device()) {
+    *dense_cache = HadamardMatrix(factors, /*orthonormal=*/true).to(x.device()).t().contiguous();
+  }
+  return torch::matmul(x, dense_cache->to(x.scalar_type()));
+}
+
 }  // namespace quantd::kernels

@@ -107,15 +107,18 @@ TEST_F(FinetuneInstallerTest, TunedBlocksStartFromTheTwinImproveAndConvertExactl
       EXPECT_EQ(b.attention_transform, twin->blocks[&b - &model->blocks[0]].attention_transform);
     }
     const double converted = Perplexity(*model, *prefix);
-    EXPECT_NEAR(converted, tuned, 1e-3 * tuned) << epochs << " epochs";
+    // The same operations in the same order (kernels::OnlineHadamard on both sides): 1e-3
+    // apart, as before they shared it, is what 4-bit activations make of last-bit differences.
+    EXPECT_NEAR(converted, tuned, 1e-6 * tuned) << epochs << " epochs";
     if (epochs == 0) {
       // Same quantizers, same scales: the untrained blocks are the twin's model.
       EXPECT_NEAR(tuned, twin_ppl, 0.01 * twin_ppl);
     } else {
       EXPECT_LT(tuned, twin_ppl);
     }
-    RecordProperty(epochs == 0 ? "ppl_twin_untrained" : "ppl_twin_tuned",
-                   std::to_string(twin_ppl) + " " + std::to_string(tuned));
+    RecordProperty(
+        epochs == 0 ? "ppl_twin_untrained" : "ppl_twin_tuned",
+        std::to_string(twin_ppl) + " " + std::to_string(tuned) + " " + std::to_string(converted));
   }
 }
 

@@ -8,16 +8,8 @@ namespace quantd::quant {
 
 torch::Tensor QuantLinear::Forward(const torch::Tensor& x) {
   torch::Tensor input = x;
-  if (input_hadamard && input_hadamard->base_order > 1 && input_hadamard->n <= 2048) {
-    if (!dense_hadamard_.defined() || dense_hadamard_.device() != x.device()) {
-      dense_hadamard_ = kernels::HadamardMatrix(*input_hadamard, /*orthonormal=*/true)
-                            .to(x.device())
-                            .t()
-                            .contiguous();
-    }
-    input = torch::matmul(x, dense_hadamard_.to(x.scalar_type()));
-  } else if (input_hadamard) {
-    auto rotated = kernels::HadamardTransform(x, *input_hadamard, /*orthonormal=*/true);
+  if (input_hadamard) {
+    auto rotated = kernels::OnlineHadamard(x, *input_hadamard, &dense_hadamard_);
     if (!rotated.ok()) throw std::runtime_error(std::string(rotated.status().message()));
     input = *rotated;
   }

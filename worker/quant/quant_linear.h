@@ -38,8 +38,7 @@ class QuantLinear : public model::LinearLayer {
   ActQuantizer input_quantizer;
 
  private:
-  // Small sizes with a large non-power-of-two base (e.g. 172) are faster as one dense matmul
-  // than as the base-mixing loop; the matrix is made on first use.
+  // The dense matrix of a small input_hadamard (kernels::OnlineHadamard), made on first use.
   torch::Tensor dense_hadamard_;
 };
 

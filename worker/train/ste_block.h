@@ -52,7 +52,7 @@ class SteLinear : public model::LinearLayer {
   int64_t in_features() const override { return weight.size(1); }
   int64_t out_features() const override { return weight.size(0); }
   std::vector<torch::Tensor*> StateTensors() override {
-    return {&weight, &weight_scales, &input_scale, &baked};
+    return {&weight, &weight_scales, &input_scale, &baked, &dense_hadamard_};
   }
   // Bakes the quantized weight; Forward() no longer builds an autograd graph for it.
   void Bake();
@@ -66,6 +66,10 @@ class SteLinear : public model::LinearLayer {
   bool input_dynamic = true;
   std::optional<kernels::HadamardFactors> input_hadamard;
   torch::Tensor baked;  // defined after Bake()
+
+ private:
+  // The dense matrix of a small input_hadamard (kernels::OnlineHadamard), made on first use.
+  torch::Tensor dense_hadamard_;
 };
 
 // INVALID_ARGUMENT for a group size that does not divide a layer or an unsupported layer;
