@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -11,6 +12,7 @@
 #include <thread>
 
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "client/format/event_format.h"
 #include "proto/common/args.h"
@@ -31,7 +33,8 @@
 namespace quantd::service {
 namespace {
 
-constexpr char kUsage[] = R"(  connect --scheduler HOST:PORT [--token TOKEN | --token_file FILE] [--worker_id ID]
+constexpr char kUsage[] =
+    R"(  connect --scheduler HOST:PORT [--token TOKEN | --token_file FILE] [--worker_id ID]
           [--devices 0,1] [--work_dir DIR] [--max_jobs N] [--ca_cert FILE]
           [--cancel_grace_seconds S] [--metrics_listen HOST:PORT (default 127.0.0.1:9465;
           "" = off)] [--log_format text|json]
@@ -58,7 +61,8 @@ std::string Hostname() {
   return name;
 }
 
-// Prints events as they happen: plain lines or JSON lines.
+// Prints events as they happen: plain lines (a phase line ends with the seconds since the
+// start, so a run's log shows where its time went) or JSON lines.
 class ConsoleSink : public EventSink {
  public:
   explicit ConsoleSink(bool json) : json_(json) {}
@@ -67,15 +71,21 @@ class ConsoleSink : public EventSink {
     event.set_sequence(++sequence_);
     if (json_) {
       std::cout << ToJson(event, /*pretty=*/false) << std::endl;
-    } else {
-      std::cout << format::FormatEventLine(event) << std::endl;
+      return absl::OkStatus();
     }
+    std::cout << format::FormatEventLine(event);
+    if (event.has_phase_change()) {
+      const std::chrono::duration<double> elapsed = std::chrono::steady_clock::now() - start_;
+      std::cout << absl::StrFormat("  [%.1f s]", elapsed.count());
+    }
+    std::cout << std::endl;
     return absl::OkStatus();
   }
 
  private:
   bool json_;
   int64_t sequence_ = 0;
+  const std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
 };
 
 // Test hooks of the job process, read from the environment (tests of job isolation):
@@ -114,11 +124,11 @@ class TestHookSink : public EventSink {
 const char* ServiceCommandsUsage() { return kUsage; }
 
 int RunConnectCommand(const std::string& self, const std::vector<std::string>& argv) {
-  auto args = Args::Parse(argv,
-                          {"scheduler", "token", "token_file", "worker_id", "devices", "work_dir",
-                           "max_jobs", "ca_cert", "cancel_grace_seconds", "log_format",
-                           "log_level", "metrics_listen"},
-                          {});
+  auto args = Args::Parse(
+      argv,
+      {"scheduler", "token", "token_file", "worker_id", "devices", "work_dir", "max_jobs",
+       "ca_cert", "cancel_grace_seconds", "log_format", "log_level", "metrics_listen"},
+      {});
   if (!args.ok()) return Usage(args.status());
   if (!args->positional().empty()) {
     return Usage(absl::InvalidArgumentError("unexpected argument " + args->positional()[0]));
@@ -127,8 +137,7 @@ int RunConnectCommand(const std::string& self, const std::vector<std::string>& a
   if (auto s = ParseLogFormat(args->Get("log_format", "text"), &log_format); !s.ok()) {
     return Usage(s);
   }
-  if (auto s = InitLogging("quantd-worker", log_format, args->Get("log_level", "info"));
-      !s.ok()) {
+  if (auto s = InitLogging("quantd-worker", log_format, args->Get("log_level", "info")); !s.ok()) {
     return Usage(s);
   }
   if (!args->Has("scheduler")) return Usage(absl::InvalidArgumentError("--scheduler is required"));
