@@ -96,6 +96,15 @@ TAIL=6 run zero-shot-bench-7b-shape 60 $FG $B/tests/bench/eval/zero_shot_bench \
 step "stories260K demo job on the GPU"
 TAIL=8 run job-stories 120 $FG $TIME $B/worker/quantd-worker run \
   --spec client/examples/stories260k-demo.yaml --device cuda
+# The same job on the CPU, and both jobs' metrics side by side (prefix training, each block's
+# fine-tuning losses, perplexities): where a trained job parts ways between the devices.
+TAIL=2 run job-stories-cpu 120 $FG $B/worker/quantd-worker run \
+  --spec client/examples/stories260k-demo.yaml --device cpu
+metrics() { grep -E '^[a-z_]+/[^ ]* +[-0-9.e+]+$' "$1" | sort; }
+{ printf '%-46s %12s %12s\n' metric cpu cuda
+  join <(metrics "$LOGS/job-stories-cpu.log") <(metrics "$LOGS/job-stories.log") |
+    awk '{printf "%-46s %12s %12s\n", $1, $2, $3}'; } >"$LOGS/job-stories-cpu-vs-cuda.txt"
+grep -E "^metric|finetune/block[0-9]+/(initial|final)|^prefix/|^ppl/" "$LOGS/job-stories-cpu-vs-cuda.txt"
 [ -f "$LOGS/time.log" ] && grep -E "Command being|Elapsed|Maximum resident" "$LOGS/time.log"
 step "transformers comparison"
 TAIL=4 run hf-compare 120 $FG "$PYTHON" scripts/gpu/hf_compare.py --worker $B/worker/quantd-worker

@@ -150,6 +150,9 @@ TEST_F(TrainingTest, BothPhasesStreamOrderedLossPointsAndFinetuningLowersPerplex
   for (int b = 0; b < 5; ++b) {
     const std::string block = "finetune/block" + std::to_string(b);
     EXPECT_LT(m.at(block + "/final_val_loss"), m.at(block + "/initial_val_loss")) << block;
+    RecordProperty(block + "/val_loss_initial_final",
+                   std::to_string(m.at(block + "/initial_val_loss")) + " " +
+                       std::to_string(m.at(block + "/final_val_loss")));
   }
   RecordProperty("max_down_proj_input_detected_trained",
                  std::to_string(m.at("prefix/max_down_proj_input/detected")) + " " +
