@@ -39,12 +39,12 @@ step "toolchain"
 g++ --version | head -1
 cmake --version | head -1
 nvcc --version | tail -1
-"$PYTHON" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda,
+env -u LD_PRELOAD "$PYTHON" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda,
               "device", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none")'
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 
-torch_prefix=$("$PYTHON" -c 'import torch; print(torch.utils.cmake_prefix_path)')
-torch_include=$("$PYTHON" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "include"))')
+torch_prefix=$(env -u LD_PRELOAD "$PYTHON" -c 'import torch; print(torch.utils.cmake_prefix_path)')
+torch_include=$(env -u LD_PRELOAD "$PYTHON" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "include"))')
 # The code is C++17; a LibTorch whose headers demand a later standard gets C++20.
 cxx_standard=17
 if ! echo '#include <ATen/core/Tensor.h>' |

@@ -15,7 +15,9 @@ unset _quantd_lib
 # Programs link libtorch.so before libstdc++, so their std::filesystem calls bind to that copy,
 # whose remove_all crashes on the directory iterators of the newer compiler (seen on the H100
 # machine: every test that removes a folder died with SIGSEGV). Loading the system libstdc++
-# first makes those calls bind to the library the code was compiled against.
+# first makes those calls bind to the library the code was compiled against. The scripts run
+# Python without it where Python needs nothing of ours (`env -u LD_PRELOAD`): PyTorch's own
+# code is left as it was tested.
 _quantd_libstdcxx=$(/sbin/ldconfig -p 2>/dev/null | awk '/libstdc\+\+\.so\.6 .*x86-64/ {print $NF; exit}')
 [ -n "$_quantd_libstdcxx" ] && export LD_PRELOAD=$_quantd_libstdcxx${LD_PRELOAD:+:$LD_PRELOAD}
 unset _quantd_libstdcxx
