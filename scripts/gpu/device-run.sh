@@ -80,7 +80,7 @@ TAIL=40 run kernels-cuda-bench 90 $FG $B/tests/bench/kernels/kernels_cuda_bench
 step "Llama-2-7B-shaped model (4 blocks): a scaled-down job and step rates"
 run make-model 90 $FG env -u LD_PRELOAD "$PYTHON" scripts/gpu/make_random_llama.py /tmp/llama2-7b-shape --layers 4
 TAIL=25 run job-7b-shape 200 $FG $TIME $B/worker/quantd-worker run \
-  --spec scripts/gpu/llama2-7b-shape-job.yaml --device cuda
+  --spec scripts/gpu/llama2-7b-shape-job.yaml --device cuda --work_dir /tmp/job-7b-shape
 TAIL=14 run gpu-train-bench 150 $FG $B/tests/bench/gpu/gpu_train_bench --model /tmp/llama2-7b-shape \
   --device cuda --dtype bfloat16 --seqlen 1024 --batch 1 --windows 12 --prefix_len 8 --blocks 2
 step "stories260K perplexity on the GPU (reference 4.117 in fp32)"
@@ -95,11 +95,12 @@ TAIL=6 run zero-shot-bench-7b-shape 60 $FG $B/tests/bench/eval/zero_shot_bench \
   --model /tmp/llama2-7b-shape --device cuda --examples 100 --batches 1,16
 step "stories260K demo job on the GPU"
 TAIL=8 run job-stories 120 $FG $TIME $B/worker/quantd-worker run \
-  --spec client/examples/stories260k-demo.yaml --device cuda
-# The same job on the CPU, and both jobs' metrics side by side (prefix training, each block's
-# fine-tuning losses, perplexities): where a trained job parts ways between the devices.
+  --spec client/examples/stories260k-demo.yaml --device cuda --work_dir /tmp/job-stories-cuda
+# The same job on the CPU (its own work dir: the same spec would resume from the GPU run's
+# checkpoints), and both jobs' metrics side by side (prefix training, each block's fine-tuning
+# losses, perplexities): where a trained job parts ways between the devices.
 TAIL=2 run job-stories-cpu 120 $FG $B/worker/quantd-worker run \
-  --spec client/examples/stories260k-demo.yaml --device cpu
+  --spec client/examples/stories260k-demo.yaml --device cpu --work_dir /tmp/job-stories-cpu
 metrics() { grep -E '^[a-z_]+/[^ ]* +[-0-9.e+]+$' "$1" | sort; }
 { printf '%-46s %12s %12s\n' metric cpu cuda
   join <(metrics "$LOGS/job-stories-cpu.log") <(metrics "$LOGS/job-stories.log") |

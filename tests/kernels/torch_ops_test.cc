@@ -80,6 +80,38 @@ TEST(HadamardTorchTest, GradientIsTheTransposedTransform) {
   }
 }
 
+// The online rotation both training and inference call: the transform of HadamardTransform
+// (dense for 172 and 344, the kernel for 64 and 5120), differentiable, with its dense matrix
+// made once and remade for another device.
+TEST(HadamardTorchTest, OnlineHadamardIsTheTransformAndKeepsItsMatrix) {
+  torch::manual_seed(4);
+  for (int64_t n : {64, 172, 344, 5120}) {
+    const HadamardFactors f = FactorHadamard(n);
+    const torch::Tensor x = torch::randn({2, 5, n}).requires_grad_(true);
+    torch::Tensor cache;
+    auto y = OnlineHadamard(x, f, &cache);
+    ASSERT_TRUE(y.ok()) << y.status();
+    auto want = HadamardTransform(x.detach(), f, /*orthonormal=*/true);
+    ASSERT_TRUE(want.ok());
+    EXPECT_TRUE(torch::allclose(*y, *want, 1e-5, 1e-5)) << n;
+    const bool dense = f.base_order > 1 && n <= 2048;
+    EXPECT_EQ(cache.defined(), dense) << n;
+    y->sum().backward();
+    // y = x·Mᵀ/sqrt(n)  =>  d(sum y)/dx = 1·M/sqrt(n), the same for every row.
+    const torch::Tensor grad_want = torch::matmul(torch::ones({1, n}), HadamardMatrix(f, true));
+    // (Column sums of up to 5120 terms of ±1/sqrt(n): fp32 sums agree to about 1e-4.)
+    EXPECT_TRUE(torch::allclose(x.grad().reshape({-1, n}), grad_want.expand({10, n}), 1e-4, 1e-3))
+        << n;
+    if (dense) {
+      const void* made = cache.data_ptr();
+      ASSERT_TRUE(OnlineHadamard(x.detach(), f, &cache).ok());
+      EXPECT_EQ(cache.data_ptr(), made) << "the matrix is made once";
+    }
+  }
+  torch::Tensor cache;
+  EXPECT_FALSE(OnlineHadamard(torch::randn({2, 171}), FactorHadamard(172), &cache).ok());
+}
+
 TEST(HadamardTorchTest, ParallelRowsMatchTheSerialKernel) {
   at::set_num_threads(2);
   torch::manual_seed(5);
