@@ -54,10 +54,22 @@ absl::StatusOr<FakeQuantOutput> FakeQuantizeDynamicSte(const torch::Tensor& x,
 absl::StatusOr<torch::Tensor> QuantizeInt8(const torch::Tensor& x, const FakeQuantConfig& config,
                                            const torch::Tensor& scales);
 
-// `mse_init`: per-segment shrink search of kernels/fake_quant.h on the CPU; returns the scales
-// (layout shape, on x's device).
+// `mse_init`: the per-segment shrink search of kernels/fake_quant.h; returns the scales (layout
+// shape, on x's device). CPU tensors run the CPU kernel; tensors on another device run
+// MseSearchScalesTorchOps there (a Llama-2-7B layer has 45 M weights: the CPU search over the
+// 80 candidates costs seconds per layer, plus the copy).
 absl::StatusOr<torch::Tensor> MseSearchScales(const torch::Tensor& x, const FakeQuantConfig& config,
                                               const ShrinkSearch& search = ShrinkSearch{});
+
+// The same search from plain torch ops on x's device, whole segments in chunks of at most
+// `chunk_elements` (bounding the temporaries). The candidates, the scale formula and the
+// first-minimum rule are the kernel's, but the error sums add up in another order, so where two
+// candidates' errors tie to the last bits the other one may win: the chosen scale's error is
+// the kernel's minimum to fp32 rounding.
+absl::StatusOr<torch::Tensor> MseSearchScalesTorchOps(const torch::Tensor& x,
+                                                      const FakeQuantConfig& config,
+                                                      const ShrinkSearch& search = ShrinkSearch{},
+                                                      int64_t chunk_elements = int64_t{1} << 26);
 
 }  // namespace quantd::kernels
 

@@ -1,5 +1,7 @@
 #include "kernels/fake_quant_torch.h"
 
+#include <algorithm>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -239,8 +241,9 @@ absl::StatusOr<torch::Tensor> MseSearchScales(const torch::Tensor& x, const Fake
                                               const ShrinkSearch& search) {
   auto shape = CheckInput(x, config);
   if (!shape.ok()) return shape.status();
+  if (!x.device().is_cpu()) return MseSearchScalesTorchOps(x, config, search);
   torch::NoGradGuard no_grad;
-  torch::Tensor work = x.detach().to(torch::kCPU, torch::kFloat).contiguous();
+  torch::Tensor work = x.detach().to(torch::kFloat).contiguous();
   const int64_t count = NumScales(config, shape->rows, shape->cols);
   torch::Tensor scales = torch::empty({count}, torch::kFloat);
   const float* in = work.data_ptr<float>();
@@ -255,6 +258,46 @@ absl::StatusOr<torch::Tensor> MseSearchScales(const torch::Tensor& x, const Fake
     });
   }
   return scales.reshape(ScaleShape(x, config)).to(x.device());
+}
+
+absl::StatusOr<torch::Tensor> MseSearchScalesTorchOps(const torch::Tensor& x,
+                                                      const FakeQuantConfig& config,
+                                                      const ShrinkSearch& search,
+                                                      int64_t chunk_elements) {
+  auto shape = CheckInput(x, config);
+  if (!shape.ok()) return shape.status();
+  torch::NoGradGuard no_grad;
+  const torch::Tensor segments = SegmentView(x.detach().to(torch::kFloat).contiguous(), config);
+  const int64_t count = segments.size(0);
+  const int64_t length = segments.size(1);
+  const double qmin = QuantMin(config.bits);
+  const float qmax = static_cast<float>(QuantMax(config.bits));
+  const int steps = std::max(1, static_cast<int>(search.max_shrink * search.grid));
+  // ratio · max / qmax in fp32 as the kernel computes it; 1 for an all-zero segment.
+  auto scale_for = [qmax](const torch::Tensor& max_abs, const torch::Tensor& ratio) {
+    const torch::Tensor s = max_abs * ratio / qmax;
+    return torch::where(s > 0, s, torch::ones_like(s));
+  };
+  torch::Tensor scales = torch::empty({count}, segments.options());
+  const int64_t chunk = std::max<int64_t>(1, chunk_elements / std::max<int64_t>(1, length));
+  for (int64_t first = 0; first < count; first += chunk) {
+    const torch::Tensor seg = segments.narrow(0, first, std::min(chunk, count - first));
+    const torch::Tensor max_abs = seg.abs().amax(1);
+    torch::Tensor best_err = torch::full_like(max_abs, std::numeric_limits<float>::infinity());
+    torch::Tensor best_ratio = torch::ones_like(max_abs);
+    for (int i = 0; i < steps; ++i) {
+      const float ratio = 1.0f - static_cast<float>(i) / static_cast<float>(search.grid);
+      const torch::Tensor ratio_t = torch::full_like(max_abs, ratio);
+      const torch::Tensor s = scale_for(max_abs, ratio_t).unsqueeze(1);
+      const torch::Tensor d = (torch::clamp(seg / s, qmin, qmax).round() * s - seg).abs();
+      const torch::Tensor err = search.norm == 2.0f ? d.square().sum(1) : d.pow(search.norm).sum(1);
+      const torch::Tensor better = err < best_err;
+      best_err = torch::where(better, err, best_err);
+      best_ratio = torch::where(better, ratio_t, best_ratio);
+    }
+    scales.narrow(0, first, seg.size(0)).copy_(scale_for(max_abs, best_ratio));
+  }
+  return scales.reshape(ScaleShape(x, config));
 }
 
 }  // namespace quantd::kernels

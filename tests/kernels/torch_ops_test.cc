@@ -248,6 +248,47 @@ TEST(FakeQuantTorchTest, MseSearchMatchesTheKernel) {
   for (int64_t i = 0; i < 32; ++i) EXPECT_EQ(scales->reshape({-1})[i].item<float>(), want[i]);
 }
 
+// Σ (fake_quant(x, s) − x)² per segment for the given scales (layout shape).
+torch::Tensor SegmentErrors(const torch::Tensor& x, const FakeQuantConfig& config,
+                            const torch::Tensor& scales) {
+  auto q = FakeQuantizeStatic(x, config, scales);
+  EXPECT_TRUE(q.ok());
+  const int64_t length = config.granularity == QuantGranularity::kPerGroup   ? config.group_size
+                         : config.granularity == QuantGranularity::kPerToken ? x.size(-1)
+                                                                             : x.numel();
+  return (*q - x).square().reshape({-1, length}).sum(1);
+}
+
+// The torch-ops search (what a GPU runs) against the CPU kernel, on CPU tensors: the same
+// scale for almost every segment, and where one differs, an error as small to 1e-5.
+TEST(FakeQuantTorchTest, MseSearchTorchOpsFindsTheKernelsMinimum) {
+  torch::manual_seed(9);
+  // Heavy tails (a few large weights per row), as in real layers, and an all-zero row.
+  torch::Tensor w = torch::randn({64, 512}) * 0.02;
+  w.index_put_({torch::indexing::Slice(), torch::indexing::Slice(0, 512, 97)}, 0.3);
+  w[5].zero_();
+  for (const FakeQuantConfig& config : {FakeQuantConfig{4, QuantGranularity::kPerGroup, 128},
+                                        FakeQuantConfig{3, QuantGranularity::kPerToken, 0},
+                                        FakeQuantConfig{8, QuantGranularity::kPerTensor, 0}}) {
+    auto kernel = MseSearchScales(w, config);
+    auto ops = MseSearchScalesTorchOps(w, config);
+    ASSERT_TRUE(kernel.ok() && ops.ok()) << kernel.status() << ops.status();
+    ASSERT_EQ(ops->sizes(), kernel->sizes());
+    const double same = torch::eq(*ops, *kernel).to(torch::kDouble).mean().item<double>();
+    EXPECT_GE(same, 0.97) << config.bits;
+    RecordProperty("same_scale_fraction_w" + std::to_string(config.bits), std::to_string(same));
+    EXPECT_TRUE(
+        torch::allclose(SegmentErrors(w, config, *ops), SegmentErrors(w, config, *kernel), 1e-5, 0))
+        << config.bits;
+  }
+  // Rows in several chunks (here of 3 rows) give what one pass gives.
+  const FakeQuantConfig per_token{4, QuantGranularity::kPerToken, 0};
+  auto one_pass = MseSearchScalesTorchOps(w, per_token);
+  auto chunked = MseSearchScalesTorchOps(w, per_token, ShrinkSearch{}, 3 * 512);
+  ASSERT_TRUE(one_pass.ok() && chunked.ok());
+  EXPECT_TRUE(torch::equal(*chunked, *one_pass));
+}
+
 // LibTorch with CUDA and this build's CUDA kernels, both needed for the *_CUDA tests below.
 bool TorchAndKernelsOnCuda() { return torch::cuda::is_available() && CudaKernelsAvailable(); }
 
@@ -309,6 +350,22 @@ TEST(FakeQuantTorchTest, CudaTensorsMatchTheCpu_CUDA) {
     ASSERT_TRUE(fixed.ok()) << fixed.status();
     EXPECT_TRUE(torch::equal(fixed->cpu(), cpu->values));
   }
+}
+
+// mse_init on a CUDA tensor searches on the GPU (torch ops) and finds the CPU kernel's scales.
+TEST(FakeQuantTorchTest, MseSearchOnCudaFindsTheCpuMinimum_CUDA) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  torch::manual_seed(10);
+  const torch::Tensor w = torch::randn({256, 1024}) * 0.02;
+  const FakeQuantConfig config{4, QuantGranularity::kPerGroup, 128};
+  auto cpu = MseSearchScales(w, config);
+  auto gpu = MseSearchScales(w.to(torch::kCUDA), config);
+  ASSERT_TRUE(cpu.ok() && gpu.ok()) << cpu.status() << gpu.status();
+  ASSERT_TRUE(gpu->is_cuda());
+  const torch::Tensor on_host = gpu->cpu();
+  EXPECT_GE(torch::eq(on_host, *cpu).to(torch::kDouble).mean().item<double>(), 0.97);
+  EXPECT_TRUE(
+      torch::allclose(SegmentErrors(w, config, on_host), SegmentErrors(w, config, *cpu), 1e-5, 0));
 }
 
 }  // namespace
