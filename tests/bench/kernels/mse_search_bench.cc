@@ -1,9 +1,10 @@
 // mse_init's shrink search on one weight of a Llama-2-7B down_proj shape ([4096, 11008], W4
 // per group of 128), timed three ways: the CPU kernel (all intra-op threads, the path of CPU
 // jobs and, before, of GPU jobs too after a copy to the host), the torch-ops search on the CPU,
-// and the torch-ops search on CUDA when there is a device (the path of GPU jobs). Prints
-// seconds, ratios against the CPU kernel measured in the same run, and how many scales agree.
-//   mse_search_bench [--rows 4096] [--cols 11008] [--repeats 3]
+// and the torch-ops search on CUDA when there is a device (the path of GPU jobs; the CPU
+// torch-ops run is then left out unless --cpu-ops). Prints seconds, ratios against the CPU
+// kernel measured in the same run, and how many scales agree.
+//   mse_search_bench [--rows 4096] [--cols 11008] [--repeats 3] [--cpu-ops]
 #include <torch/torch.h>
 
 #include <chrono>
@@ -45,11 +46,21 @@ torch::Tensor OrExit(absl::StatusOr<torch::Tensor> result) {
 int main(int argc, char** argv) {
   int64_t rows = 4096, cols = 11008;
   int repeats = 3;
-  for (int i = 1; i + 1 < argc; i += 2) {
+  bool cpu_ops = false;  // the torch-ops search on the CPU too when there is a GPU (slow)
+  for (int i = 1; i < argc; ++i) {
     const std::string flag = argv[i];
-    if (flag == "--rows") rows = std::atoll(argv[i + 1]);
-    if (flag == "--cols") cols = std::atoll(argv[i + 1]);
-    if (flag == "--repeats") repeats = std::atoi(argv[i + 1]);
+    const char* value = i + 1 < argc ? argv[i + 1] : "0";
+    if (flag == "--cpu-ops") cpu_ops = true;
+    if (flag == "--rows") {
+      rows = std::atoll(value);
+      ++i;
+    } else if (flag == "--cols") {
+      cols = std::atoll(value);
+      ++i;
+    } else if (flag == "--repeats") {
+      repeats = std::atoi(value);
+      ++i;
+    }
   }
   torch::manual_seed(1);
   const torch::Tensor w = torch::randn({rows, cols}) * 0.02;
@@ -61,13 +72,15 @@ int main(int argc, char** argv) {
   const double kernel_s = BestSeconds(
       repeats, [&] { return OrExit(quantd::kernels::MseSearchScales(w, config)); }, &kernel);
   std::printf("%-28s %8.3f s  1.00x\n", "CPU kernel", kernel_s);
-  const double ops_s = BestSeconds(
-      repeats, [&] { return OrExit(quantd::kernels::MseSearchScalesTorchOps(w, config)); }, &ops);
   auto same = [&](const torch::Tensor& s) {
     return torch::eq(s.cpu(), kernel).to(torch::kDouble).mean().item<double>();
   };
-  std::printf("%-28s %8.3f s  %.2fx  same scales %.4f\n", "torch ops on the CPU", ops_s,
-              kernel_s / ops_s, same(ops));
+  if (!torch::cuda::is_available() || cpu_ops) {
+    const double ops_s = BestSeconds(
+        repeats, [&] { return OrExit(quantd::kernels::MseSearchScalesTorchOps(w, config)); }, &ops);
+    std::printf("%-28s %8.3f s  %.2fx  same scales %.4f\n", "torch ops on the CPU", ops_s,
+                kernel_s / ops_s, same(ops));
+  }
   if (torch::cuda::is_available()) {
     const torch::Tensor on_gpu = w.to(torch::kCUDA);
     torch::Tensor gpu;
