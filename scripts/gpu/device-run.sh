@@ -58,6 +58,8 @@ readonly CPUS=$(nproc)
 FG="" BG="" TIME=""  # TIME appends the jobs' wall time and peak RSS to time.log
 if command -v taskset >/dev/null && [ "$CPUS" -ge 8 ]; then
   FG="taskset -c 0-3" BG="taskset -c 4-$((CPUS - 1))"
+  # LibTorch would start a thread per core of the machine on the 4 cores it is pinned to.
+  export OMP_NUM_THREADS=4
 fi
 [ -x /usr/bin/time ] && TIME="/usr/bin/time -v -o $LOGS/time.log -a"
 readonly SUITE_JOBS=$(( CPUS >= 8 ? CPUS - 5 : 1 ))
