@@ -37,11 +37,12 @@ torch::Tensor HadamardMatrix(const HadamardFactors& factors, bool orthonormal);
 // The orthonormal transform of an online rotation (R3/R4: the input of a layer, at run time).
 // Sizes with a non-power-of-two base up to 2048 (e.g. 172 = H_172) run as one matmul with the
 // dense matrix, which is much faster there than the base-mixing loop; the matrix is made on
-// first use and kept in `*dense_cache` (remade when x is on another device). Other sizes go
-// through HadamardTransform. Inference (quant::QuantLinear) and fine-tuning (train::SteLinear)
-// both call this, so a fine-tuned layer converts to exactly the function it was trained as:
-// the two implementations differ in the last bits, and 4-bit activations turn that into
-// 0.1–1 % of perplexity. Differentiable w.r.t. x; errors as HadamardTransform.
+// first use and kept in `*dense_cache` in x's dtype (remade when x's device or dtype changes,
+// never converted per call). Other sizes go through HadamardTransform. Inference
+// (quant::QuantLinear) and fine-tuning (train::SteLinear) both call this, so a fine-tuned layer
+// converts to exactly the function it was trained as: the two implementations differ in the last
+// bits, and 4-bit activations turn that into 0.1–1 % of perplexity. Differentiable w.r.t. x; errors
+// as HadamardTransform.
 absl::StatusOr<torch::Tensor> OnlineHadamard(const torch::Tensor& x, const HadamardFactors& factors,
                                              torch::Tensor* dense_cache);
 

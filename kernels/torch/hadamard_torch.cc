@@ -175,10 +175,14 @@ absl::StatusOr<torch::Tensor> OnlineHadamard(const torch::Tensor& x, const Hadam
     return HadamardTransform(x, factors, /*orthonormal=*/true);
   }
   if (absl::Status s = CheckInput(x, factors); !s.ok()) return s;
-  if (!dense_cache->defined() || dense_cache->device() != x.device()) {
-    *dense_cache = HadamardMatrix(factors, /*orthonormal=*/true).to(x.device()).t().contiguous();
+  if (!dense_cache->defined() || dense_cache->device() != x.device() ||
+      dense_cache->scalar_type() != x.scalar_type()) {
+    *dense_cache = HadamardMatrix(factors, /*orthonormal=*/true)
+                       .to(x.device(), x.scalar_type())
+                       .t()
+                       .contiguous();
   }
-  return torch::matmul(x, dense_cache->to(x.scalar_type()));
+  return torch::matmul(x, *dense_cache);
 }
 
 }  // namespace quantd::kernels

@@ -202,9 +202,10 @@ absl::StatusOr<MultipleChoiceResult> EvaluateMultipleChoice(
       const torch::Tensor sums = torch::zeros({count}, log_probs.options())
                                      .index_add_(0, on_device(owners), log_probs)
                                      .cpu();
+      const auto sum_of = sums.accessor<double, 1>();
       for (int64_t i = 0; i < count; ++i) {
         const Request& request = requests[order[first + i]];
-        out.loglikelihoods[request.example][request.choice] = sums[i].item<double>();
+        out.loglikelihoods[request.example][request.choice] = sum_of[i];
       }
       if (progress && !progress(first + count, total)) {
         return absl::CancelledError("evaluation cancelled");
