@@ -239,9 +239,9 @@ absl::StatusOr<torch::Tensor> QuantizeInt8(const torch::Tensor& x, const FakeQua
 
 absl::StatusOr<torch::Tensor> MseSearchScales(const torch::Tensor& x, const FakeQuantConfig& config,
                                               const ShrinkSearch& search) {
+  if (!x.device().is_cpu()) return MseSearchScalesTorchOps(x, config, search);
   auto shape = CheckInput(x, config);
   if (!shape.ok()) return shape.status();
-  if (!x.device().is_cpu()) return MseSearchScalesTorchOps(x, config, search);
   torch::NoGradGuard no_grad;
   torch::Tensor work = x.detach().to(torch::kFloat).contiguous();
   const int64_t count = NumScales(config, shape->rows, shape->cols);
