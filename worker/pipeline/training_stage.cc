@@ -360,6 +360,7 @@ absl::StatusOr<TrainedVariant> BuildTrainedVariant(const TrainingInputs& in,
   for (const train::BlockReport& b : result->blocks) {
     metric(absl::StrCat("finetune/block", b.block, "/initial_val_loss"), b.initial_val_loss);
     metric(absl::StrCat("finetune/block", b.block, "/final_val_loss"), b.final_val_loss);
+    metric(absl::StrCat("finetune/block", b.block, "/kept_epoch"), b.kept_epoch);
     steps += b.steps;
   }
   if (!result->blocks.empty()) {

@@ -29,8 +29,9 @@
 // Metrics: prefix/{len,initial_loss,best_loss,best_epoch,steps,nearest_cosine_min},
 // prefix/max_down_proj_input/{detected,trained} (largest |x| at any down_proj input over up to 4
 // validation windows after each prefix, on the rotated fp model: what outlier detection measures),
-// finetune/block<i>/{initial_val_loss,final_val_loss}, finetune/{final_val_loss,steps,
-// resumed_at_block,peak_training_bytes,peak_rss_bytes}.
+// finetune/block<i>/{initial_val_loss,final_val_loss,kept_epoch} (kept_epoch: the epoch whose
+// state the block keeps, the one with the lowest val loss; -1 for the untrained state),
+// finetune/{final_val_loss,steps,resumed_at_block,peak_training_bytes,peak_rss_bytes}.
 // Errors: CANCELLED (checked between steps), train::NumericalFailure (RunJob: NUMERICAL), the
 // loading, rotation, quantization and training errors otherwise.
 #ifndef QUANTD_WORKER_PIPELINE_TRAINING_STAGE_H_

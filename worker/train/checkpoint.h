@@ -37,7 +37,8 @@ absl::StatusOr<std::optional<PrefixTrainResult>> LoadPrefixCheckpoint(
 struct FinetuneCheckpoint {
   std::string fingerprint;
   int next_block = 0;
-  // Per finished block: State() by name, and {initial, final val loss, steps, rolled back}.
+  // Per finished block: State() by name, and {initial, final val loss, steps, rolled back,
+  // kept epoch, last finite epoch} (files written before the best state was kept have 4).
   std::vector<std::map<std::string, torch::Tensor>> block_states;
   std::vector<std::vector<double>> block_stats;
 };

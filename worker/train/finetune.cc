@@ -138,6 +138,9 @@ absl::StatusOr<FinetuneResult> FinetuneBlocks(model::LlamaModel& model,
         report.final_val_loss = stats.at(1);
         report.steps = static_cast<int64_t>(stats.at(2));
         report.rolled_back = stats.at(3) != 0.0;
+        // Checkpoints written before the best state was kept have 4 figures.
+        report.kept_epoch = stats.size() > 5 ? static_cast<int>(stats[4]) : options.epochs - 1;
+        report.last_epoch = stats.size() > 5 ? static_cast<int>(stats[5]) : options.epochs - 1;
         report.from_checkpoint = true;
         result.resumed_at_block = layer + 1;
       } else {
@@ -175,7 +178,10 @@ absl::StatusOr<FinetuneResult> FinetuneBlocks(model::LlamaModel& model,
             std::max(result.peak_training_bytes, act_bytes + 4 * param_bytes);
 
         report.initial_val_loss = Mse(model, layer, sel_in, sel_target, prefix);
-        std::map<std::string, torch::Tensor> good = Snapshot(*block);
+        // The state with the lowest validation loss so far (its epoch; -1: before training).
+        std::map<std::string, torch::Tensor> best = Snapshot(*block);
+        double best_val = report.initial_val_loss;
+        double last_val = report.initial_val_loss;
         const int64_t n = q_train.size(0);
         const int64_t per_epoch = (n + options.batch_size - 1) / options.batch_size;
         const int64_t total = per_epoch * options.epochs;
@@ -228,10 +234,16 @@ absl::StatusOr<FinetuneResult> FinetuneBlocks(model::LlamaModel& model,
             callbacks.on_loss(
                 LossPoint{TrainPhase::kFinetune, layer, epoch, step - 1, "val", epoch_val, {}, lr});
           }
-          if (std::isfinite(epoch_val)) {
-            good = Snapshot(*block);
-          } else {
+          if (!std::isfinite(epoch_val)) {
             report.rolled_back = true;
+          } else {
+            last_val = epoch_val;
+            report.last_epoch = epoch;
+            if (epoch_val < best_val || !std::isfinite(best_val) || !options.keep_best_state) {
+              best = Snapshot(*block);
+              best_val = epoch_val;
+              report.kept_epoch = epoch;
+            }
           }
         }
         report.steps = step;
@@ -240,15 +252,24 @@ absl::StatusOr<FinetuneResult> FinetuneBlocks(model::LlamaModel& model,
         SetRequiresGrad(weight_params, false);
         if (report.rolled_back) {
           ++failures;
-          RETURN_IF_ERROR(Restore(*block, good, layer));
+          RETURN_IF_ERROR(Restore(*block, best, layer));
           log(
-              absl::StrFormat("warning: block %d: non-finite loss at step %d; restored its last "
-                              "good state and moved on (%d numerical failure(s))",
+              absl::StrFormat("warning: block %d: non-finite loss at step %d; restored its best "
+                              "finite state and moved on (%d numerical failure(s))",
                               layer, step, failures));
           if (failures > options.max_numerical_failures) {
             return NumericalFailure(absl::StrCat(failures, " blocks diverged (limit ",
                                                  options.max_numerical_failures, ")"));
           }
+        } else if (report.kept_epoch != report.last_epoch) {
+          RETURN_IF_ERROR(Restore(*block, best, layer));
+          const std::string when = report.kept_epoch < 0
+                                       ? std::string("before fine-tuning")
+                                       : absl::StrCat("after epoch ", report.kept_epoch);
+          log(absl::StrFormat(
+              "block %d: validation loss %.6g after the last epoch is above %.6g %s; kept that "
+              "state",
+              layer, last_val, best_val, when));
         }
       }
       block->Finish();
@@ -270,9 +291,10 @@ absl::StatusOr<FinetuneResult> FinetuneBlocks(model::LlamaModel& model,
           checkpoint.block_states.resize(layer);
           checkpoint.block_stats.resize(layer);
           checkpoint.block_states.push_back(std::move(state));
-          checkpoint.block_stats.push_back({report.initial_val_loss, report.final_val_loss,
-                                            static_cast<double>(report.steps),
-                                            report.rolled_back ? 1.0 : 0.0});
+          checkpoint.block_stats.push_back(
+              {report.initial_val_loss, report.final_val_loss, static_cast<double>(report.steps),
+               report.rolled_back ? 1.0 : 0.0, static_cast<double>(report.kept_epoch),
+               static_cast<double>(report.last_epoch)});
           checkpoint.next_block = layer + 1;
           RETURN_IF_ERROR(SaveFinetuneCheckpoint(options.checkpoint_dir, checkpoint));
         }

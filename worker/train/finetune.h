@@ -13,10 +13,13 @@
 //
 // Loss points: "train" every `log_every` steps (and the last), "val" after each epoch (MSE over
 // the validation windows; over the training windows when there are none).
-// Numerical safety: a non-finite training loss stops that block, restores its state at the end
-// of its last finite epoch (or its initial state), reports a warning through on_log and goes on
-// with the next block; more than `max_numerical_failures` such blocks (or a block whose restored
-// state is still not finite) end the run with NumericalFailure (training.h).
+// Best state: each block keeps the state with the lowest validation loss among its initial state
+// and the ends of its epochs (BlockReport::kept_epoch), so fine-tuning never leaves a block
+// above its starting validation loss; when that is not the last epoch's state, on_log says so.
+// Numerical safety: a non-finite training loss stops that block, restores its best finite
+// state, reports a warning through on_log and goes on with the next block; more than
+// `max_numerical_failures` such blocks (or a block whose restored state is still not finite)
+// end the run with NumericalFailure (training.h).
 // Checkpoints (checkpoint_dir non-empty): after every block, every finished block's State() is
 // saved with `fingerprint`; a later run with the same fingerprint re-installs and restores those
 // blocks, recomputes the cached activations (no training), and continues at the next block.
@@ -45,15 +48,18 @@ struct FinetuneOptions {
   double weight_decay = 0.0;
   uint64_t seed = 42;
   int max_numerical_failures = 2;
-  std::string checkpoint_dir;  // empty: no checkpoints
-  std::string fingerprint;     // of the job spec and model (checkpoint.h)
+  bool keep_best_state = true;  // false: every block keeps its last epoch's state (see above)
+  std::string checkpoint_dir;   // empty: no checkpoints
+  std::string fingerprint;      // of the job spec and model (checkpoint.h)
 };
 
 struct BlockReport {
   int block = 0;
   double initial_val_loss = 0.0;  // before training (quantized, untrained)
-  double final_val_loss = 0.0;    // after training (or rollback)
+  double final_val_loss = 0.0;    // of the state it keeps (best epoch, or rollback)
   int64_t steps = 0;
+  int kept_epoch = -1;           // the epoch whose end state the block keeps; -1: the initial one
+  int last_epoch = -1;           // the last epoch that ended with a finite validation loss
   bool rolled_back = false;      // a NaN/Inf loss stopped it
   bool from_checkpoint = false;  // restored, not trained, in this run
 };
