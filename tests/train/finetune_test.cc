@@ -206,8 +206,13 @@ TEST_F(FinetuneTest, NonFiniteLossRollsTheBlockBackAndGoesOn) {
     EXPECT_FALSE(p.block == 1 && p.epoch > 0);
   }
   EXPECT_NEAR(result->blocks[1].final_val_loss, epoch0_val, 1e-6);
-  ASSERT_EQ(recorder.logs.size(), 1u);
-  EXPECT_NE(recorder.logs[0].find("block 1"), std::string::npos);
+  // One warning, for block 1 (other blocks may log that they kept an earlier epoch's state).
+  std::vector<std::string> warnings;
+  for (const std::string& line : recorder.logs) {
+    if (line.rfind("warning:", 0) == 0) warnings.push_back(line);
+  }
+  ASSERT_EQ(warnings.size(), 1u);
+  EXPECT_NE(warnings[0].find("block 1"), std::string::npos);
   EXPECT_TRUE(std::isfinite(Perplexity(*model, prefix)));
 
   // Beyond the allowed number of failures the run is a numerical failure.
