@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <future>
 #include <thread>
 
 #include "gmock/gmock.h"
@@ -21,8 +22,8 @@ struct Ran {
   pid_t pid = 0;
 };
 
-Ran RunFake(const std::vector<std::string>& mode, std::chrono::milliseconds cancel_after =
-                                                       std::chrono::milliseconds(-1),
+Ran RunFake(const std::vector<std::string>& mode,
+            std::chrono::milliseconds cancel_after = std::chrono::milliseconds(-1),
             std::chrono::milliseconds grace = std::chrono::milliseconds(5000)) {
   JobProcessOptions options;
   options.argv = {FAKE_JOB_PATH};
@@ -34,14 +35,23 @@ Ran RunFake(const std::vector<std::string>& mode, std::chrono::milliseconds canc
   EXPECT_TRUE(process.ok()) << process.status();
   Ran ran;
   ran.pid = (*process)->pid();
+  // The cancel comes `cancel_after` after the child's first event: by then it has set up its
+  // signal handling, however slowly a loaded machine started it.
+  std::promise<void> first_event;
+  std::future<void> started = first_event.get_future();
   std::thread canceller;
   if (cancel_after.count() >= 0) {
     canceller = std::thread([&, p = process->get()] {
+      started.wait();
       std::this_thread::sleep_for(cancel_after);
       p->RequestCancel();
     });
   }
-  ran.outcome = (*process)->Run([&](v1::JobEvent event) { ran.events.push_back(event); });
+  ran.outcome = (*process)->Run([&](v1::JobEvent event) {
+    if (ran.events.empty()) first_event.set_value();
+    ran.events.push_back(event);
+  });
+  if (ran.events.empty()) first_event.set_value();
   if (canceller.joinable()) canceller.join();
   return ran;
 }
