@@ -1,4 +1,4 @@
-// Device choice, GPU visibility and OOM classification of a job (worker/pipeline/job_device.h).
+// GPU visibility, placement and OOM classification of a job (worker/pipeline/job_device.h).
 #include "worker/pipeline/job_device.h"
 
 #include <cstdint>
@@ -19,29 +19,6 @@ namespace {
 using ::testing::HasSubstr;
 
 const std::string kStories = std::string(QUANTD_SHARED_DATA) + "/models/stories260K";
-
-TEST(JobDeviceTest, ChoosesTheCpuOrTheFirstVisibleGpu) {
-  auto automatic = ChooseJobDevice("auto");
-  ASSERT_TRUE(automatic.ok()) << automatic.status();
-  EXPECT_EQ(automatic->is_cuda(), torch::cuda::is_available());
-  EXPECT_EQ(ChooseJobDevice("")->str(), automatic->str());
-  EXPECT_TRUE(ChooseJobDevice("cpu")->is_cpu());
-}
-
-TEST(JobDeviceTest, RejectsUnknownNamesAndMissingGpus) {
-  for (const std::string bad : {"gpu", "cuda:", "cuda:-1", "cuda:x", "CPU"}) {
-    auto device = ChooseJobDevice(bad);
-    EXPECT_EQ(device.status().code(), absl::StatusCode::kInvalidArgument) << bad;
-  }
-  if (torch::cuda::is_available()) {
-    auto missing = ChooseJobDevice("cuda:" + std::to_string(torch::cuda::device_count()));
-    EXPECT_EQ(missing.status().code(), absl::StatusCode::kFailedPrecondition);
-  } else {
-    auto cuda = ChooseJobDevice("cuda");
-    EXPECT_EQ(cuda.status().code(), absl::StatusCode::kFailedPrecondition);
-    EXPECT_THAT(cuda.status().message(), HasSubstr("no CUDA device"));
-  }
-}
 
 TEST(JobDeviceTest, AssignedDevicesBecomeTheVisibleSet) {
   EXPECT_FALSE(VisibleDevicesFor({}).has_value());

@@ -57,6 +57,8 @@ TEST(GenerateCommandTest, GreedyFromBosAsJson) {
   EXPECT_EQ(ids.front(), 403);
   EXPECT_EQ(ids.back(), 352);
   EXPECT_THAT(j["text"].get<std::string>(), HasSubstr("Once upon a time"));
+  // Without --device the command takes the first visible GPU, as a job does, else the CPU.
+  EXPECT_EQ(j["device"], torch::cuda::is_available() ? "cuda:0" : "cpu");
 }
 
 TEST(GenerateCommandTest, PromptAndTextOutput) {

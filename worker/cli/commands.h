@@ -11,7 +11,8 @@
 //   inspect    EXPORT_DIR [--output text|json]
 //              checks an export (worker/export) and summarises it: bits, groups, prefix,
 //              metrics, file sizes, compression ratio vs the input model.
-// generate, perplexity and zero-shot also take --dtype float32|bfloat16|float16 and --device cpu|cuda[:N];
+// generate, perplexity and zero-shot also take --dtype float32|bfloat16|float16 and
+// --device auto|cpu|cuda[:N] (auto, the default: the first visible GPU, else the CPU);
 // their --model may be an export folder, run with its rotation, quantizers and prefix KV cache.
 //
 // Each returns the process exit code: 0 success, 1 failure (model, data), 2 usage error;

@@ -54,11 +54,9 @@ absl::Status Generate(const std::vector<std::string>& argv, std::ostream& out, b
   if (!text.ok()) return text.status();
 
   if (json) {
-    nlohmann::json result = {{"model", *model_dir},
-                             {"prompt", prompt},
-                             {"prompt_ids", input},
-                             {"generated_ids", *generated},
-                             {"text", *text}};
+    nlohmann::json result = {{"model", *model_dir}, {"prompt", prompt},
+                             {"prompt_ids", input}, {"generated_ids", *generated},
+                             {"text", *text},       {"device", llama->model->device().str()}};
     out << result.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
   } else {
     out << "prompt ids: " << absl::StrJoin(input, " ") << "\n"
@@ -74,7 +72,7 @@ int RunGenerate(const std::vector<std::string>& args, std::ostream& out, std::os
   return RunCommandBody(
       "generate",
       "--model DIR [--prompt TEXT] [--max-tokens N] [--output text|json] "
-      "[--dtype float32|bfloat16|float16] [--device cpu|cuda] [--streamed_blocks N]",
+      "[--dtype float32|bfloat16|float16] [--device auto|cpu|cuda[:N]] [--streamed_blocks N]",
       Generate, args, out, err);
 }
 

@@ -4,6 +4,7 @@
 #include "absl/strings/str_cat.h"
 #include "worker/export/artifact_format.h"
 #include "worker/export/artifact_reader.h"
+#include "worker/model/device_choice.h"
 
 namespace quantd::cli {
 
@@ -24,19 +25,11 @@ absl::StatusOr<model::LoadOptions> LoadOptionsFromArgs(const Args& args) {
     return absl::InvalidArgumentError(
         absl::StrCat("--dtype must be float32, bfloat16 or float16, got \"", dtype, "\""));
   }
-  const std::string device = args.Get("device", "cpu");
-  try {
-    options.device = torch::Device(device);
-  } catch (const std::exception&) {
-    return absl::InvalidArgumentError(absl::StrCat("--device \"", device, "\" is not a device"));
+  auto device = model::ChooseDevice(args.Get("device", "auto"));
+  if (!device.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("--", device.status().message()));
   }
-  if (options.device.is_cuda() && !torch::cuda::is_available()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--device ", device, ": no CUDA device is available"));
-  }
-  if (!options.device.is_cpu() && !options.device.is_cuda()) {
-    return absl::InvalidArgumentError("--device must be cpu or cuda[:N]");
-  }
+  options.device = *device;
   auto streamed = args.GetInt("streamed_blocks", 0, 0);
   if (!streamed.ok()) return streamed.status();
   options.streamed_blocks = static_cast<int>(*streamed);

@@ -18,9 +18,10 @@ namespace quantd::cli {
 // The names of the shared flags, to merge into a command's known set.
 std::set<std::string> ModelFlagNames();
 
-// --dtype (default float32), --device (default cpu) and --streamed_blocks (default 0: the last
-// N blocks stay in host memory and are streamed to the device, for a model larger than it);
-// INVALID_ARGUMENT for unknown values or a CUDA device on a machine without one.
+// --dtype (default float32), --device (auto|cpu|cuda|cuda:N, default auto: the first visible
+// GPU, else the CPU, as for jobs) and --streamed_blocks (default 0: the last N blocks stay in
+// host memory and are streamed to the device, for a model larger than it); INVALID_ARGUMENT for
+// unknown values or a CUDA device on a machine without one.
 absl::StatusOr<model::LoadOptions> LoadOptionsFromArgs(const Args& args);
 
 // A model to run: a Hugging Face folder, or an export (worker/export: detected by its

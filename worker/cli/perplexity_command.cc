@@ -80,6 +80,7 @@ absl::Status Perplexity(const std::vector<std::string>& argv, std::ostream& out,
                         {"mean_nll", result->mean_nll},
                         {"perplexity", result->perplexity},
                         {"export", llama->is_export},
+                        {"device", llama->model->device().str()},
                         {"prefix_tokens", llama->prefix ? llama->prefix->ids.size() : 0}};
     out << j.dump() << "\n";
   } else {

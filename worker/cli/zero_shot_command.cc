@@ -64,6 +64,7 @@ absl::Status ZeroShot(const std::vector<std::string>& argv, std::ostream& out, b
   if (json) {
     out << nlohmann::json({{"model", *model_dir},
                            {"export", llama->is_export},
+                           {"device", llama->model->device().str()},
                            {"prefix_tokens", llama->prefix ? llama->prefix->ids.size() : 0},
                            {"tasks", results}})
                .dump()

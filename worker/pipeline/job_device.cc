@@ -5,7 +5,6 @@
 #include <string>
 
 #include "absl/strings/match.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -14,30 +13,6 @@
 #include "proto/spec/validate.h"
 
 namespace quantd::pipeline {
-
-absl::StatusOr<torch::Device> ChooseJobDevice(const std::string& requested) {
-  if (requested.empty() || requested == "auto") {
-    return torch::cuda::is_available() ? torch::Device(torch::kCUDA, 0)
-                                       : torch::Device(torch::kCPU);
-  }
-  if (requested == "cpu") return torch::Device(torch::kCPU);
-  int index = 0;
-  if (requested != "cuda" && !(absl::StartsWith(requested, "cuda:") &&
-                               absl::SimpleAtoi(requested.substr(5), &index) && index >= 0)) {
-    return absl::InvalidArgumentError("device: expected auto, cpu, cuda or cuda:N, got \"" +
-                                      requested + "\"");
-  }
-  if (!torch::cuda::is_available()) {
-    return absl::FailedPreconditionError("device " + requested +
-                                         ": this LibTorch has no CUDA device to use");
-  }
-  if (index >= static_cast<int>(torch::cuda::device_count())) {
-    return absl::FailedPreconditionError("device " + requested + ": only " +
-                                         std::to_string(torch::cuda::device_count()) +
-                                         " CUDA device(s) visible");
-  }
-  return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(index));
-}
 
 std::optional<std::string> VisibleDevicesFor(const std::vector<std::string>& device_ids) {
   if (device_ids.empty()) return std::nullopt;

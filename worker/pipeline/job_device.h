@@ -18,11 +18,6 @@
 
 namespace quantd::pipeline {
 
-// `requested`: "" or "auto" (cuda:0 when LibTorch sees a CUDA device, else cpu), "cpu",
-// "cuda" or "cuda:N". FAILED_PRECONDITION when CUDA is asked for and LibTorch has none (a CPU
-// build of LibTorch, or no visible device); INVALID_ARGUMENT for anything else.
-absl::StatusOr<torch::Device> ChooseJobDevice(const std::string& requested);
-
 // The value of CUDA_VISIBLE_DEVICES for an assignment's device ids (worker/link/devices.h ids:
 // {"cuda:0", "cuda:2"} -> "0,2"; {"cpu"} -> "", which hides every GPU); nullopt when the
 // assignment names no device (the job then sees what the worker sees).

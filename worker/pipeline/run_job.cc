@@ -14,6 +14,7 @@
 #include "worker/eval/multiple_choice.h"
 #include "worker/eval/token_stream.h"
 #include "worker/export/job_export.h"
+#include "worker/model/device_choice.h"
 #include "worker/model/llama.h"
 #include "worker/model/tokenizer.h"
 #include "worker/pipeline/job_device.h"
@@ -100,7 +101,7 @@ RunJobOutcome RunJob(const v1::JobSpec& original, const RunJobOptions& options, 
   (void)EmitPhase(sink, v1::PHASE_LOAD_MODEL, "loading " + spec.model().path());
   auto dtype = ComputeDtype(spec.model().dtype());
   if (!dtype.ok()) return Failed(v1::FAILURE_REASON_USER_ERROR, dtype.status());
-  auto device = ChooseJobDevice(options.device);
+  auto device = model::ChooseDevice(options.device);
   if (!device.ok()) return Failed(v1::FAILURE_REASON_USER_ERROR, device.status());
   model::LoadOptions load_options;
   load_options.dtype = *dtype;

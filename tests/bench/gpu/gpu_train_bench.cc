@@ -23,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "worker/model/device_choice.h"
 #include "worker/model/llama.h"
 #include "worker/pipeline/job_device.h"
 #include "worker/train/finetune.h"
@@ -97,7 +98,7 @@ int main(int argc, char** argv) {
     return 64;
   }
   model::LoadOptions load;
-  load.device = OrExit(pipeline::ChooseJobDevice(device_name));
+  load.device = OrExit(model::ChooseDevice(device_name));
   load.dtype = dtype_name == "float32"   ? torch::kFloat32
                : dtype_name == "float16" ? torch::kFloat16
                                          : torch::kBFloat16;
