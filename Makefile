@@ -20,8 +20,10 @@ configure: $(BUILD_DIR)/build.ninja
 build: configure
 	cmake --build $(BUILD_DIR) -j $(JOBS)
 
+# The suite, then the suite again on another BLAS kernel (scripts/test-other-blas.sh).
 test: build
 	ctest --test-dir $(BUILD_DIR) --output-on-failure -j $(JOBS) --timeout 900
+	@bash scripts/test-other-blas.sh $(BUILD_DIR) --output-on-failure -j $(JOBS) --timeout 900
 
 demo: build
 	@bash scripts/demo.sh $(BUILD_DIR)
