@@ -25,6 +25,11 @@
 //    ratio is about `target_ratio`.
 // The intermediate size becomes a multiple of 4 and the hidden size a multiple of 4 and of the
 // head count (for Hadamard rotations).
+// Known limit: G and U are large, so quantization noise on the flags can wake the planted neuron
+// at ordinary tokens too. After W4A4KV4 with a [BOS]-ending prefix, the last block's planted
+// activation reached 60 to 1250 at the tokens with the largest output errors (median 0.001), and
+// those few tokens dominate that block's MSE, which then moves by up to 2x with last-bit changes
+// of the matmuls (tests/pipeline/training_test.cc).
 #ifndef QUANTD_WORKER_QUANT_OUTLIER_VARIANT_H_
 #define QUANTD_WORKER_QUANT_OUTLIER_VARIANT_H_
 
