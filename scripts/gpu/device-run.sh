@@ -120,6 +120,6 @@ grep -E "tests passed|tests failed|\(Failed\)|\(Timeout\)|\(SEGFAULT\)|Exception
 echo "finished: $(grep -c ' Passed ' "$LOGS/ctest.log") passed," \
   "$(grep -cE '\*\*\*Failed|\*\*\*Timeout|\*\*\*Exception|SEGFAULT' "$LOGS/ctest.log") failed"
 
-step "the suite's jobs again with the GPU visible (a job left to choose takes the GPU)"
+step "the suite's jobs and model commands again with the GPU visible (left to choose, they take it)"
 OMP_NUM_THREADS=2 TAIL=20 run ctest-jobs-on-gpu 200 ctest --test-dir $B -j 6 --timeout 200 \
-  --output-on-failure -R "RunJobTest|TrainingTest|ExportRoundTrip|CorruptionTest|FinetuneInstaller|OutlierTest"
+  --output-on-failure -R "RunJobTest|TrainingTest|ExportRoundTrip|CorruptionTest|FinetuneInstaller|OutlierTest|CommandTest|DeviceChoiceTest"
