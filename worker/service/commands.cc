@@ -42,7 +42,8 @@ constexpr char kUsage[] =
   run --spec JOB.yaml [--set path=value ...] [--work_dir DIR] [--output text|json]
       [--device auto|cpu|cuda|cuda:N]
       run one job in this process without a scheduler; exit 0 succeeded, 1 failed,
-      2 cancelled (Ctrl-C), 65 invalid spec
+      2 cancelled (Ctrl-C), 65 invalid spec; training checkpoints go to DIR/train (DIR
+      defaults to .), and a rerun of the same spec with the same DIR resumes from them
   exec-job --job FILE --work_dir DIR --event_fd N
       the job process started by `connect` (not for direct use)
 )";
