@@ -71,6 +71,22 @@ class FinetuneTest : public ::testing::Test {
     return result.ok() ? result->perplexity : 0.0;
   }
 
+  // A fresh model fine-tuned with `options` (W4 STE blocks), and its perplexity after the
+  // [BOS] prefix; ppl is 0 when fine-tuning failed.
+  struct Tuned {
+    absl::StatusOr<FinetuneResult> result;
+    double ppl = 0;
+  };
+  Tuned TuneFresh(const FinetuneOptions& options, Recorder* recorder = nullptr) {
+    model::KvCache prefix;
+    auto model = Fresh(&prefix);
+    Tuned tuned{FinetuneBlocks(*model, &prefix, train_, val_, MakeSteBlockInstaller(ste_), options,
+                               recorder != nullptr ? recorder->Callbacks() : TrainCallbacks{})};
+    EXPECT_TRUE(tuned.result.ok()) << tuned.result.status();
+    if (tuned.result.ok()) tuned.ppl = Perplexity(*model, prefix);
+    return tuned;
+  }
+
   std::vector<int32_t> tokens_, eval_tokens_;
   std::vector<std::vector<int32_t>> train_, val_;
   FinetuneOptions options_;
@@ -82,19 +98,15 @@ TEST_F(FinetuneTest, W4MseFallsInEveryBlockAndPerplexityImproves) {
   auto fp = Fresh(&prefix);
   const double fp_ppl = Perplexity(*fp, prefix);
 
-  auto plain = Fresh(&prefix);
   FinetuneOptions none = options_;
   none.epochs = 0;
-  auto untrained = FinetuneBlocks(*plain, &prefix, train_, val_, MakeSteBlockInstaller(ste_), none);
-  ASSERT_TRUE(untrained.ok()) << untrained.status();
-  const double w4_ppl = Perplexity(*plain, prefix);
+  const double w4_ppl = TuneFresh(none).ppl;
 
-  auto tuned = Fresh(&prefix);
   Recorder recorder;
-  auto result = FinetuneBlocks(*tuned, &prefix, train_, val_, MakeSteBlockInstaller(ste_), options_,
-                               recorder.Callbacks());
-  ASSERT_TRUE(result.ok()) << result.status();
-  const double tuned_ppl = Perplexity(*tuned, prefix);
+  const Tuned tuned = TuneFresh(options_, &recorder);
+  const auto& result = tuned.result;
+  ASSERT_TRUE(result.ok());
+  const double tuned_ppl = tuned.ppl;
 
   ASSERT_EQ(result->blocks.size(), 5u);
   for (const BlockReport& b : result->blocks) {
@@ -228,29 +240,20 @@ TEST_F(FinetuneTest, BlocksWhoseValidationLossRisesKeepTheirUntrainedState) {
   // every block ends its last epoch above its starting validation loss.
   options_.epochs = 2;
   options_.weight_lr = options_.quant_lr = 0.02;
-  model::KvCache prefix;
-  auto untrained_model = Fresh(&prefix);
-  FinetuneOptions untrained_options = options_;
-  untrained_options.epochs = 0;
-  ASSERT_TRUE(FinetuneBlocks(*untrained_model, &prefix, train_, val_, MakeSteBlockInstaller(ste_),
-                             untrained_options)
-                  .ok());
-  const double untrained_ppl = Perplexity(*untrained_model, prefix);
+  FinetuneOptions untrained = options_;
+  untrained.epochs = 0;
+  const double untrained_ppl = TuneFresh(untrained).ppl;
 
-  auto last_state_model = Fresh(&prefix);
   FinetuneOptions last_state = options_;
   last_state.keep_best_state = false;
-  auto diverged = FinetuneBlocks(*last_state_model, &prefix, train_, val_,
-                                 MakeSteBlockInstaller(ste_), last_state);
-  ASSERT_TRUE(diverged.ok()) << diverged.status();
-  ASSERT_GT(diverged->blocks[0].final_val_loss, diverged->blocks[0].initial_val_loss);
-  const double diverged_ppl = Perplexity(*last_state_model, prefix);
+  const Tuned diverged = TuneFresh(last_state);
+  ASSERT_TRUE(diverged.result.ok());
+  ASSERT_GT(diverged.result->blocks[0].final_val_loss, diverged.result->blocks[0].initial_val_loss);
 
-  auto model = Fresh(&prefix);
   Recorder recorder;
-  auto result = FinetuneBlocks(*model, &prefix, train_, val_, MakeSteBlockInstaller(ste_), options_,
-                               recorder.Callbacks());
-  ASSERT_TRUE(result.ok()) << result.status();
+  const Tuned kept = TuneFresh(options_, &recorder);
+  const auto& result = kept.result;
+  ASSERT_TRUE(result.ok());
   ASSERT_EQ(result->blocks.size(), 5u);
   ASSERT_EQ(recorder.logs.size(), 5u);
   for (const BlockReport& b : result->blocks) {
@@ -266,11 +269,10 @@ TEST_F(FinetuneTest, BlocksWhoseValidationLossRisesKeepTheirUntrainedState) {
         << recorder.logs[b.block];
   }
   // The kept states are whole: the model computes what the untrained one does.
-  const double ppl = Perplexity(*model, prefix);
-  EXPECT_NEAR(ppl, untrained_ppl, 1e-5 * untrained_ppl);
-  EXPECT_LT(ppl, 0.5 * diverged_ppl);
+  EXPECT_NEAR(kept.ppl, untrained_ppl, 1e-5 * untrained_ppl);
+  EXPECT_LT(kept.ppl, 0.5 * diverged.ppl);
   RecordProperty("ppl_untrained_kept_diverged",
-                 absl::StrCat(untrained_ppl, " ", ppl, " ", diverged_ppl));
+                 absl::StrCat(untrained_ppl, " ", kept.ppl, " ", diverged.ppl));
 }
 
 TEST_F(FinetuneTest, CancellationStopsWithinOneStep) {
