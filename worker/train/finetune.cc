@@ -250,9 +250,11 @@ absl::StatusOr<FinetuneResult> FinetuneBlocks(model::LlamaModel& model,
         optimizer.reset();
         SetRequiresGrad(quant_params, false);
         SetRequiresGrad(weight_params, false);
+        if (report.rolled_back || report.kept_epoch != report.last_epoch) {
+          RETURN_IF_ERROR(Restore(*block, best, layer));
+        }
         if (report.rolled_back) {
           ++failures;
-          RETURN_IF_ERROR(Restore(*block, best, layer));
           log(
               absl::StrFormat("warning: block %d: non-finite loss at step %d; restored its best "
                               "finite state and moved on (%d numerical failure(s))",
@@ -262,7 +264,6 @@ absl::StatusOr<FinetuneResult> FinetuneBlocks(model::LlamaModel& model,
                                                  options.max_numerical_failures, ")"));
           }
         } else if (report.kept_epoch != report.last_epoch) {
-          RETURN_IF_ERROR(Restore(*block, best, layer));
           const std::string when = report.kept_epoch < 0
                                        ? std::string("before fine-tuning")
                                        : absl::StrCat("after epoch ", report.kept_epoch);
