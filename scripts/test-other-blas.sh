@@ -6,7 +6,7 @@
 set -euo pipefail
 build_dir="$1"
 shift
-if ! ldd "$build_dir/tests/train/train_finetune_test" | grep -q libopenblas; then
+if ! ldd "$build_dir/worker/quantd-worker" | grep -q libopenblas; then
   echo "test-other-blas: LibTorch does not use OpenBLAS here; nothing to vary" >&2
   exit 1
 fi
