@@ -64,6 +64,38 @@ TEST_F(PerplexityTest, BatchSizeDoesNotChangeTheResult) {
   EXPECT_EQ(four->predictions, 6 * 63);
 }
 
+TEST_F(PerplexityTest, LogProbsInSmallLogitBlocksEqualTheWholeLogits) {
+  // The LM head runs in blocks so that a big vocabulary never makes [tokens, vocab] at once;
+  // the blocks (here 3 rows, the last one partial) must score exactly what the full logits do.
+  auto tokens = Stream(*tokenizer_, "text/tinystories-valid-subset.txt", DocumentMode::kBlankLine);
+  const int64_t n = 50;
+  model::ForwardRequest request;
+  request.input_ids =
+      torch::tensor(std::vector<int64_t>(tokens.begin(), tokens.begin() + n + 1), torch::kInt64)
+          .view({1, -1});
+  torch::NoGradGuard no_grad;
+  auto result = model_->Forward(request);
+  ASSERT_TRUE(result.ok()) << result.status();
+  const torch::Tensor hidden = result->hidden[0].narrow(0, 0, n);
+  const torch::Tensor targets = request.input_ids[0].narrow(0, 1, n);
+  const torch::Tensor expected = torch::log_softmax(result->logits[0].narrow(0, 0, n), -1)
+                                     .gather(-1, targets.unsqueeze(-1))
+                                     .squeeze(-1)
+                                     .to(torch::kFloat64);
+  const int64_t vocab = model_->config().vocab_size;
+  const torch::Tensor blocked = TargetLogProbsFromHidden(*model_, hidden, targets, 3 * vocab);
+  const torch::Tensor whole = TargetLogProbsFromHidden(*model_, hidden, targets);
+  ASSERT_EQ(blocked.sizes(), expected.sizes());
+  EXPECT_EQ(blocked.scalar_type(), torch::kFloat64);
+  EXPECT_LT((blocked - expected).abs().max().item<double>(), 1e-5);
+  EXPECT_LT((blocked - whole).abs().max().item<double>(), 1e-5);
+  EXPECT_NEAR(SumNllFromHidden(*model_, hidden, targets), -expected.sum().item<double>(), 1e-4);
+  // A block smaller than one row still makes progress, one row at a time.
+  EXPECT_LT(
+      (TargetLogProbsFromHidden(*model_, hidden, targets, 1) - expected).abs().max().item<double>(),
+      1e-5);
+}
+
 TEST_F(PerplexityTest, PrefixIsUnscoredContext) {
   // The prefix changes the context, not what is scored.
   auto tokens = Stream(*tokenizer_, "text/tinystories-valid-subset.txt", DocumentMode::kBlankLine);

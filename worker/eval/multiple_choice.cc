@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "proto/common/status_macros.h"
 #include "proto/spec/eval_tasks.h"
+#include "worker/eval/perplexity.h"
 
 namespace quantd::eval {
 namespace {
@@ -139,7 +140,7 @@ absl::StatusOr<MultipleChoiceResult> EvaluateMultipleChoice(
   const int64_t total = static_cast<int64_t>(requests.size());
   try {
     torch::NoGradGuard no_grad;
-    torch::Tensor prefix_row;  // the prefix's last logits on the compute device, made once
+    torch::Tensor prefix_log_probs;  // from the prefix's last logits, on the device, made once
     for (int64_t first = 0; first < total; first += options.batch_size) {
       const int64_t count = std::min(options.batch_size, total - first);
       const int64_t width = static_cast<int64_t>(requests[order[first]].fed.size());
@@ -156,49 +157,47 @@ absl::StatusOr<MultipleChoiceResult> EvaluateMultipleChoice(
       // Every scored token of the batch at once: the hidden row that predicts it (or the
       // prefix's last logits, for a first token), its id and its request; one copy back.
       const torch::Device device = result.hidden.device();
-      std::vector<int64_t> hidden_rows, targets, owners;
-      std::vector<int64_t> table_rows;  // per target: its row of [head(hidden rows); prefix]
-      bool uses_prefix = false;
+      std::vector<int64_t> hidden_rows, hidden_targets, hidden_slots;
+      std::vector<int64_t> prefix_targets, prefix_slots;
+      std::vector<int64_t> owners;  // per scored token: its request's row in the batch
       for (int64_t i = 0; i < count; ++i) {
         const Request& request = requests[order[first + i]];
         const int64_t length = static_cast<int64_t>(request.fed.size());
         for (int64_t j = length - request.scored; j < length; ++j) {
+          const int64_t slot = static_cast<int64_t>(owners.size());
           if (j >= 1) {
-            table_rows.push_back(static_cast<int64_t>(hidden_rows.size()));
             hidden_rows.push_back(i * width + j - 1);
+            hidden_targets.push_back(request.fed[j]);
+            hidden_slots.push_back(slot);
           } else {
-            table_rows.push_back(-1);
-            uses_prefix = true;
+            prefix_targets.push_back(request.fed[j]);
+            prefix_slots.push_back(slot);
           }
-          targets.push_back(request.fed[j]);
           owners.push_back(i);
         }
       }
       auto on_device = [&](const std::vector<int64_t>& values) {
         return torch::tensor(values, torch::kInt64).to(device);
       };
-      std::vector<torch::Tensor> table;
+      torch::Tensor log_probs =
+          torch::empty({static_cast<int64_t>(owners.size())},
+                       torch::TensorOptions().dtype(torch::kFloat64).device(device));
       if (!hidden_rows.empty()) {
         const torch::Tensor hidden = result.hidden.reshape({count * width, -1});
-        table.push_back(model.lm_head->Forward(hidden.index_select(0, on_device(hidden_rows)))
-                            .to(torch::kFloat32));
+        log_probs.index_copy_(
+            0, on_device(hidden_slots),
+            TargetLogProbsFromHidden(model, hidden.index_select(0, on_device(hidden_rows)),
+                                     on_device(hidden_targets)));
       }
-      torch::Tensor logits;
-      if (uses_prefix) {
-        for (int64_t& row : table_rows)
-          row = row < 0 ? static_cast<int64_t>(hidden_rows.size()) : row;
-        if (!prefix_row.defined()) {
-          prefix_row = prefix.last_logits.to(device, torch::kFloat32).view({1, -1});
+      if (!prefix_targets.empty()) {
+        if (!prefix_log_probs.defined()) {
+          prefix_log_probs =
+              torch::log_softmax(prefix.last_logits.to(device, torch::kFloat32).view({-1}), -1)
+                  .to(torch::kFloat64);
         }
-        table.push_back(prefix_row);
-        logits = torch::cat(table).index_select(0, on_device(table_rows));
-      } else {
-        logits = table.front();
+        log_probs.index_copy_(0, on_device(prefix_slots),
+                              prefix_log_probs.index_select(0, on_device(prefix_targets)));
       }
-      const torch::Tensor log_probs = torch::log_softmax(logits, -1)
-                                          .gather(1, on_device(targets).unsqueeze(1))
-                                          .squeeze(1)
-                                          .to(torch::kFloat64);
       const torch::Tensor sums = torch::zeros({count}, log_probs.options())
                                      .index_add_(0, on_device(owners), log_probs)
                                      .cpu();

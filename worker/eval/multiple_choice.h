@@ -75,7 +75,8 @@ struct MultipleChoiceResult {
 };
 
 // Runs without autograd, the longest requests first, right-padded batches (causal attention
-// never lets a real token see the padding after it). `progress(done, total)` counts scored
+// never lets a real token see the padding after it); the LM head runs on the scored positions
+// only, in blocks of at most kMaxLogitElements logits. `progress(done, total)` counts scored
 // requests (one per choice of every example); returning false stops with CANCELLED.
 // INVALID_ARGUMENT for a task without examples, a continuation that does not fit the model's
 // positions, or batch_size < 1; forward errors pass through.

@@ -8,28 +8,27 @@
 #include "proto/common/status_macros.h"
 
 namespace quantd::eval {
-namespace {
-
-// Largest logits block scored at once (64 Mi elements, 256 MiB in float32).
-constexpr int64_t kMaxLogitElements = int64_t{1} << 26;
-
-}  // namespace
-
-double SumNllFromHidden(model::LlamaModel& model, const torch::Tensor& hidden,
-                        const torch::Tensor& targets) {
+torch::Tensor TargetLogProbsFromHidden(model::LlamaModel& model, const torch::Tensor& hidden,
+                                       const torch::Tensor& targets, int64_t max_logit_elements) {
   const int64_t rows = hidden.size(0);
-  if (rows == 0) return 0.0;
-  const int64_t chunk = std::max<int64_t>(1, kMaxLogitElements / model.config().vocab_size);
   const torch::Tensor on_device = targets.to(hidden.device());
-  torch::Tensor total = torch::zeros({}, hidden.options().dtype(torch::kFloat64));
+  torch::Tensor out = torch::empty({rows}, hidden.options().dtype(torch::kFloat64));
+  const int64_t chunk = std::max<int64_t>(1, max_logit_elements / model.config().vocab_size);
   for (int64_t start = 0; start < rows; start += chunk) {
     const int64_t n = std::min(chunk, rows - start);
     auto logits = model.lm_head->Forward(hidden.narrow(0, start, n)).to(torch::kFloat32);
-    auto picked =
-        torch::log_softmax(logits, -1).gather(-1, on_device.narrow(0, start, n).unsqueeze(-1));
-    total -= picked.to(torch::kFloat64).sum();
+    out.narrow(0, start, n)
+        .copy_(torch::log_softmax(logits, -1)
+                   .gather(-1, on_device.narrow(0, start, n).unsqueeze(-1))
+                   .squeeze(-1));
   }
-  return total.item<double>();
+  return out;
+}
+
+double SumNllFromHidden(model::LlamaModel& model, const torch::Tensor& hidden,
+                        const torch::Tensor& targets) {
+  if (hidden.size(0) == 0) return 0.0;
+  return -TargetLogProbsFromHidden(model, hidden, targets).sum().item<double>();
 }
 
 absl::StatusOr<PerplexityResult> EvaluatePerplexity(model::LlamaModel& model,

@@ -27,10 +27,18 @@ struct PerplexityResult {
   double perplexity = 0.0;
 };
 
-// -sum_i log p(targets[i]) for final-normed hidden states [n, hidden] (ForwardResult::hidden
-// rows) through the model's LM head: logits are made in blocks of at most 64 Mi elements, in
-// float32, so a batch never holds [tokens, vocab] at once; accumulated in float64 on the hidden
-// states' device. 0 for n = 0. Throws on LibTorch errors.
+// Largest logits block the LM head makes at once: 64 Mi elements, 256 MiB in float32.
+inline constexpr int64_t kMaxLogitElements = int64_t{1} << 26;
+
+// log p(targets[i]) for final-normed hidden states [n, hidden] (ForwardResult::hidden rows)
+// through the model's LM head, as a float64 tensor [n] on the hidden states' device. Logits
+// are made in float32, in blocks of at most `max_logit_elements` (at least one row per
+// block), so a batch never holds [n, vocab] at once. Throws on LibTorch errors.
+torch::Tensor TargetLogProbsFromHidden(model::LlamaModel& model, const torch::Tensor& hidden,
+                                       const torch::Tensor& targets,
+                                       int64_t max_logit_elements = kMaxLogitElements);
+
+// -sum_i log p(targets[i]), from TargetLogProbsFromHidden; 0 for n = 0.
 double SumNllFromHidden(model::LlamaModel& model, const torch::Tensor& hidden,
                         const torch::Tensor& targets);
 
