@@ -34,17 +34,32 @@ absl::StatusOr<torch::Tensor> HadamardTransformTorchOps(const torch::Tensor& x,
 // s·M as a dense [n, n] fp32 CPU tensor (for offline weight rotation and references).
 torch::Tensor HadamardMatrix(const HadamardFactors& factors, bool orthonormal);
 
-// The orthonormal transform of an online rotation (R3/R4: the input of a layer, at run time).
-// Sizes with a non-power-of-two base up to 2048 (e.g. 172 = H_172) run as one matmul with the
-// dense matrix, which is much faster there than the base-mixing loop; the matrix is made on
-// first use and kept in `*dense_cache` in x's dtype (remade when x's device or dtype changes,
-// never converted per call). Other sizes go through HadamardTransform. Inference
+// The orthonormal transform as two passes, for M = B ⊗ H_p (k = base order > 1, p = 2^m): the
+// FWHT of each of the k chunks of p elements, scaled by 1/sqrt(n) in fp32 and rounded to x's
+// dtype, then one batched [k, k] x [k, p] matmul with B in x's dtype (on a GPU: cuBLAS, on
+// tensor cores for 16-bit x). So 16-bit results are rounded twice, not once as in
+// HadamardTransform. B is converted on first use and kept in `*base_cache` (remade when its
+// order, device or dtype differs). Non-transposed only; differentiable w.r.t. x; errors as
+// HadamardTransform. k = 1 is HadamardTransform.
+absl::StatusOr<torch::Tensor> HadamardTransformSplit(const torch::Tensor& x,
+                                                     const HadamardFactors& factors,
+                                                     torch::Tensor* base_cache);
+
+// The orthonormal transform of an online rotation (R3/R4: the input of a layer, at run time),
+// on the fastest path for the size, device and dtype:
+//   - a non-power-of-two base and n ≤ 2048 (e.g. 172 = H_172): one matmul with the dense
+//     matrix, much faster there than the base-mixing loop;
+//   - a larger n with a base of order ≥ 64 (e.g. 11008 = H_172 ⊗ H_64; not fp16 on the CPU),
+//     and on CUDA every larger n in 16 bits: HadamardTransformSplit (16-bit x needs a ±1 base);
+//   - everything else: HadamardTransform.
+// The matrix a path needs (dense or base) is made on first use and kept in `*matrix_cache` in
+// x's dtype (remade when x's device or dtype changes, never converted per call). Inference
 // (quant::QuantLinear) and fine-tuning (train::SteLinear) both call this, so a fine-tuned layer
-// converts to exactly the function it was trained as: the two implementations differ in the last
-// bits, and 4-bit activations turn that into 0.1–1 % of perplexity. Differentiable w.r.t. x; errors
-// as HadamardTransform.
+// converts to exactly the function it was trained as: the implementations differ in the last
+// bits, and 4-bit activations turn that into 0.1–1 % of perplexity. Differentiable w.r.t. x;
+// errors as HadamardTransform.
 absl::StatusOr<torch::Tensor> OnlineHadamard(const torch::Tensor& x, const HadamardFactors& factors,
-                                             torch::Tensor* dense_cache);
+                                             torch::Tensor* matrix_cache);
 
 }  // namespace quantd::kernels
 

@@ -109,6 +109,68 @@ class HadamardFunction : public torch::autograd::Function<HadamardFunction> {
   }
 };
 
+// Sylvester FWHT of every last-dim row of x (a power of two ≤ 32768 on CUDA) times `scale`, in
+// fp32 arithmetic, rounded once to x's dtype. CUDA tensors need a usable CudaKernelScope.
+torch::Tensor ScaledFwht(const torch::Tensor& x, float scale) {
+  const int64_t n = x.size(-1);
+  if (!x.device().is_cpu()) {
+    CudaKernelScope scope(x);
+    if (!scope.usable() || n > 32768) {
+      return (HadamardTransformTorchOps(x, FactorHadamard(n), /*orthonormal=*/false).value() *
+              scale)
+          .to(x.scalar_type());
+    }
+    const torch::Tensor in = x.contiguous();
+    torch::Tensor out = torch::empty_like(in);
+    const char* error = FwhtCuda(in.data_ptr(), out.data_ptr(), DeviceDTypeOf(in), in.numel() / n,
+                                 n, scale, scope.stream());
+    TORCH_CHECK(error[0] == '\0', "CUDA FWHT: ", error);
+    return out;
+  }
+  torch::Tensor work = x.to(torch::kFloat, /*non_blocking=*/false, /*copy=*/true).contiguous();
+  float* data = work.data_ptr<float>();
+  const int64_t grain = std::max<int64_t>(1, 65536 / n);
+  at::parallel_for(0, work.numel() / n, grain, [&](int64_t begin, int64_t end) {
+    FwhtRows(data + begin * n, end - begin, n, scale);
+  });
+  return work.to(x.scalar_type());
+}
+
+// ScaledFwht under autograd: H is symmetric, so the backward pass is the same transform.
+class ScaledFwhtFunction : public torch::autograd::Function<ScaledFwhtFunction> {
+ public:
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x, double scale) {
+    ctx->saved_data["scale"] = scale;
+    return ScaledFwht(x, static_cast<float>(scale));
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
+    const auto scale = static_cast<float>(ctx->saved_data["scale"].toDouble());
+    return {ScaledFwht(grad_outputs[0], scale), torch::Tensor()};
+  }
+};
+
+// Online rotations with a base up to this order run as one matmul with the dense matrix.
+constexpr int64_t kDenseOnlineUpTo = 2048;
+// Rows whose base is at least this order go through HadamardTransformSplit: the fused kernels'
+// k multiply-adds per element cost more than the split's matmul there. H100 fp32: fused 22 % of
+// copy at k = 108 and 13 % at 172, against 44–63 % at 20 and 28 (kernels/cuda/PERFORMANCE.md);
+// CPU (online_hadamard_bench): split/fused time 0.8 at k = 108 and 172, 1.4–2.2 at 20 and 28.
+constexpr int64_t kSplitMinBase = 64;
+
+// Where HadamardTransformSplit beats the fused kernel: bases of order ≥ kSplitMinBase, and on
+// CUDA 16-bit rows at every order (the fused kernel mixes in fp32 on CUDA cores, so they take
+// as long as fp32 rows; the split mixes on tensor cores). 16-bit rows need a ±1 base, which
+// 16 bits hold exactly (not the random orthogonal fallback); the CPU has no fp16 matmul.
+bool OnlineSplitPays(const torch::Tensor& x, const HadamardFactors& f) {
+  const auto type = x.scalar_type();
+  if (type != torch::kFloat && !f.is_hadamard) return false;
+  if (x.device().is_cpu()) return f.base_order >= kSplitMinBase && type != torch::kHalf;
+  if (!x.is_cuda() || (int64_t{1} << f.log2_pow2) > 32768 || !CudaKernelScope(x).usable()) {
+    return false;
+  }
+  return type != torch::kFloat || f.base_order >= kSplitMinBase;
+}
+
 }  // namespace
 
 absl::StatusOr<torch::Tensor> HadamardTransform(const torch::Tensor& x,
@@ -159,6 +221,27 @@ absl::StatusOr<torch::Tensor> HadamardTransformTorchOps(const torch::Tensor& x,
   return y.reshape(x.sizes()).to(x.scalar_type());
 }
 
+absl::StatusOr<torch::Tensor> HadamardTransformSplit(const torch::Tensor& x,
+                                                     const HadamardFactors& f,
+                                                     torch::Tensor* base_cache) {
+  if (absl::Status s = CheckInput(x, f); !s.ok()) return s;
+  if (f.base_order == 1) return HadamardTransform(x, f, /*orthonormal=*/true);
+  const int64_t k = f.base_order;
+  const int64_t p = int64_t{1} << f.log2_pow2;
+  if (!base_cache->defined() || base_cache->size(0) != k || base_cache->device() != x.device() ||
+      base_cache->scalar_type() != x.scalar_type()) {
+    *base_cache = torch::from_blob(const_cast<float*>(f.base.data()), {k, k}, torch::kFloat)
+                      .to(x.device(), x.scalar_type(), /*non_blocking=*/false, /*copy=*/true);
+  }
+  try {
+    const torch::Tensor transformed = ScaledFwhtFunction::apply(
+        x.reshape({-1, k, p}), static_cast<double>(OrthonormalScale(f.n)));
+    return torch::matmul(*base_cache, transformed).reshape(x.sizes());
+  } catch (const c10::Error& e) {
+    return absl::InternalError(e.what_without_backtrace());
+  }
+}
+
 torch::Tensor HadamardMatrix(const HadamardFactors& factors, bool orthonormal) {
   const std::vector<float> dense = DenseHadamard(factors);
   torch::Tensor m =
@@ -169,20 +252,21 @@ torch::Tensor HadamardMatrix(const HadamardFactors& factors, bool orthonormal) {
 }
 
 absl::StatusOr<torch::Tensor> OnlineHadamard(const torch::Tensor& x, const HadamardFactors& factors,
-                                             torch::Tensor* dense_cache) {
-  constexpr int64_t kDenseUpTo = 2048;
-  if (factors.base_order == 1 || factors.n > kDenseUpTo) {
+                                             torch::Tensor* matrix_cache) {
+  if (factors.base_order == 1) return HadamardTransform(x, factors, /*orthonormal=*/true);
+  if (absl::Status s = CheckInput(x, factors); !s.ok()) return s;
+  if (factors.n > kDenseOnlineUpTo) {
+    if (OnlineSplitPays(x, factors)) return HadamardTransformSplit(x, factors, matrix_cache);
     return HadamardTransform(x, factors, /*orthonormal=*/true);
   }
-  if (absl::Status s = CheckInput(x, factors); !s.ok()) return s;
-  if (!dense_cache->defined() || dense_cache->device() != x.device() ||
-      dense_cache->scalar_type() != x.scalar_type()) {
-    *dense_cache = HadamardMatrix(factors, /*orthonormal=*/true)
-                       .to(x.device(), x.scalar_type())
-                       .t()
-                       .contiguous();
+  if (!matrix_cache->defined() || matrix_cache->size(0) != factors.n ||
+      matrix_cache->device() != x.device() || matrix_cache->scalar_type() != x.scalar_type()) {
+    *matrix_cache = HadamardMatrix(factors, /*orthonormal=*/true)
+                        .to(x.device(), x.scalar_type())
+                        .t()
+                        .contiguous();
   }
-  return torch::matmul(x, *dense_cache);
+  return torch::matmul(x, *matrix_cache);
 }
 
 }  // namespace quantd::kernels

@@ -80,6 +80,8 @@ suite_pid=$!
 step "kernel bandwidth"
 TAIL=40 run kernels-cuda-bench 90 $FG $B/tests/bench/kernels/kernels_cuda_bench
 TAIL=6 run mse-search-bench 60 $FG $B/tests/bench/kernels/mse_search_bench
+TAIL=12 run online-hadamard-bench 45 $FG $B/tests/bench/kernels/online_hadamard_bench \
+  --device cuda --rows 8192
 step "Llama-2-7B-shaped model (4 blocks): a scaled-down job and step rates"
 run make-model 90 $FG env -u LD_PRELOAD "$PYTHON" scripts/gpu/make_random_llama.py /tmp/llama2-7b-shape --layers 4
 TAIL=25 run job-7b-shape 200 $FG $TIME $B/worker/quantd-worker run \

@@ -81,11 +81,11 @@ TEST(HadamardTorchTest, GradientIsTheTransposedTransform) {
 }
 
 // The online rotation both training and inference call: the transform of HadamardTransform
-// (dense for 172 and 344, the kernel for 64 and 5120), differentiable, with its dense matrix
-// made once and remade for another device.
+// (dense for 172 and 344, the fused kernel for 64 and 5120, the split path for 11008 on the CPU),
+// differentiable, with its matrix made once and remade for another device.
 TEST(HadamardTorchTest, OnlineHadamardIsTheTransformAndKeepsItsMatrix) {
   torch::manual_seed(4);
-  for (int64_t n : {64, 172, 344, 5120}) {
+  for (int64_t n : {64, 172, 344, 5120, 11008}) {
     const HadamardFactors f = FactorHadamard(n);
     const torch::Tensor x = torch::randn({2, 5, n}).requires_grad_(true);
     torch::Tensor cache;
@@ -95,14 +95,16 @@ TEST(HadamardTorchTest, OnlineHadamardIsTheTransformAndKeepsItsMatrix) {
     ASSERT_TRUE(want.ok());
     EXPECT_TRUE(torch::allclose(*y, *want, 1e-5, 1e-5)) << n;
     const bool dense = f.base_order > 1 && n <= 2048;
-    EXPECT_EQ(cache.defined(), dense) << n;
+    const bool split = n > 2048 && f.base_order >= 64;  // 11008 = H_172 ⊗ H_64
+    EXPECT_EQ(cache.defined(), dense || split) << n;
+    if (split) EXPECT_EQ(cache.size(0), f.base_order);
     y->sum().backward();
     // y = x·Mᵀ/sqrt(n)  =>  d(sum y)/dx = 1·M/sqrt(n), the same for every row.
     const torch::Tensor grad_want = torch::matmul(torch::ones({1, n}), HadamardMatrix(f, true));
-    // (Column sums of up to 5120 terms of ±1/sqrt(n): fp32 sums agree to about 1e-4.)
+    // (Column sums of up to 11008 terms of ±1/sqrt(n): fp32 sums agree to about 1e-4.)
     EXPECT_TRUE(torch::allclose(x.grad().reshape({-1, n}), grad_want.expand({10, n}), 1e-4, 1e-3))
         << n;
-    if (dense) {
+    if (dense || split) {
       const void* made = cache.data_ptr();
       ASSERT_TRUE(OnlineHadamard(x.detach(), f, &cache).ok());
       EXPECT_EQ(cache.data_ptr(), made) << "the matrix is made once";
@@ -110,6 +112,51 @@ TEST(HadamardTorchTest, OnlineHadamardIsTheTransformAndKeepsItsMatrix) {
   }
   torch::Tensor cache;
   EXPECT_FALSE(OnlineHadamard(torch::randn({2, 171}), FactorHadamard(172), &cache).ok());
+}
+
+// The two-pass form GPUs use for the large online rotations (FWHT of the chunks, then the base
+// as a matmul): the same transform, rounded twice for 16-bit inputs, differentiable, with its
+// base converted once.
+TEST(HadamardTorchTest, SplitPathIsTheTransformRoundedTwice) {
+  torch::manual_seed(8);
+  for (int64_t n : {344, 5120, 11008, 13824}) {  // k = 344 (p = 1), 20, 172, 108
+    const HadamardFactors f = FactorHadamard(n);
+    ASSERT_GT(f.base_order, 1) << n;
+    const torch::Tensor dense = HadamardMatrix(f, /*orthonormal=*/true).t().to(torch::kDouble);
+    // (LibTorch 1.13 has no fp16 matmul on the CPU; the CUDA test below covers fp16.)
+    for (auto type : {torch::kFloat, torch::kBFloat16}) {
+      const torch::Tensor x = torch::randn({2, 3, n}).to(type);
+      torch::Tensor cache;
+      auto y = HadamardTransformSplit(x, f, &cache);
+      ASSERT_TRUE(y.ok()) << y.status();
+      EXPECT_EQ(y->scalar_type(), type);
+      EXPECT_EQ(y->sizes(), x.sizes());
+      const torch::Tensor want = torch::matmul(x.to(torch::kDouble), dense);
+      const Tolerance tol = ToleranceFor(type);
+      const double rounds = type == torch::kFloat ? 1 : 2;
+      EXPECT_TRUE(
+          torch::allclose(y->to(torch::kDouble), want, rounds * tol.rtol, rounds * tol.atol))
+          << n << " " << type << " max err "
+          << (y->to(torch::kDouble) - want).abs().max().item<double>();
+      ASSERT_TRUE(cache.defined());
+      EXPECT_EQ(cache.sizes(), (std::vector<int64_t>{f.base_order, f.base_order}));
+      const void* made = cache.data_ptr();
+      ASSERT_TRUE(HadamardTransformSplit(x, f, &cache).ok());
+      EXPECT_EQ(cache.data_ptr(), made) << "the base is converted once";
+    }
+    // y = x·Mᵀ/sqrt(n)  =>  d(sum y·w)/dx = w·M/sqrt(n).
+    const torch::Tensor x = torch::randn({3, n}).requires_grad_(true);
+    const torch::Tensor w = torch::randn({3, n});
+    torch::Tensor cache;
+    (HadamardTransformSplit(x, f, &cache).value() * w).sum().backward();
+    const torch::Tensor grad_want = torch::matmul(w.to(torch::kDouble), dense.t());
+    EXPECT_TRUE(torch::allclose(x.grad().to(torch::kDouble), grad_want, 1e-5, 1e-4)) << n;
+  }
+  torch::Tensor cache;
+  EXPECT_FALSE(HadamardTransformSplit(torch::randn({2, 5119}), FactorHadamard(5120), &cache).ok());
+  EXPECT_FALSE(HadamardTransformSplit(torch::randn({2, 5120}).to(torch::kInt32),
+                                      FactorHadamard(5120), &cache)
+                   .ok());
 }
 
 TEST(HadamardTorchTest, ParallelRowsMatchTheSerialKernel) {
@@ -316,6 +363,39 @@ TEST(HadamardTorchTest, CudaTensorsMatchTheCpu_CUDA) {
     (HadamardTransform(x_cpu, f, true).value() * w).sum().backward();
     (HadamardTransform(x_gpu, f, true).value() * w.to(torch::kCUDA)).sum().backward();
     EXPECT_TRUE(torch::allclose(x_gpu.grad().cpu(), x_cpu.grad(), 1e-5, 1e-4)) << n;
+  }
+}
+
+// The online rotations of Llama-sized layers on a GPU: the split path where it is faster
+// (16-bit rows, fp32 rows with a base of order ≥ 64), the fused kernel otherwise; both the
+// transform, and the split one differentiable on the device.
+TEST(HadamardTorchTest, OnlineHadamardOnCudaPicksItsPathAndIsTheTransform_CUDA) {
+  if (!TorchAndKernelsOnCuda()) GTEST_SKIP() << "no CUDA device for LibTorch and the kernels";
+  torch::manual_seed(9);
+  for (int64_t n : {5120, 11008, 14336}) {  // k = 20, 172, 28
+    const HadamardFactors f = FactorHadamard(n);
+    const torch::Tensor dense = HadamardMatrix(f, /*orthonormal=*/true).t().to(torch::kDouble);
+    for (auto type : {torch::kFloat, torch::kBFloat16, torch::kHalf}) {
+      const torch::Tensor x = torch::randn({4, 7, n}).to(type);
+      torch::Tensor cache;
+      auto y = OnlineHadamard(x.to(torch::kCUDA), f, &cache);
+      ASSERT_TRUE(y.ok()) << y.status();
+      ASSERT_TRUE(y->is_cuda());
+      const bool split = type != torch::kFloat || f.base_order >= 64;
+      EXPECT_EQ(cache.defined(), split) << n << " " << type;
+      const torch::Tensor want = torch::matmul(x.to(torch::kDouble), dense);
+      const Tolerance tol = ToleranceFor(type);
+      const double rounds = type == torch::kFloat ? 1 : 2;
+      const torch::Tensor got = y->cpu().to(torch::kDouble);
+      EXPECT_TRUE(torch::allclose(got, want, rounds * tol.rtol, rounds * tol.atol))
+          << n << " " << type << " max err " << (got - want).abs().max().item<double>();
+    }
+    const torch::Tensor w = torch::randn({2, n});
+    const torch::Tensor x = torch::randn({2, n}).to(torch::kCUDA).requires_grad_(true);
+    torch::Tensor cache;
+    (HadamardTransformSplit(x, f, &cache).value() * w.to(torch::kCUDA)).sum().backward();
+    const torch::Tensor grad_want = torch::matmul(w.to(torch::kDouble), dense.t());
+    EXPECT_TRUE(torch::allclose(x.grad().cpu().to(torch::kDouble), grad_want, 1e-5, 1e-4)) << n;
   }
 }
 

@@ -9,7 +9,7 @@ namespace quantd::quant {
 torch::Tensor QuantLinear::Forward(const torch::Tensor& x) {
   torch::Tensor input = x;
   if (input_hadamard) {
-    auto rotated = kernels::OnlineHadamard(x, *input_hadamard, &dense_hadamard_);
+    auto rotated = kernels::OnlineHadamard(x, *input_hadamard, &hadamard_matrix_);
     if (!rotated.ok()) throw std::runtime_error(std::string(rotated.status().message()));
     input = *rotated;
   }
@@ -23,7 +23,7 @@ torch::Tensor QuantLinear::Forward(const torch::Tensor& x) {
 
 std::vector<torch::Tensor*> QuantLinear::StateTensors() {
   std::vector<torch::Tensor*> out = input_quantizer.StateTensors();
-  for (torch::Tensor* t : {&weight, &weight_scales, &dense_hadamard_}) out.push_back(t);
+  for (torch::Tensor* t : {&weight, &weight_scales, &hadamard_matrix_}) out.push_back(t);
   return out;
 }
 

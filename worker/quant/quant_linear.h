@@ -38,8 +38,9 @@ class QuantLinear : public model::LinearLayer {
   ActQuantizer input_quantizer;
 
  private:
-  // The dense matrix of a small input_hadamard (kernels::OnlineHadamard), made on first use.
-  torch::Tensor dense_hadamard_;
+  // The matrix kernels::OnlineHadamard keeps for input_hadamard (dense, or the base), made on
+  // first use.
+  torch::Tensor hadamard_matrix_;
 };
 
 }  // namespace quantd::quant

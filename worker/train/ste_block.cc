@@ -113,7 +113,7 @@ absl::StatusOr<std::shared_ptr<SteLinear>> MakeLayer(
 torch::Tensor SteLinear::Forward(const torch::Tensor& x) {
   torch::Tensor input = x;
   if (input_hadamard) {
-    input = OrThrow(kernels::OnlineHadamard(input, *input_hadamard, &dense_hadamard_));
+    input = OrThrow(kernels::OnlineHadamard(input, *input_hadamard, &hadamard_matrix_));
   }
   if (quantize_input) {
     input = input_dynamic

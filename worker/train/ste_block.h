@@ -52,7 +52,7 @@ class SteLinear : public model::LinearLayer {
   int64_t in_features() const override { return weight.size(1); }
   int64_t out_features() const override { return weight.size(0); }
   std::vector<torch::Tensor*> StateTensors() override {
-    return {&weight, &weight_scales, &input_scale, &baked, &dense_hadamard_};
+    return {&weight, &weight_scales, &input_scale, &baked, &hadamard_matrix_};
   }
   // Bakes the quantized weight; Forward() no longer builds an autograd graph for it.
   void Bake();
@@ -68,8 +68,9 @@ class SteLinear : public model::LinearLayer {
   torch::Tensor baked;  // defined after Bake()
 
  private:
-  // The dense matrix of a small input_hadamard (kernels::OnlineHadamard), made on first use.
-  torch::Tensor dense_hadamard_;
+  // The matrix kernels::OnlineHadamard keeps for input_hadamard (dense, or the base), made on
+  // first use.
+  torch::Tensor hadamard_matrix_;
 };
 
 // INVALID_ARGUMENT for a group size that does not divide a layer or an unsupported layer;
