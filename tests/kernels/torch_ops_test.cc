@@ -97,7 +97,9 @@ TEST(HadamardTorchTest, OnlineHadamardIsTheTransformAndKeepsItsMatrix) {
     const bool dense = f.base_order > 1 && n <= 2048;
     const bool split = n > 2048 && f.base_order >= 64;  // 11008 = H_172 ⊗ H_64
     EXPECT_EQ(cache.defined(), dense || split) << n;
-    if (split) EXPECT_EQ(cache.size(0), f.base_order);
+    if (split) {
+      EXPECT_EQ(cache.size(0), f.base_order);
+    }
     y->sum().backward();
     // y = x·Mᵀ/sqrt(n)  =>  d(sum y)/dx = 1·M/sqrt(n), the same for every row.
     const torch::Tensor grad_want = torch::matmul(torch::ones({1, n}), HadamardMatrix(f, true));
