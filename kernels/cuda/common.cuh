@@ -79,18 +79,50 @@ __device__ __forceinline__ void LoadFloats(const T* p, bool vector, float* dst) 
   }
 }
 
-// Stores src[0..N) rounded to T at p; same alignment rule as LoadFloats.
+// The bits of a value of T, zero-extended.
+__device__ __forceinline__ unsigned BitsOf(float v) { return __float_as_uint(v); }
+__device__ __forceinline__ unsigned BitsOf(__half v) { return __half_as_ushort(v); }
+__device__ __forceinline__ unsigned BitsOf(__nv_bfloat16 v) { return __bfloat16_as_ushort(v); }
+
+// src[0..N) rounded to T, packed into 32-bit words in memory order (N·sizeof(T) a multiple of 4).
+template <typename T, int N>
+__device__ __forceinline__ void PackWords(const float* src, unsigned* words) {
+  constexpr int kPerWord = 4 / static_cast<int>(sizeof(T));
+#pragma unroll
+  for (int w = 0; w < N / kPerWord; ++w) {
+    unsigned word = 0;
+#pragma unroll
+    for (int e = 0; e < kPerWord; ++e) {
+      word |= BitsOf(FromFloat<T>(src[w * kPerWord + e])) << (32 / kPerWord * e);
+    }
+    words[w] = word;
+  }
+}
+
+// Stores src[0..N) rounded to T at p; same alignment rule as LoadFloats. The vector store is one
+// explicit st.global of packed 32-bit words (__stwb, the default write-back policy): written as
+// a plain copy of a Vec, or even of a uint4, the compiler split it into one store per element or
+// word in many instantiations (FWHT rows of 16–2048 elements, every Kronecker size, per PTX).
 template <typename T, int N>
 __device__ __forceinline__ void StoreFloats(const float* src, bool vector, T* p) {
-  if (vector) {
-    Vec<T, N> raw;
-#pragma unroll
-    for (int i = 0; i < N; ++i) raw.v[i] = FromFloat<T>(src[i]);
-    *reinterpret_cast<Vec<T, N>*>(p) = raw;
-  } else {
-#pragma unroll
-    for (int i = 0; i < N; ++i) p[i] = FromFloat<T>(src[i]);
+  constexpr int kBytes = N * static_cast<int>(sizeof(T));
+  static_assert(kBytes <= 16 && (kBytes & (kBytes - 1)) == 0, "a power of two ≤ 16 bytes");
+  if constexpr (kBytes >= 4) {
+    if (vector) {
+      unsigned words[kBytes / 4];
+      PackWords<T, N>(src, words);
+      if constexpr (kBytes == 16) {
+        __stwb(reinterpret_cast<uint4*>(p), make_uint4(words[0], words[1], words[2], words[3]));
+      } else if constexpr (kBytes == 8) {
+        __stwb(reinterpret_cast<uint2*>(p), make_uint2(words[0], words[1]));
+      } else {
+        __stwb(reinterpret_cast<unsigned*>(p), words[0]);
+      }
+      return;
+    }
   }
+#pragma unroll
+  for (int i = 0; i < N; ++i) p[i] = FromFloat<T>(src[i]);
 }
 
 }  // namespace quantd::kernels::cuda
