@@ -11,12 +11,14 @@
 #include "gtest/gtest.h"
 #include "tests/common/stories_job.h"
 #include "worker/model/config.h"
+#include "worker/model/device_choice.h"
 #include "worker/pipeline/run_job.h"
 
 namespace quantd::pipeline {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 const std::string kStories = std::string(QUANTD_SHARED_DATA) + "/models/stories260K";
 
@@ -236,6 +238,27 @@ TEST(JobDeviceTest, AJobAskingForCudaWithoutOneIsAUserError) {
   const RunJobOutcome outcome = RunJob(SmallJob(), options, sink, cancel);
   EXPECT_EQ(outcome.reason, v1::FAILURE_REASON_USER_ERROR);
   EXPECT_THAT(outcome.status.message(), HasSubstr("no CUDA device"));
+}
+
+// A dtype the worker's device cannot compute in (float16 on the CPU with LibTorch 1.13) fails
+// before the model loads, as the user's error, naming the field; a LibTorch that can, runs it.
+TEST(JobDeviceTest, AComputeDtypeTheDeviceLacksIsAUserError) {
+  MetricSink sink;
+  CancellationToken cancel;
+  RunJobOptions options;
+  options.device = "cpu";
+  v1::JobSpec spec = SmallJob();
+  spec.mutable_model()->set_dtype("float16");
+  spec.mutable_eval()->clear_eval_tasks();
+  spec.mutable_eval()->clear_compare();
+  if (model::CheckComputeDtype(torch::Device(torch::kCPU), torch::kFloat16).ok()) {
+    GTEST_SKIP() << "this LibTorch computes in float16 on the CPU";
+  }
+  const RunJobOutcome outcome = RunJob(spec, options, sink, cancel);
+  EXPECT_EQ(outcome.reason, v1::FAILURE_REASON_USER_ERROR);
+  EXPECT_THAT(std::string(outcome.status.message()),
+              HasSubstr("model.dtype: compute dtype float16 is not available on cpu"));
+  EXPECT_THAT(std::string(outcome.status.message()), Not(HasSubstr("frame #")));
 }
 
 // The whole job on the GPU: every perplexity within 1 % of the same job on the CPU (fp32; the

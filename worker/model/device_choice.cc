@@ -2,6 +2,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 
 namespace quantd::model {
 
@@ -27,6 +28,28 @@ absl::StatusOr<torch::Device> ChooseDevice(const std::string& requested) {
                                          " CUDA device(s) visible");
   }
   return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(index));
+}
+
+absl::Status CheckComputeDtype(const torch::Device& device, torch::ScalarType dtype) {
+  const std::string name = dtype == torch::kFloat32    ? "float32"
+                           : dtype == torch::kBFloat16 ? "bfloat16"
+                           : dtype == torch::kFloat16  ? "float16"
+                                                       : std::string(c10::toString(dtype));
+  if (!torch::isFloatingType(dtype)) {
+    return absl::InvalidArgumentError("compute dtype " + name + ": not a floating type");
+  }
+  try {
+    const torch::Tensor probe =
+        torch::ones({2, 2}, torch::TensorOptions().dtype(dtype).device(device));
+    (void)torch::matmul(probe, probe);
+  } catch (const c10::Error& e) {
+    const std::string why = e.what_without_backtrace();
+    return absl::InvalidArgumentError(
+        absl::StrCat("compute dtype ", name, " is not available on ", device.str(),
+                     " with this LibTorch (", why.substr(0, why.find('\n')),
+                     "); use float32 or bfloat16 there", device.is_cpu() ? ", or a GPU" : ""));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace quantd::model

@@ -76,14 +76,15 @@ class LlamaModel {
  public:
   // Loads config.json and the safetensors checkpoint of `model_dir`. Errors: NOT_FOUND (files
   // missing), INVALID_ARGUMENT (bad config, missing tensor, shape disagreeing with the
-  // config, unsupported dtype), each naming the file and tensor.
+  // config, unsupported dtype; a compute dtype the device cannot run, CheckComputeDtype), each
+  // naming the file and tensor.
   static absl::StatusOr<std::unique_ptr<LlamaModel>> Load(const std::string& model_dir,
                                                           const LoadOptions& options = {});
   static absl::StatusOr<std::unique_ptr<LlamaModel>> FromCheckpoint(
       const LlamaConfig& config, const Checkpoint& checkpoint, const LoadOptions& options = {});
   // A model with no weights and no blocks, for loaders that fill in the public members
-  // themselves (e.g. a quantized export, worker/export). INVALID_ARGUMENT for a non-floating
-  // compute dtype.
+  // themselves (e.g. a quantized export, worker/export). INVALID_ARGUMENT for a compute dtype
+  // the device cannot run (CheckComputeDtype).
   static absl::StatusOr<std::unique_ptr<LlamaModel>> CreateEmpty(const LlamaConfig& config,
                                                                  const LoadOptions& options = {});
 

@@ -1,6 +1,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "proto/common/status_macros.h"
+#include "worker/model/device_choice.h"
 #include "worker/model/llama.h"
 
 namespace quantd::model {
@@ -41,9 +42,7 @@ class Loader {
 absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::FromCheckpoint(const LlamaConfig& config,
                                                                        const Checkpoint& checkpoint,
                                                                        const LoadOptions& options) {
-  if (!torch::isFloatingType(options.dtype)) {
-    return absl::InvalidArgumentError("load: the compute dtype must be a floating type");
-  }
+  RETURN_IF_ERROR(CheckComputeDtype(options.device, options.dtype));
   if (options.streamed_blocks < 0 || options.streamed_blocks > config.num_hidden_layers) {
     return absl::InvalidArgumentError(absl::StrCat("load: ", options.streamed_blocks,
                                                    " streamed blocks asked for, the model has ",
@@ -98,9 +97,7 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::FromCheckpoint(const Lla
 
 absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::CreateEmpty(const LlamaConfig& config,
                                                                     const LoadOptions& options) {
-  if (!torch::isFloatingType(options.dtype)) {
-    return absl::InvalidArgumentError("load: the compute dtype must be a floating type");
-  }
+  RETURN_IF_ERROR(CheckComputeDtype(options.device, options.dtype));
   return std::unique_ptr<LlamaModel>(new LlamaModel(config, options));
 }
 

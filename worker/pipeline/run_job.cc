@@ -103,6 +103,10 @@ RunJobOutcome RunJob(const v1::JobSpec& original, const RunJobOptions& options, 
   if (!dtype.ok()) return Failed(v1::FAILURE_REASON_USER_ERROR, dtype.status());
   auto device = model::ChooseDevice(options.device);
   if (!device.ok()) return Failed(v1::FAILURE_REASON_USER_ERROR, device.status());
+  if (auto status = model::CheckComputeDtype(*device, *dtype); !status.ok()) {
+    return Failed(v1::FAILURE_REASON_USER_ERROR,
+                  absl::InvalidArgumentError(absl::StrCat("model.dtype: ", status.message())));
+  }
   model::LoadOptions load_options;
   load_options.dtype = *dtype;
   load_options.device = *device;
