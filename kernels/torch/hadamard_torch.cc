@@ -152,23 +152,20 @@ class ScaledFwhtFunction : public torch::autograd::Function<ScaledFwhtFunction> 
 // Online rotations with a base up to this order run as one matmul with the dense matrix.
 constexpr int64_t kDenseOnlineUpTo = 2048;
 // Rows whose base is at least this order go through HadamardTransformSplit: the fused kernels'
-// k multiply-adds per element cost more than the split's matmul there. H100 fp32: fused 22 % of
-// copy at k = 108 and 13 % at 172, against 44–63 % at 20 and 28 (kernels/cuda/PERFORMANCE.md);
-// CPU (online_hadamard_bench): split/fused time 0.8 at k = 108 and 172, 1.4–2.2 at 20 and 28.
+// k multiply-adds per element cost more than the split's matmul there. H100: fused 22 % of copy
+// at k = 108 and 13 % at 172 in fp32, 11 % and 7 % in bf16, against 44–63 % (fp32) and 23–30 %
+// (bf16) at 20 and 28 (kernels/cuda/PERFORMANCE.md). CPU (online_hadamard_bench): split/fused
+// time 0.35–0.8 at k = 108 and 172, 0.9–2.3 at 20 and 28.
 constexpr int64_t kSplitMinBase = 64;
 
-// Where HadamardTransformSplit beats the fused kernel: bases of order ≥ kSplitMinBase, and on
-// CUDA 16-bit rows at every order (the fused kernel mixes in fp32 on CUDA cores, so they take
-// as long as fp32 rows; the split mixes on tensor cores). 16-bit rows need a ±1 base, which
+// Where HadamardTransformSplit is expected to beat the fused kernel: bases of order ≥
+// kSplitMinBase, on the CPU or where the CUDA kernels run. 16-bit rows need a ±1 base, which
 // 16 bits hold exactly (not the random orthogonal fallback); the CPU has no fp16 matmul.
 bool OnlineSplitPays(const torch::Tensor& x, const HadamardFactors& f) {
   const auto type = x.scalar_type();
-  if (type != torch::kFloat && !f.is_hadamard) return false;
-  if (x.device().is_cpu()) return f.base_order >= kSplitMinBase && type != torch::kHalf;
-  if (!x.is_cuda() || (int64_t{1} << f.log2_pow2) > 32768 || !CudaKernelScope(x).usable()) {
-    return false;
-  }
-  return type != torch::kFloat || f.base_order >= kSplitMinBase;
+  if (f.base_order < kSplitMinBase || (type != torch::kFloat && !f.is_hadamard)) return false;
+  if (x.device().is_cpu()) return type != torch::kHalf;
+  return x.is_cuda() && (int64_t{1} << f.log2_pow2) <= 32768 && CudaKernelScope(x).usable();
 }
 
 }  // namespace

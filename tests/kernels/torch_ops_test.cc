@@ -368,9 +368,8 @@ TEST(HadamardTorchTest, CudaTensorsMatchTheCpu_CUDA) {
   }
 }
 
-// The online rotations of Llama-sized layers on a GPU: the split path where it is faster
-// (16-bit rows, fp32 rows with a base of order ≥ 64), the fused kernel otherwise; both the
-// transform, and the split one differentiable on the device.
+// The online rotations of Llama-sized layers on a GPU: the split path for bases of order ≥ 64,
+// the fused kernel otherwise; both the transform, and the split one differentiable on the device.
 TEST(HadamardTorchTest, OnlineHadamardOnCudaPicksItsPathAndIsTheTransform_CUDA) {
   if (!TorchAndKernelsOnCuda()) GTEST_SKIP() << "no CUDA device for LibTorch and the kernels";
   torch::manual_seed(9);
@@ -383,7 +382,7 @@ TEST(HadamardTorchTest, OnlineHadamardOnCudaPicksItsPathAndIsTheTransform_CUDA) 
       auto y = OnlineHadamard(x.to(torch::kCUDA), f, &cache);
       ASSERT_TRUE(y.ok()) << y.status();
       ASSERT_TRUE(y->is_cuda());
-      const bool split = type != torch::kFloat || f.base_order >= 64;
+      const bool split = f.base_order >= 64;
       EXPECT_EQ(cache.defined(), split) << n << " " << type;
       const torch::Tensor want = torch::matmul(x.to(torch::kDouble), dense);
       const Tolerance tol = ToleranceFor(type);
