@@ -49,8 +49,8 @@ absl::StatusOr<torch::Tensor> HadamardTransformSplit(const torch::Tensor& x,
 // on the fastest path for the size, device and dtype:
 //   - a non-power-of-two base and n ≤ 2048 (e.g. 172 = H_172): one matmul with the dense
 //     matrix, much faster there than the base-mixing loop;
-//   - a larger n with a base of order ≥ 64 (e.g. 11008 = H_172 ⊗ H_64): HadamardTransformSplit
-//     (16-bit x needs a ±1 base; not fp16 on the CPU);
+//   - a larger n with a base of order ≥ 64 (e.g. 11008 = H_172 ⊗ H_64) on CUDA, or in bf16 on
+//     the CPU: HadamardTransformSplit (16-bit x needs a ±1 base);
 //   - everything else: HadamardTransform.
 // The matrix a path needs (dense or base) is made on first use and kept in `*matrix_cache` in
 // x's dtype (remade when x's device or dtype changes, never converted per call). Inference

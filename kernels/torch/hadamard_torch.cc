@@ -154,17 +154,18 @@ constexpr int64_t kDenseOnlineUpTo = 2048;
 // Rows whose base is at least this order go through HadamardTransformSplit: the fused kernels'
 // k multiply-adds per element cost more than the split's matmul there. H100: fused 22 % of copy
 // at k = 108 and 13 % at 172 in fp32, 11 % and 7 % in bf16, against 44–63 % (fp32) and 23–30 %
-// (bf16) at 20 and 28 (kernels/cuda/PERFORMANCE.md). CPU (online_hadamard_bench): split/fused
-// time 0.35–0.8 at k = 108 and 172, 0.9–2.3 at 20 and 28.
+// (bf16) at 20 and 28 (kernels/cuda/PERFORMANCE.md).
 constexpr int64_t kSplitMinBase = 64;
 
 // Where HadamardTransformSplit is expected to beat the fused kernel: bases of order ≥
-// kSplitMinBase, on the CPU or where the CUDA kernels run. 16-bit rows need a ±1 base, which
+// kSplitMinBase where the CUDA kernels run, and 16-bit rows of those on the CPU (there
+// online_hadamard_bench with 1024–2048 rows gave split/fused time 0.42–0.71 in bf16 at k = 108
+// and 172, but 0.95–1.31 in fp32, so fp32 stays fused). 16-bit rows need a ±1 base, which
 // 16 bits hold exactly (not the random orthogonal fallback); the CPU has no fp16 matmul.
 bool OnlineSplitPays(const torch::Tensor& x, const HadamardFactors& f) {
   const auto type = x.scalar_type();
   if (f.base_order < kSplitMinBase || (type != torch::kFloat && !f.is_hadamard)) return false;
-  if (x.device().is_cpu()) return type != torch::kHalf;
+  if (x.device().is_cpu()) return type == torch::kBFloat16;
   return x.is_cuda() && (int64_t{1} << f.log2_pow2) <= 32768 && CudaKernelScope(x).usable();
 }
 
