@@ -3,6 +3,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "proto/common/error_text.h"
 
 namespace quantd::cli {
 
@@ -66,7 +67,7 @@ int RunCommandBody(const char* name, const char* usage_line, CommandBody body,
   bool usage = false;
   const absl::Status status = body(args, out, &usage);
   if (status.ok()) return 0;
-  err << "quantd-worker " << name << ": " << status.message() << "\n";
+  err << "quantd-worker " << name << ": " << WithoutBacktrace(status.message()) << "\n";
   if (usage) err << "usage: quantd-worker " << name << " " << usage_line << "\n";
   return usage ? 2 : 1;
 }

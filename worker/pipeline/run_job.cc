@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "proto/common/error_text.h"
 #include "proto/common/status_macros.h"
 #include "proto/spec/defaults.h"
 #include "proto/spec/validate.h"
@@ -34,10 +35,10 @@ constexpr double kLoadEnd = 0.05;
 constexpr double kDataEnd = 0.08;
 constexpr double kDetectEnd = 0.15;
 
-RunJobOutcome Failed(v1::FailureReason reason, absl::Status status) {
+RunJobOutcome Failed(v1::FailureReason reason, const absl::Status& status) {
   RunJobOutcome outcome;
   outcome.reason = reason;
-  outcome.status = std::move(status);
+  outcome.status = WithoutBacktrace(status);  // the job's user reads it, not LibTorch's frames
   return outcome;
 }
 
