@@ -5,6 +5,7 @@
 #include "worker/export/artifact_format.h"
 #include "worker/export/artifact_reader.h"
 #include "worker/model/device_choice.h"
+#include "worker/model/dtype_names.h"
 
 namespace quantd::cli {
 
@@ -15,16 +16,12 @@ std::set<std::string> ModelFlagNames() {
 absl::StatusOr<model::LoadOptions> LoadOptionsFromArgs(const Args& args) {
   model::LoadOptions options;
   const std::string dtype = args.Get("dtype", "float32");
-  if (dtype == "float32") {
-    options.dtype = torch::kFloat32;
-  } else if (dtype == "bfloat16") {
-    options.dtype = torch::kBFloat16;
-  } else if (dtype == "float16") {
-    options.dtype = torch::kFloat16;
-  } else {
+  auto parsed = model::DTypeFromName(dtype);
+  if (!parsed.ok()) {
     return absl::InvalidArgumentError(
         absl::StrCat("--dtype must be float32, bfloat16 or float16, got \"", dtype, "\""));
   }
+  options.dtype = *parsed;
   auto device = model::ChooseDevice(args.Get("device", "auto"));
   if (!device.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("--", device.status().message()));

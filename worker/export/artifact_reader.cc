@@ -15,6 +15,7 @@
 #include "worker/export/tensor_io.h"
 #include "worker/export/weight_codec.h"
 #include "worker/model/checkpoint.h"
+#include "worker/model/dtype_names.h"
 #include "worker/quant/kv_transform.h"
 #include "worker/quant/quant_linear.h"
 
@@ -194,7 +195,7 @@ absl::StatusOr<QuantConfig> ParseQuantConfig(const nlohmann::json& j) {
                absl::StrCat("is ", version, "; this build reads ", kFormatVersion));
   }
   ASSIGN_OR_RETURN(std::string dtype, Field<std::string>(j, "", "dtype"));
-  auto parsed = DTypeFromName(dtype);
+  auto parsed = model::DTypeFromName(dtype);
   if (!parsed.ok()) return Bad("dtype", std::string(parsed.status().message()));
   q.dtype = *parsed;
   ASSIGN_OR_RETURN(q.tie_word_embeddings, Field<bool>(j, "", "tie_word_embeddings"));

@@ -13,6 +13,7 @@
 #include "worker/export/bit_pack.h"
 #include "worker/export/tensor_io.h"
 #include "worker/export/weight_codec.h"
+#include "worker/model/dtype_names.h"
 #include "worker/quant/kv_transform.h"
 #include "worker/quant/quant_linear.h"
 
@@ -89,7 +90,7 @@ class Planner {
     nlohmann::json j;
     j["format"] = kFormatName;
     j["format_version"] = kFormatVersion;
-    j["dtype"] = DTypeName(dtype_);
+    j["dtype"] = model::DTypeName(dtype_);
     j["tie_word_embeddings"] = tied_;
     j["weight"] = {{"bits", weight_bits_},
                    {"group_size", weight_group_},

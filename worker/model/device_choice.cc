@@ -3,6 +3,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "worker/model/dtype_names.h"
 
 namespace quantd::model {
 
@@ -31,10 +32,7 @@ absl::StatusOr<torch::Device> ChooseDevice(const std::string& requested) {
 }
 
 absl::Status CheckComputeDtype(const torch::Device& device, torch::ScalarType dtype) {
-  const std::string name = dtype == torch::kFloat32    ? "float32"
-                           : dtype == torch::kBFloat16 ? "bfloat16"
-                           : dtype == torch::kFloat16  ? "float16"
-                                                       : std::string(c10::toString(dtype));
+  const std::string name = DTypeName(dtype);
   if (!torch::isFloatingType(dtype)) {
     return absl::InvalidArgumentError("compute dtype " + name + ": not a floating type");
   }

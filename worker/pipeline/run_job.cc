@@ -16,6 +16,7 @@
 #include "worker/eval/token_stream.h"
 #include "worker/export/job_export.h"
 #include "worker/model/device_choice.h"
+#include "worker/model/dtype_names.h"
 #include "worker/model/llama.h"
 #include "worker/model/tokenizer.h"
 #include "worker/pipeline/job_device.h"
@@ -68,10 +69,9 @@ absl::Status EmitMetric(EventSink& sink, const std::string& name, double value) 
 }
 
 absl::StatusOr<torch::ScalarType> ComputeDtype(const std::string& name) {
-  if (name.empty() || name == "float32") return torch::kFloat32;
-  if (name == "bfloat16") return torch::kBFloat16;
-  if (name == "float16") return torch::kFloat16;
-  return absl::InvalidArgumentError("model.dtype: unsupported \"" + name + "\"");
+  auto dtype = model::DTypeFromName(name.empty() ? "float32" : name);
+  if (!dtype.ok()) return absl::InvalidArgumentError("model.dtype: unsupported \"" + name + "\"");
+  return dtype;
 }
 
 bool AsksForQuantization(const v1::JobSpec& spec) {
