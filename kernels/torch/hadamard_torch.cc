@@ -37,19 +37,36 @@ HadamardFactors FactorsFromSaved(AutogradContext* ctx) {
   return f;
 }
 
-torch::Tensor TransformCpu(const torch::Tensor& x, const HadamardFactors& f, bool orthonormal,
-                           bool transpose) {
-  // One fp32 copy (a second only for non-contiguous input); the transform runs in place on it.
+// `transform(data, rows)` in place on one fp32 copy of x's rows of n (a second copy only for
+// non-contiguous input), split across ATen's intra-op threads, rounded back to x's dtype.
+template <typename RowsFn>
+torch::Tensor TransformRowsOnCpu(const torch::Tensor& x, int64_t n, const RowsFn& transform) {
   torch::Tensor work = x.to(torch::kFloat, /*non_blocking=*/false, /*copy=*/true).contiguous();
-  const int64_t n = f.n;
-  const int64_t rows = work.numel() / n;
   float* data = work.data_ptr<float>();
   // Grain: enough rows for ~64k elements per task.
   const int64_t grain = std::max<int64_t>(1, 65536 / n);
-  at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
-    HadamardTransformRows(f, data + begin * n, end - begin, orthonormal, transpose);
-  });
+  at::parallel_for(0, work.numel() / n, grain,
+                   [&](int64_t begin, int64_t end) { transform(data + begin * n, end - begin); });
   return work.to(x.scalar_type());
+}
+
+// `launch(in, out, rows, stream)` (a raw CUDA kernel, returning "" or its error) from a
+// contiguous x into a new tensor; throws with `what` on a failed launch.
+template <typename Launch>
+torch::Tensor TransformRowsOnCuda(const torch::Tensor& x, int64_t n, const CudaKernelScope& scope,
+                                  const char* what, const Launch& launch) {
+  const torch::Tensor in = x.contiguous();
+  torch::Tensor out = torch::empty_like(in);
+  const char* error = launch(in.data_ptr(), out.data_ptr(), in.numel() / n, scope.stream());
+  TORCH_CHECK(error[0] == '\0', what, ": ", error);
+  return out;
+}
+
+torch::Tensor TransformCpu(const torch::Tensor& x, const HadamardFactors& f, bool orthonormal,
+                           bool transpose) {
+  return TransformRowsOnCpu(x, f.n, [&](float* data, int64_t rows) {
+    HadamardTransformRows(f, data, rows, orthonormal, transpose);
+  });
 }
 
 // CUDA tensors the raw kernels can take (see CudaKernelScope).
@@ -63,19 +80,19 @@ torch::Tensor TransformCuda(const torch::Tensor& x, const HadamardFactors& f, bo
   if (!scope.usable() || f.n > 32768 || f.base_order > 1024) {
     return HadamardTransformTorchOps(x, f, orthonormal, transpose).value();
   }
-  const torch::Tensor in = x.contiguous();
-  torch::Tensor out = torch::empty_like(in);
   torch::Tensor base;
   if (f.base_order > 1) {
     base = torch::from_blob(const_cast<float*>(f.base.data()), {f.base_order, f.base_order},
                             torch::kFloat)
                .to(x.device());
   }
-  const char* error = HadamardTransformCuda(
-      in.data_ptr(), out.data_ptr(), DeviceDTypeOf(in), in.numel() / f.n, f,
-      base.defined() ? base.data_ptr<float>() : nullptr, orthonormal, transpose, scope.stream());
-  TORCH_CHECK(error[0] == '\0', "CUDA Hadamard transform: ", error);
-  return out;
+  return TransformRowsOnCuda(x, f.n, scope, "CUDA Hadamard transform",
+                             [&](const void* in, void* out, int64_t rows, void* stream) {
+                               return HadamardTransformCuda(
+                                   in, out, DeviceDTypeOf(x), rows, f,
+                                   base.defined() ? base.data_ptr<float>() : nullptr, orthonormal,
+                                   transpose, stream);
+                             });
 }
 
 // The kernel for x's device: kernels/fwht.h loops on the CPU, the CUDA twin on a GPU.
@@ -120,20 +137,13 @@ torch::Tensor ScaledFwht(const torch::Tensor& x, float scale) {
               scale)
           .to(x.scalar_type());
     }
-    const torch::Tensor in = x.contiguous();
-    torch::Tensor out = torch::empty_like(in);
-    const char* error = FwhtCuda(in.data_ptr(), out.data_ptr(), DeviceDTypeOf(in), in.numel() / n,
-                                 n, scale, scope.stream());
-    TORCH_CHECK(error[0] == '\0', "CUDA FWHT: ", error);
-    return out;
+    return TransformRowsOnCuda(x, n, scope, "CUDA FWHT",
+                               [&](const void* in, void* out, int64_t rows, void* stream) {
+                                 return FwhtCuda(in, out, DeviceDTypeOf(x), rows, n, scale, stream);
+                               });
   }
-  torch::Tensor work = x.to(torch::kFloat, /*non_blocking=*/false, /*copy=*/true).contiguous();
-  float* data = work.data_ptr<float>();
-  const int64_t grain = std::max<int64_t>(1, 65536 / n);
-  at::parallel_for(0, work.numel() / n, grain, [&](int64_t begin, int64_t end) {
-    FwhtRows(data + begin * n, end - begin, n, scale);
-  });
-  return work.to(x.scalar_type());
+  return TransformRowsOnCpu(x, n,
+                            [&](float* data, int64_t rows) { FwhtRows(data, rows, n, scale); });
 }
 
 // ScaledFwht under autograd: H is symmetric, so the backward pass is the same transform.
@@ -148,6 +158,12 @@ class ScaledFwhtFunction : public torch::autograd::Function<ScaledFwhtFunction> 
     return {ScaledFwht(grad_outputs[0], scale), torch::Tensor()};
   }
 };
+
+// True when `cache` holds an order × order matrix on x's device in x's dtype.
+bool CacheFits(const torch::Tensor& cache, int64_t order, const torch::Tensor& x) {
+  return cache.defined() && cache.size(0) == order && cache.device() == x.device() &&
+         cache.scalar_type() == x.scalar_type();
+}
 
 // Online rotations with a base up to this order run as one matmul with the dense matrix.
 constexpr int64_t kDenseOnlineUpTo = 2048;
@@ -226,8 +242,7 @@ absl::StatusOr<torch::Tensor> HadamardTransformSplit(const torch::Tensor& x,
   if (f.base_order == 1) return HadamardTransform(x, f, /*orthonormal=*/true);
   const int64_t k = f.base_order;
   const int64_t p = int64_t{1} << f.log2_pow2;
-  if (!base_cache->defined() || base_cache->size(0) != k || base_cache->device() != x.device() ||
-      base_cache->scalar_type() != x.scalar_type()) {
+  if (!CacheFits(*base_cache, k, x)) {
     *base_cache = torch::from_blob(const_cast<float*>(f.base.data()), {k, k}, torch::kFloat)
                       .to(x.device(), x.scalar_type(), /*non_blocking=*/false, /*copy=*/true);
   }
@@ -257,8 +272,7 @@ absl::StatusOr<torch::Tensor> OnlineHadamard(const torch::Tensor& x, const Hadam
     if (OnlineSplitPays(x, factors)) return HadamardTransformSplit(x, factors, matrix_cache);
     return HadamardTransform(x, factors, /*orthonormal=*/true);
   }
-  if (!matrix_cache->defined() || matrix_cache->size(0) != factors.n ||
-      matrix_cache->device() != x.device() || matrix_cache->scalar_type() != x.scalar_type()) {
+  if (!CacheFits(*matrix_cache, factors.n, x)) {
     *matrix_cache = HadamardMatrix(factors, /*orthonormal=*/true)
                         .to(x.device(), x.scalar_type())
                         .t()
