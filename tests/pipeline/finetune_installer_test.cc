@@ -122,6 +122,46 @@ TEST_F(FinetuneInstallerTest, TunedBlocksStartFromTheTwinImproveAndConvertExactl
   }
 }
 
+// The K/V quantizers sit between k_proj/v_proj and the loss: fine-tuning must reach those two
+// projections through them (straight through), in both KV modes, or they keep their initial
+// weights and scales whatever the learning rates.
+TEST_F(FinetuneInstallerTest, GradientReachesKeyAndValueProjectionsThroughKvQuantization) {
+  for (bool kv_dynamic : {false, true}) {
+    SCOPED_TRACE(kv_dynamic ? "dynamic KV" : "static KV");
+    settings_.k_bits = 4;
+    settings_.v_bits = 4;
+    settings_.kv_dynamic = kv_dynamic;
+    auto model = Rotated();
+    auto twin = Rotated();
+    ASSERT_TRUE(quant::QuantizeModel(*twin, settings_).ok());
+    ASSERT_TRUE(quant::CalibrateStatic(*twin, train_, nullptr, 4).ok());
+    train::SteBlockOptions ste;
+    ste.wbits = 4;
+    ste.input_bits = 4;
+    ste.input_dynamic = false;
+    auto block = MakeCalibratedBlockInstaller(*twin, ste)(*model, 0);
+    ASSERT_TRUE(block.ok()) << block.status();
+    std::vector<torch::Tensor> params = (*block)->WeightParameters();
+    for (const auto& p : (*block)->QuantParameters()) params.push_back(p);
+    for (auto& p : params) p.set_requires_grad(true);
+
+    const torch::Tensor ids = torch::tensor(train_[0], torch::kInt64).view({1, -1});
+    const torch::Tensor hidden = model->Embed(ids);
+    const torch::Tensor out = model->RunBlock(0, hidden, 0, nullptr, nullptr, nullptr);
+    torch::mse_loss(out, hidden.detach() * 1.5).backward();
+    for (const char* name : {"k_proj", "v_proj"}) {
+      const auto& slot =
+          std::string(name) == "k_proj" ? model->blocks[0].k_proj : model->blocks[0].v_proj;
+      auto layer = std::dynamic_pointer_cast<train::SteLinear>(slot);
+      ASSERT_NE(layer, nullptr) << name;
+      for (const torch::Tensor* t : {&layer->weight, &layer->weight_scales}) {
+        ASSERT_TRUE(t->grad().defined()) << name;
+        EXPECT_GT(t->grad().abs().max().item<double>(), 0.0) << name;
+      }
+    }
+  }
+}
+
 // Rotation, quantization, calibration, fine-tuning and the conversion back to QuantLinears on
 // models whose blocks all live in (simulated) host memory: every step that touches a block's
 // tensors holds it on the compute side, so the figures are those of resident models, bit for

@@ -12,7 +12,8 @@
 //     online Hadamard), with weight quantization from `options` and, for static input
 //     quantization, the twin's calibrated per-tensor input scale as the initial learnable scale;
 //   * the block's attention_transform becomes the twin's KvTransform (R3 and the calibrated
-//     K/V quantizers; shared, not trained).
+//     K/V quantizers; shared and not trained themselves, but the gradient passes straight
+//     through them to k_proj and v_proj).
 // `calibrated` must outlive the installer's use; it is not changed.
 #ifndef QUANTD_WORKER_PIPELINE_FINETUNE_INSTALLER_H_
 #define QUANTD_WORKER_PIPELINE_FINETUNE_INSTALLER_H_

@@ -93,14 +93,25 @@ torch::Tensor ActQuantizer::Apply(const torch::Tensor& x) const {
     config.granularity = kernels::QuantGranularity::kPerToken;
   }
   const torch::Tensor input = x.contiguous();
-  if (dynamic_)
+  // Inside a training graph (the K/V path of a block being fine-tuned) the straight-through
+  // forms let the gradient pass to x; the kernels below would cut it.
+  const bool keep_gradient = torch::GradMode::is_enabled() && x.requires_grad();
+  if (dynamic_) {
+    if (keep_gradient) {
+      return ValueOrThrow(
+                 kernels::FakeQuantizeDynamicSte(
+                     input, config, torch::full({}, clip_ratio_, torch::kFloat32).to(x.device())))
+          .values;
+    }
     return ValueOrThrow(kernels::FakeQuantizeDynamic(input, config, clip_ratio_)).values;
+  }
   if (!scales_.defined()) throw std::runtime_error("static quantizer used before calibration");
   torch::Tensor scales = scales_.to(x.device(), torch::kFloat32);
   if (config.granularity == kernels::QuantGranularity::kPerToken) {
     // One static scale per head (group = head_dim): [1, heads, 1, 1].
     scales = scales.view({1, scales.size(1), 1, 1});
   }
+  if (keep_gradient) return ValueOrThrow(kernels::FakeQuantizeSte(input, config, scales.detach()));
   return ValueOrThrow(kernels::FakeQuantizeStatic(input, config, scales));
 }
 

@@ -70,7 +70,9 @@ class ActQuantizer {
   const torch::Tensor& scales() const { return scales_; }
 
   // Fake-quantized x (x itself when disabled). Throws on LibTorch errors (call sites inside a
-  // forward pass). A static quantizer must be calibrated first.
+  // forward pass). A static quantizer must be calibrated first. When autograd records and x
+  // requires grad, the straight-through form is used: the gradient reaches x (not the scales,
+  // which stay fixed); otherwise the kernels run and the result has no autograd history.
   torch::Tensor Apply(const torch::Tensor& x) const;
 
   // Its tensor members (model::LinearLayer::StateTensors).

@@ -9,7 +9,8 @@
 // What a replaced layer holds is read by `SteBlockOptions::adapt` (the pipeline passes one that
 // understands quant::QuantLinear); without it, or when it returns nullopt, the layer must be a
 // model::DenseLinear without bias. The block's attention_transform (K/V path) is left untouched
-// and is not trained.
+// and its own state is not trained; its quantizers pass the gradient straight through to
+// k_proj and v_proj (quant::ActQuantizer::Apply).
 // Finish() bakes the quantized weight into a plain tensor. Not thread-safe.
 #ifndef QUANTD_WORKER_TRAIN_STE_BLOCK_H_
 #define QUANTD_WORKER_TRAIN_STE_BLOCK_H_
