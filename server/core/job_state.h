@@ -2,8 +2,8 @@
 //
 //   QUEUED ──▶ ASSIGNED ──▶ RUNNING ──▶ SUCCEEDED | FAILED
 //     │           │  ▲         │  ▲
-//     │           │  └─ requeue┘  │   (ASSIGNED/RUNNING ──▶ QUEUED when the worker is lost
-//     │           ▼               │    or rejects the assignment)
+//     │           │  └─ requeue┘  │   (ASSIGNED/RUNNING ──▶ QUEUED when the worker is lost,
+//     │           ▼               │    stops the job unasked, or rejects the assignment)
 //     │        CANCELLING ◀───────┘
 //     │           └──▶ CANCELLED | SUCCEEDED | FAILED
 //     └──▶ CANCELLED

@@ -134,6 +134,8 @@ class Scheduler {
   // a stale attempt's events, at once: the last sequence of the batch, nothing stored).
   void IngestEvents(const std::string& worker_id, WorkerLink* link, const v1::JobEvents& events,
                     Callback<int64_t> done);
+  // A CANCELLED finish of a job that is not CANCELLING (the worker stopped it, nobody
+  // cancelled it) requeues the job as a worker loss does (counted toward max_requeues).
   absl::Status FinishJob(const std::string& worker_id, WorkerLink* link,
                          const v1::JobFinished& finished);
   absl::Status RejectAssignment(const std::string& worker_id, WorkerLink* link,

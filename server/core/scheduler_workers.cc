@@ -189,11 +189,18 @@ absl::Status Scheduler::FinishJob(const std::string& worker_id, WorkerLink* link
     return absl::InvalidArgumentError("finished.state: must be SUCCEEDED, FAILED or CANCELLED");
   }
   v1::Job& job = entry->stored.job;
+  if (to == v1::JOB_STATE_CANCELLED && job.state() != v1::JOB_STATE_CANCELLING) {
+    // Nobody asked for this cancel: the worker stopped the attempt (e.g. on SIGTERM). It is
+    // requeued like a lost worker's, and counts toward max_requeues as such.
+    const std::string& message = finished.failure().message();
+    LoseJob(*entry, absl::StrCat("worker ", worker_id, " stopped the job",
+                                 message.empty() ? "" : ": ", message));
+    Dispatch();
+    Commit(nullptr);
+    return absl::OkStatus();
+  }
   if (job.state() == v1::JOB_STATE_ASSIGNED && to != v1::JOB_STATE_FAILED) {
     RETURN_IF_ERROR(Transition(*entry, v1::JOB_STATE_RUNNING, nullptr));
-  }
-  if (to == v1::JOB_STATE_CANCELLED && job.state() == v1::JOB_STATE_RUNNING) {
-    RETURN_IF_ERROR(Transition(*entry, v1::JOB_STATE_CANCELLING, nullptr));
   }
   if (finished.has_result()) *job.mutable_result() = finished.result();
   v1::Failure failure = finished.failure();

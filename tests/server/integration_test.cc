@@ -236,6 +236,58 @@ TEST_F(IntegrationTest, VanishedWorkerIsLostAndSecondWorkerFinishes) {
   EXPECT_EQ(events.back().state_change().to(), v1::JOB_STATE_SUCCEEDED);
 }
 
+// A worker that stops (SIGTERM) cancels its job processes and reports CANCELLED for jobs that
+// nobody cancelled: the scheduler requeues them, as when a worker is lost, for another worker.
+TEST_F(IntegrationTest, JobStoppedByItsWorkerIsRequeued) {
+  StartQuantd();
+  auto first = Worker("w1");
+  v1::Job job;
+  ASSERT_TRUE(Submit("alice-token", testing::MinimalSpec(), &job).ok());
+  ASSERT_TRUE(first->TakeAssignment(kWait).has_value());
+  ASSERT_TRUE(first->SendEvents(job.job_id(), 1, 2, nullptr, 0));
+  ASSERT_TRUE(first->WaitAck(job.job_id(), 2, kWait));
+  Watcher watcher(process_->address(), "alice-token", job.job_id(), 0);
+
+  v1::WorkerMessage draining;
+  draining.mutable_heartbeat()->set_draining(true);
+  ASSERT_TRUE(first->Send(draining));
+  v1::WorkerMessage stopped;
+  stopped.mutable_finished()->set_job_id(job.job_id());
+  stopped.mutable_finished()->set_attempt(0);
+  stopped.mutable_finished()->set_state(v1::JOB_STATE_CANCELLED);
+  stopped.mutable_finished()->mutable_failure()->set_message("the worker is shutting down");
+  ASSERT_TRUE(first->Send(stopped));
+
+  auto second = Worker("w2");
+  auto assignment = second->TakeAssignment(kWait);
+  ASSERT_TRUE(assignment.has_value()) << "the job was not requeued";
+  EXPECT_EQ(assignment->job().job_id(), job.job_id());
+  EXPECT_EQ(assignment->job().attempt(), 1);
+  ASSERT_TRUE(second->SendEvents(job.job_id(), 1, 2, nullptr, 1));
+  ASSERT_TRUE(second->SendFinished(job.job_id(), v1::JOB_STATE_SUCCEEDED, 1));
+  auto status = watcher.WaitDone(kWait);
+  ASSERT_TRUE(status.has_value());
+  EXPECT_TRUE(status->ok()) << status->error_message();
+  const auto events = watcher.events();
+  ExpectContiguous(events, 1);
+  std::vector<v1::JobState> states;
+  for (const auto& event : events) {
+    if (!event.has_state_change()) continue;
+    states.push_back(event.state_change().to());
+    if (event.state_change().to() == v1::JOB_STATE_QUEUED && event.state_change().from() != 0) {
+      EXPECT_EQ(event.state_change().failure().reason(), v1::FAILURE_REASON_WORKER_LOST);
+      EXPECT_EQ(event.state_change().failure().message(),
+                "worker w1 stopped the job: the worker is shutting down");
+    }
+  }
+  EXPECT_THAT(states, ::testing::ElementsAre(v1::JOB_STATE_QUEUED, v1::JOB_STATE_ASSIGNED,
+                                             v1::JOB_STATE_RUNNING, v1::JOB_STATE_QUEUED,
+                                             v1::JOB_STATE_ASSIGNED, v1::JOB_STATE_RUNNING,
+                                             v1::JOB_STATE_SUCCEEDED));
+  EXPECT_FALSE(first->TakeAssignment(absl::ZeroDuration()).has_value())
+      << "a draining worker got the job back";
+}
+
 // Attempts: w1 runs a job as attempt 0, then comes back on a new stream without it (as a
 // worker restarted or cut off would): the job is requeued and, w1 being free, assigned to it
 // again as attempt 1. What w1 then says about attempt 0 must not touch attempt 1.
