@@ -50,6 +50,8 @@ void WorkerDaemon::Stop() {
     std::lock_guard<std::mutex> lock(mu_);
     if (stopping_) return;
     stopping_ = true;
+    // Before any finish below: the scheduler must not hand the requeued jobs back to us.
+    link_->SetDraining(true);
     for (auto& [id, job] : jobs_) {
       job.cancel_requested = true;
       if (job.process != nullptr) job.process->RequestCancel();
@@ -147,6 +149,7 @@ void WorkerDaemon::OnCancel(const std::string& job_id) {
   if (it == jobs_.end()) return;
   spdlog::info("job {}: cancelling", job_id);
   it->second.cancel_requested = true;
+  it->second.cancelled_by_scheduler = true;
   if (it->second.process != nullptr) it->second.process->RequestCancel();
 }
 
@@ -210,6 +213,9 @@ void WorkerDaemon::RunJob(const std::string& job_id, int32_t attempt,
       jobs_.erase(job_id);
       if (next.has_value() && !stopping_) StartAssignmentLocked(*next);
       return;
+    }
+    if (outcome.state == v1::JOB_STATE_CANCELLED && stopping_ && !job.cancelled_by_scheduler) {
+      outcome.failure.set_message("the worker is shutting down");
     }
   }
   const std::string& log_path = process_options.log_path;

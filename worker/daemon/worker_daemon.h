@@ -46,7 +46,9 @@ class WorkerDaemon {
 
   // Starts the link (and /metrics). UNAVAILABLE when the metrics port cannot be bound.
   absl::Status Start();
-  // Stops taking jobs, cancels the running ones, waits for them, closes the link.
+  // Stops taking jobs (heartbeats say draining), cancels the running ones, waits for them,
+  // reports them CANCELLED ("the worker is shutting down"; the scheduler requeues a job that
+  // no user cancelled) and closes the link once the scheduler has handled those finishes.
   void Stop();
 
   int running_jobs() const;
@@ -59,6 +61,8 @@ class WorkerDaemon {
     // The Job.attempt of the assignment this process runs; named in its finish and Hellos.
     int32_t attempt = 0;
     bool cancel_requested = false;
+    // The scheduler asked for the cancel (a user cancelled the job).
+    bool cancelled_by_scheduler = false;
     // The scheduler refused this attempt back after a reconnect (Welcome.stop_jobs): it has
     // requeued the job, so this process is stopped and neither its events nor its outcome are
     // reported (they would be taken for the next attempt's).

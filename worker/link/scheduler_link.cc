@@ -50,11 +50,14 @@ void SchedulerLink::Start() {
 
 void SchedulerLink::Stop() {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    std::unique_lock<std::mutex> lock(mu_);
     stopping_ = true;
-    if (context_ != nullptr) context_->TryCancel();
+    wake_.notify_all();
+    // The session flushes and closes its stream; it is cut when the scheduler is too slow.
+    if (!wake_.wait_for(lock, options_.close_timeout, [this] { return context_ == nullptr; })) {
+      context_->TryCancel();
+    }
   }
-  wake_.notify_all();
   if (thread_.joinable()) thread_.join();
 }
 
@@ -79,6 +82,7 @@ void SchedulerLink::SetDraining(bool draining) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     draining_ = draining;
+    heartbeat_now_ = true;
     work_ = true;
   }
   wake_.notify_all();
@@ -221,6 +225,7 @@ bool SchedulerLink::RunSession() {
   std::set<std::string> finishes_sent;
   auto next_heartbeat = std::chrono::steady_clock::now();
   bool healthy = reader.joinable();
+  bool closing = false;  // Stop: a last pass sent what was queued
   while (healthy) {
     std::map<std::string, v1::JobFinished> finishes;
     bool draining = false;
@@ -228,11 +233,13 @@ bool SchedulerLink::RunSession() {
       std::unique_lock<std::mutex> lock(mu_);
       wake_.wait_until(lock, next_heartbeat,
                        [this] { return stopping_ || stream_broken_ || work_; });
-      if (stopping_ || stream_broken_) break;
+      if (stream_broken_ || (stopping_ && !welcomed)) break;
+      closing = stopping_;
       work_ = false;
       finishes = finishes_;
       draining = draining_;
-      if (std::chrono::steady_clock::now() >= next_heartbeat) {
+      if (heartbeat_now_ || std::chrono::steady_clock::now() >= next_heartbeat) {
+        heartbeat_now_ = false;
         next_heartbeat = std::chrono::steady_clock::now() + heartbeat_interval_;
         v1::WorkerMessage beat;
         auto* heartbeat = beat.mutable_heartbeat();
@@ -280,8 +287,14 @@ bool SchedulerLink::RunSession() {
       finishes_sent.insert(job_id);
     }
     if (more) Notify();
+    if (closing && !more) break;
   }
 
+  if (closing && healthy && stream->WritesDone()) {
+    // The scheduler handles every message sent, then ends the stream.
+    std::unique_lock<std::mutex> lock(mu_);
+    wake_.wait_for(lock, options_.close_timeout, [this] { return stream_broken_; });
+  }
   context.TryCancel();
   if (reader.joinable()) reader.join();
   const grpc::Status status = stream->Finish();
@@ -290,6 +303,7 @@ bool SchedulerLink::RunSession() {
     context_ = nullptr;
     connected_ = false;
   }
+  wake_.notify_all();
   if (!status.ok() && status.error_code() != grpc::StatusCode::CANCELLED) {
     spdlog::warn("scheduler stream ended: {} ({})", status.error_message(),
                  static_cast<int>(status.error_code()));

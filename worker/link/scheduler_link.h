@@ -54,6 +54,8 @@ struct LinkOptions {
   std::chrono::milliseconds heartbeat_interval{5000};
   // Events per JobEvents message.
   size_t batch_size = 512;
+  // On Stop, how long the scheduler gets to handle what was sent before the stream is cut.
+  std::chrono::milliseconds close_timeout{5000};
 };
 
 struct LinkCallbacks {
@@ -75,14 +77,17 @@ class SchedulerLink {
   ~SchedulerLink();
 
   void Start();
-  // Closes the stream and joins the threads.
+  // Sends the events and finishes still queued, closes the stream's sending side and waits
+  // (up to close_timeout) for the scheduler to end it, so that a finish reported just before
+  // Stop is handled; then cuts the stream and joins the threads.
   void Stop();
 
   // New events are in the outbox.
   void Notify();
   // The job ended; sent after its events. `finished.attempt` should be set.
   void Finish(const v1::JobFinished& finished);
-  // Heartbeats say "draining": the scheduler sends no new jobs.
+  // Heartbeats say "draining": the scheduler sends no new jobs. A heartbeat goes out at once,
+  // before any finish reported after this call.
   void SetDraining(bool draining);
 
   bool connected() const;
@@ -106,6 +111,7 @@ class SchedulerLink {
   bool stream_broken_ ABSL_GUARDED_BY(mu_) = false;
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
   bool work_ ABSL_GUARDED_BY(mu_) = false;
+  bool heartbeat_now_ ABSL_GUARDED_BY(mu_) = false;
   int sessions_ ABSL_GUARDED_BY(mu_) = 0;
   std::chrono::milliseconds heartbeat_interval_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, v1::JobFinished> finishes_ ABSL_GUARDED_BY(mu_);
