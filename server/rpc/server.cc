@@ -60,6 +60,9 @@ absl::Status QuantdServer::Init() {
   grpc::ServerBuilder builder;
   builder.AddListeningPort(options_.listen_address, credentials, &port_);
   builder.SetMaxReceiveMessageSize(options_.max_receive_message_bytes);
+  // gRPC sets SO_REUSEPORT by default: a second quantd would share the port and clients would
+  // reach either process at random. A taken address must fail the start instead.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   // Pings find dead peers of long streams (watchers, workers) that send nothing.
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 60 * 1000);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 20 * 1000);
@@ -69,7 +72,8 @@ absl::Status QuantdServer::Init() {
   builder.RegisterService(worker_service_.get());
   server_ = builder.BuildAndStart();
   if (server_ == nullptr || port_ == 0) {
-    return absl::UnavailableError("cannot listen on " + options_.listen_address);
+    return absl::UnavailableError("cannot listen on " + options_.listen_address +
+                                  " (is another quantd or program using it?)");
   }
   server_->GetHealthCheckService()->SetServingStatus(true);
 

@@ -51,6 +51,8 @@ struct ServerOptions {
 
 class QuantdServer {
  public:
+  // UNAVAILABLE when the listen or metrics address is taken (no port sharing: another
+  // process on the same address, quantd or not, makes the start fail).
   static absl::StatusOr<std::unique_ptr<QuantdServer>> Start(ServerOptions options);
   ~QuantdServer();
 

@@ -1,5 +1,6 @@
 // quantd over real gRPC on loopback: a real quantd process, scripted fake workers and
 // watchers. Waits are on events with deadlines.
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -83,6 +84,22 @@ class IntegrationTest : public ::testing::Test {
     auto worker = std::make_unique<FakeWorker>(process_->address(), "worker-token", id);
     worker->Connect();
     return worker;
+  }
+  // Runs another quantd with the test's tokens and `args` to its end (killed after 20 s, as
+  // `timeout` does: exit code 124); its exit code. Its log goes to <dir>/<log>.
+  int RunOtherQuantd(const std::vector<std::string>& args, const std::string& log) {
+    std::string command = "timeout 20 '" + testing::QuantdBinary() + "' --tokens_file='" + dir_ +
+                          "/tokens' --store_sync=normal";
+    for (const std::string& arg : args) command += " '" + arg + "'";
+    command += " >/dev/null 2>'" + dir_ + "/" + log + "'";
+    const int status = std::system(command.c_str());
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  }
+  std::string ReadLog(const std::string& log) {
+    std::ifstream in(dir_ + "/" + log);
+    std::stringstream text;
+    text << in.rdbuf();
+    return text.str();
   }
   // The sequences must be first, first+1, ... with nothing missing or repeated.
   static void ExpectContiguous(const std::vector<v1::JobEvent>& events, int64_t first) {
@@ -626,6 +643,26 @@ TEST_F(IntegrationTest, SigtermShutsDownCleanly) {
   ASSERT_TRUE(watcher.WaitForSequence(1, kWait));
   EXPECT_EQ(process_->Terminate(kWait), 0);
   EXPECT_TRUE(watcher.WaitDone(kWait).has_value());
+}
+
+// gRPC servers set SO_REUSEPORT by default: a second quantd on the same address would share
+// it, and clients would reach either one at random. It must refuse to start instead.
+TEST_F(IntegrationTest, SecondQuantdOnTheSameAddressesFailsToStart) {
+  StartQuantd();
+  const std::string listen = "--listen=" + process_->address();
+  EXPECT_EQ(RunOtherQuantd({"--db=" + dir_ + "/other.db", listen, "--metrics_listen=127.0.0.1:0"},
+                           "grpc.log"),
+            2);
+  EXPECT_THAT(ReadLog("grpc.log"), HasSubstr("cannot listen on " + process_->address()));
+  EXPECT_EQ(
+      RunOtherQuantd({"--db=" + dir_ + "/other.db", "--listen=127.0.0.1:0",
+                      "--metrics_listen=127.0.0.1:" + std::to_string(process_->metrics_port())},
+                     "metrics.log"),
+      2);
+  EXPECT_THAT(ReadLog("metrics.log"), HasSubstr("metrics: cannot listen on"));
+  // The first one still answers every call.
+  v1::Job job;
+  EXPECT_TRUE(Submit("alice-token", testing::MinimalSpec(), &job).ok());
 }
 
 }  // namespace
