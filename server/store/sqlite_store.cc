@@ -1,6 +1,13 @@
 #include "server/store/sqlite_store.h"
 
+#include <fcntl.h>
 #include <sqlite3.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <string>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -78,9 +85,38 @@ absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(SqliteStoreOption
     return absl::InvalidArgumentError("store path: a database file is required");
   }
   std::unique_ptr<SqliteStore> store(new SqliteStore(std::move(options)));
+  RETURN_IF_ERROR(store->Lock());
   RETURN_IF_ERROR(store->OpenConnections());
   store->writer_thread_ = std::thread([raw = store.get()] { raw->WriterLoop(); });
   return store;
+}
+
+absl::Status SqliteStore::Lock() {
+  const std::string lock_path = options_.path + ".lock";
+  lock_fd_ = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (lock_fd_ < 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("store: cannot open ", lock_path, ": ", std::strerror(errno)));
+  }
+  if (::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+    const int error = errno;
+    char owner[32] = {};
+    const ssize_t n = ::pread(lock_fd_, owner, sizeof(owner) - 1, 0);
+    std::string pid = n > 0 ? std::string(owner, n) : "";
+    pid.erase(pid.find_last_not_of(" \n") + 1);
+    if (error == EWOULDBLOCK) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "store: ", options_.path, " is in use by another quantd",
+          pid.empty() ? "" : absl::StrCat(" (pid ", pid, ")"), "; it holds ", lock_path));
+    }
+    return absl::FailedPreconditionError(
+        absl::StrCat("store: cannot lock ", lock_path, ": ", std::strerror(error)));
+  }
+  const std::string pid = absl::StrCat(::getpid(), "\n");
+  if (::ftruncate(lock_fd_, 0) != 0 || ::pwrite(lock_fd_, pid.data(), pid.size(), 0) < 0) {
+    // The pid is only for the message of a quantd that finds the file locked.
+  }
+  return absl::OkStatus();
 }
 
 absl::Status SqliteStore::OpenConnections() {
@@ -160,6 +196,7 @@ SqliteStore::~SqliteStore() {
     sqlite3_close(reader->db);
   }
   sqlite3_close(writer_);
+  if (lock_fd_ >= 0) ::close(lock_fd_);  // releases the lock
 }
 
 void SqliteStore::Write(WriteBatch batch, Done done) {

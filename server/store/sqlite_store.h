@@ -10,6 +10,10 @@
 // failing batch sees the error. With `synchronous_full` each commit is fsynced (durable
 // across power loss); otherwise WAL's NORMAL mode keeps it durable across process crashes.
 //
+// One process at a time: Open takes an exclusive lock (flock) on `<path>.lock`, a file beside
+// the database holding the owner's pid, and keeps it until the store is destroyed; a second
+// store on the same file, in this process or another, fails to open.
+//
 // Reads (Load, ReadEvents) use separate connections and run concurrently with the writer.
 // Thread-safe. The destructor commits what is queued and joins the writer.
 #ifndef QUANTD_SERVER_STORE_SQLITE_STORE_H_
@@ -53,7 +57,8 @@ class SqliteStore : public JobStore {
   static constexpr int kSchemaVersion = 2;
 
   // Opens (creating or migrating) the database. FAILED_PRECONDITION when the file was
-  // written by a newer schema; INTERNAL on SQLite errors, with SQLite's message.
+  // written by a newer schema or another store (another quantd) has it open, naming the file
+  // and that quantd's pid; INTERNAL on SQLite errors, with SQLite's message.
   static absl::StatusOr<std::unique_ptr<SqliteStore>> Open(SqliteStoreOptions options);
   ~SqliteStore() override;
 
@@ -79,6 +84,7 @@ class SqliteStore : public JobStore {
   };
 
   explicit SqliteStore(SqliteStoreOptions options);
+  absl::Status Lock();
   absl::Status OpenConnections();
   absl::Status Migrate();
   void WriterLoop();
@@ -88,6 +94,7 @@ class SqliteStore : public JobStore {
   struct Statements;  // the writer's prepared statements
 
   const SqliteStoreOptions options_;
+  int lock_fd_ = -1;  // holds the flock on <path>.lock
   sqlite3* writer_ = nullptr;
   std::unique_ptr<Statements>
       statements_;  // used by the writer thread only (and Open before it starts)

@@ -665,5 +665,22 @@ TEST_F(IntegrationTest, SecondQuantdOnTheSameAddressesFailsToStart) {
   EXPECT_TRUE(Submit("alice-token", testing::MinimalSpec(), &job).ok());
 }
 
+// A second quantd on the same --db would start, then abort on its first write: it must refuse
+// to start, naming the file.
+TEST_F(IntegrationTest, SecondQuantdOnTheSameDatabaseFailsToStart) {
+  StartQuantd();
+  v1::Job job;
+  ASSERT_TRUE(Submit("alice-token", testing::MinimalSpec(), &job).ok());
+  EXPECT_EQ(RunOtherQuantd({"--db=" + dir_ + "/quantd.db", "--listen=127.0.0.1:0",
+                            "--metrics_listen=127.0.0.1:0"},
+                           "db.log"),
+            2);
+  EXPECT_THAT(ReadLog("db.log"), HasSubstr(dir_ + "/quantd.db is in use by another quantd"));
+  // The first one goes on as if nothing happened.
+  v1::Job second;
+  EXPECT_TRUE(Submit("alice-token", testing::MinimalSpec(), &second).ok());
+  EXPECT_EQ(second.job_id(), "j-000002");
+}
+
 }  // namespace
 }  // namespace quantd

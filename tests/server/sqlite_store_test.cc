@@ -9,12 +9,15 @@
 
 #include "absl/synchronization/blocking_counter.h"
 #include "absl/synchronization/notification.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/core/scheduler.h"
 #include "tests/server/fakes.h"
 
 namespace quantd {
 namespace {
+
+using ::testing::HasSubstr;
 
 class SqliteStoreTest : public ::testing::Test {
  protected:
@@ -25,7 +28,7 @@ class SqliteStoreTest : public ::testing::Test {
   }
   ~SqliteStoreTest() override { Remove(); }
   void Remove() {
-    for (const char* suffix : {"", "-wal", "-shm"}) std::remove((path_ + suffix).c_str());
+    for (const char* suffix : {"", "-wal", "-shm", ".lock"}) std::remove((path_ + suffix).c_str());
   }
   std::unique_ptr<SqliteStore> Open() {
     SqliteStoreOptions options;
@@ -172,6 +175,22 @@ TEST_F(SqliteStoreTest, RefusesNewerSchema) {
   options.path = path_;
   auto store = SqliteStore::Open(options);
   EXPECT_EQ(store.status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+// Two quantd on one database would both write job numbers and sequences from their own
+// memory: the second one must not open it while the first has it.
+TEST_F(SqliteStoreTest, SecondOpenOfTheSameFileIsRefusedWhileTheFirstIsOpen) {
+  auto first = Open();
+  ASSERT_NE(first, nullptr);
+  SqliteStoreOptions options;
+  options.path = path_;
+  auto second = SqliteStore::Open(options);
+  ASSERT_EQ(second.status().code(), absl::StatusCode::kFailedPrecondition) << second.status();
+  EXPECT_THAT(second.status().message(), HasSubstr(path_));
+  EXPECT_THAT(second.status().message(), HasSubstr("another quantd"));
+  EXPECT_THAT(second.status().message(), HasSubstr("pid " + std::to_string(getpid())));
+  first.reset();
+  EXPECT_NE(Open(), nullptr) << "the lock outlived the store that held it";
 }
 
 TEST_F(SqliteStoreTest, SchedulerRecoversJobsAndEventsAfterReopen) {
