@@ -2,6 +2,7 @@
 
 #include <utility>
 
+#include "absl/strings/str_cat.h"
 #include "server/core/job_state.h"
 #include "server/rpc/status.h"
 #include "server/rpc/watch_reactor.h"
@@ -92,6 +93,14 @@ grpc::ServerWriteReactor<v1::JobEvent>* QuantizeServiceImpl::WatchJob(
   }
   absl::StatusOr<v1::Job> job = scheduler_->GetJob(*caller, request->job_id());
   if (!job.ok()) return new FailedWriteReactor(ToGrpcStatus(job.status()));
+  // Events after a sequence the job has not reached could include its terminal one, which the
+  // stream would skip and then never end.
+  if (request->after_sequence() > job->last_sequence()) {
+    return new FailedWriteReactor(grpc::Status(
+        grpc::StatusCode::OUT_OF_RANGE,
+        absl::StrCat("after_sequence ", request->after_sequence(), " is beyond job ",
+                     request->job_id(), ": its last event is #", job->last_sequence())));
+  }
   // The terminal state change is always a job's last event.
   const int64_t terminal_at = IsTerminal(job->state()) ? job->last_sequence() : 0;
   auto* reactor = new WatchReactor(store_, bus_, request->job_id(), request->after_sequence(),

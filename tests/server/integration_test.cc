@@ -682,5 +682,37 @@ TEST_F(IntegrationTest, SecondQuantdOnTheSameDatabaseFailsToStart) {
   EXPECT_EQ(second.job_id(), "j-000002");
 }
 
+// A watch that asks for events after a sequence the job has not reached would skip that job's
+// terminal event and never end: it is refused. Up to the last event it works (and ends).
+TEST_F(IntegrationTest, WatchAfterTheLastEventIsOutOfRange) {
+  StartQuantd();
+  auto worker = Worker("w1");
+  v1::Job job;
+  ASSERT_TRUE(Submit("alice-token", testing::MinimalSpec(), &job).ok());
+  ASSERT_TRUE(worker->TakeAssignment(kWait).has_value());
+  ASSERT_TRUE(worker->SendEvents(job.job_id(), 1, 2));
+  ASSERT_TRUE(worker->WaitAck(job.job_id(), 2, kWait));  // QUEUED, ASSIGNED, RUNNING + 2: 5
+
+  Watcher beyond(process_->address(), "alice-token", job.job_id(), 6);
+  auto status = beyond.WaitDone(kWait);
+  ASSERT_TRUE(status.has_value()) << "the watch beyond the last event did not end";
+  EXPECT_EQ(status->error_code(), grpc::StatusCode::OUT_OF_RANGE);
+  EXPECT_THAT(status->error_message(), HasSubstr("after_sequence 6"));
+  EXPECT_THAT(status->error_message(), HasSubstr("last event is #5"));
+
+  Watcher at_last(process_->address(), "alice-token", job.job_id(), 5);
+  ASSERT_TRUE(worker->SendFinished(job.job_id(), v1::JOB_STATE_SUCCEEDED));
+  status = at_last.WaitDone(kWait);
+  ASSERT_TRUE(status.has_value());
+  EXPECT_TRUE(status->ok()) << status->error_message();
+  ASSERT_EQ(at_last.events().size(), 1u);
+  EXPECT_EQ(at_last.events()[0].state_change().to(), v1::JOB_STATE_SUCCEEDED);
+
+  Watcher after_end(process_->address(), "alice-token", job.job_id(), 7);
+  status = after_end.WaitDone(kWait);
+  ASSERT_TRUE(status.has_value()) << "the watch beyond the end did not end";
+  EXPECT_EQ(status->error_code(), grpc::StatusCode::OUT_OF_RANGE);
+}
+
 }  // namespace
 }  // namespace quantd
