@@ -4,6 +4,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
@@ -219,7 +220,13 @@ class ConnectReactor : public ConnectReactorBase {
 
 grpc::ServerBidiReactor<v1::WorkerMessage, v1::SchedulerMessage>* WorkerServiceImpl::Connect(
     grpc::CallbackServerContext* context) {
-  return new ConnectReactor(scheduler_, auth_->AuthenticateWorker(*context).status());
+  absl::Status auth = auth_->AuthenticateWorker(*context).status();
+  if (!auth.ok()) {
+    // The message never includes the token.
+    spdlog::warn("refused a worker connection from {}: {}", context->peer(),
+                 std::string(auth.message()));
+  }
+  return new ConnectReactor(scheduler_, std::move(auth));
 }
 
 }  // namespace quantd

@@ -5,6 +5,7 @@
 
 #include <fstream>
 #include <memory>
+#include <sstream>
 
 #include "gtest/gtest.h"
 #include "tests/server/harness.h"
@@ -148,6 +149,52 @@ TEST_F(WorkerLinkE2eTest, EventsSurviveSchedulerKillAndFinishArrives) {
   EXPECT_EQ(losses, 50);
   ASSERT_TRUE(all.back().has_state_change());
   EXPECT_EQ(all.back().state_change().to(), v1::JOB_STATE_SUCCEEDED);
+}
+
+// A worker with a wrong token is told why on both sides: the link reports (and logs) the
+// UNAUTHENTICATED status of each try, quantd logs the refused connection without the token.
+TEST_F(WorkerLinkE2eTest, RejectedTokenIsReportedOnBothSides) {
+  StartQuantd();
+  link::EventOutbox outbox(100, dir_ + "/spill");
+  link::LinkOptions options;
+  options.scheduler_address = address();
+  options.token = "not-a-worker-token";
+  options.worker_id = "node1-gpu0";
+  options.devices = [] {
+    v1::Device device;
+    device.set_id("cuda:0");
+    return std::vector<v1::Device>{device};
+  };
+  options.min_backoff = std::chrono::milliseconds(20);
+  options.max_backoff = std::chrono::milliseconds(200);
+  absl::Mutex mu;
+  std::vector<grpc::Status> ends;
+  link::LinkCallbacks callbacks;
+  callbacks.on_session_end = [&](const grpc::Status& status) {
+    absl::MutexLock lock(&mu);
+    ends.push_back(status);
+  };
+  link::SchedulerLink worker(options, callbacks, &outbox);
+  worker.Start();
+  {
+    absl::MutexLock lock(&mu);
+    auto two = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) { return ends.size() >= 2; };
+    ASSERT_TRUE(mu.AwaitWithTimeout(absl::Condition(&two), kWait)) << "no retry";
+    for (const grpc::Status& status : ends) {
+      EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAUTHENTICATED) << status.error_message();
+      EXPECT_EQ(status.error_message(), "unknown token");
+    }
+  }
+  EXPECT_FALSE(worker.connected());
+  worker.Stop();
+
+  process_.reset();
+  std::ifstream in(dir_ + "/quantd.log");
+  std::stringstream log;
+  log << in.rdbuf();
+  EXPECT_NE(log.str().find("refused a worker connection from"), std::string::npos) << log.str();
+  EXPECT_NE(log.str().find("unknown token"), std::string::npos) << log.str();
+  EXPECT_EQ(log.str().find("not-a-worker-token"), std::string::npos) << log.str();
 }
 
 }  // namespace

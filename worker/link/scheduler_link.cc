@@ -107,8 +107,12 @@ void SchedulerLink::ConnectLoop() {
       std::lock_guard<std::mutex> lock(mu_);
       if (stopping_) return;
     }
-    const bool welcomed = RunSession();
-    backoff = welcomed ? options_.min_backoff : std::min(backoff * 2, options_.max_backoff);
+    bool refused = false;
+    const bool welcomed = RunSession(&refused);
+    // A refused token stays refused until someone fixes it: retry at the slowest pace.
+    backoff = welcomed  ? options_.min_backoff
+              : refused ? options_.max_backoff
+                        : std::min(backoff * 2, options_.max_backoff);
     const auto wait = std::chrono::milliseconds(
         static_cast<int64_t>(static_cast<double>(backoff.count()) * jitter(rng)));
     std::unique_lock<std::mutex> lock(mu_);
@@ -117,7 +121,7 @@ void SchedulerLink::ConnectLoop() {
   }
 }
 
-bool SchedulerLink::RunSession() {
+bool SchedulerLink::RunSession(bool* refused) {
   grpc::ClientContext context;
   if (!options_.token.empty()) context.AddMetadata("authorization", "Bearer " + options_.token);
   std::map<std::string, v1::JobFinished> finishes_in_hello;
@@ -295,16 +299,35 @@ bool SchedulerLink::RunSession() {
     std::unique_lock<std::mutex> lock(mu_);
     wake_.wait_for(lock, options_.close_timeout, [this] { return stream_broken_; });
   }
-  context.TryCancel();
+  if (reader.joinable()) {
+    std::unique_lock<std::mutex> lock(mu_);
+    // A failed write means the call is over: the reader is about to see its status.
+    if (!healthy && !stopping_) {
+      wake_.wait_for(lock, std::chrono::seconds(1), [this] { return stream_broken_; });
+    }
+    // Cancelling a call that ended would replace the scheduler's status with CANCELLED.
+    if (!stream_broken_) context.TryCancel();
+  }
   if (reader.joinable()) reader.join();
   const grpc::Status status = stream->Finish();
+  bool stopping = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
     context_ = nullptr;
     connected_ = false;
+    stopping = stopping_;
   }
   wake_.notify_all();
-  if (!status.ok() && status.error_code() != grpc::StatusCode::CANCELLED) {
+  if (stopping) return welcomed;
+  if (callbacks_.on_session_end) callbacks_.on_session_end(status);
+  *refused = status.error_code() == grpc::StatusCode::UNAUTHENTICATED ||
+             status.error_code() == grpc::StatusCode::PERMISSION_DENIED;
+  if (*refused) {
+    spdlog::error(
+        "scheduler {} refused this worker: {} (check --token, --token_file or "
+        "QUANTD_WORKER_TOKEN); retrying every {} ms",
+        options_.scheduler_address, status.error_message(), options_.max_backoff.count());
+  } else if (!status.ok()) {
     spdlog::warn("scheduler stream ended: {} ({})", status.error_message(),
                  static_cast<int>(status.error_code()));
   }

@@ -4,7 +4,8 @@
 // heartbeats, the events queued in the EventOutbox (resending everything unacknowledged
 // after a reconnect) and job finishes; receives Welcome, assignments, cancellations and
 // acknowledgements. When the stream breaks it reconnects with exponential backoff and
-// jitter; running jobs never stop because of it.
+// jitter; running jobs never stop because of it. A refused token (UNAUTHENTICATED,
+// PERMISSION_DENIED) is logged as an error on every try, and tries are max_backoff apart.
 //
 // A finish stays pending until a later Welcome shows the scheduler no longer needs it
 // (the job is neither re-attached nor running there), so a finish sent just before a
@@ -68,6 +69,9 @@ struct LinkCallbacks {
   // The jobs running here now, with job_id and attempt set (for Hello; the link fills in
   // acked_sequence). A job here supersedes a pending finish of the same job.
   std::function<std::vector<v1::RunningJob>()> running_jobs;
+  // A stream ended (not called for the end Stop() causes), with the scheduler's status:
+  // UNAUTHENTICATED / PERMISSION_DENIED when it refused the token.
+  std::function<void(const grpc::Status& status)> on_session_end;
 };
 
 class SchedulerLink {
@@ -97,7 +101,8 @@ class SchedulerLink {
  private:
   void ConnectLoop();
   // Runs one stream until it breaks or Stop; returns true when it got as far as Welcome.
-  bool RunSession();
+  // `refused`: the scheduler refused the token (UNAUTHENTICATED or PERMISSION_DENIED).
+  bool RunSession(bool* refused);
 
   const LinkOptions options_;
   const LinkCallbacks callbacks_;
