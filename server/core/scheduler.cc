@@ -202,8 +202,9 @@ void Scheduler::LoseJob(JobEntry& entry, const std::string& why) {
   v1::Job& job = entry.stored.job;
   absl::Status status;
   if (job.state() == v1::JOB_STATE_CANCELLING) {
-    const v1::Failure failure =
-        MakeFailure(v1::FAILURE_REASON_CANCELLED, absl::StrCat("cancelled; ", why));
+    const v1::Failure failure = MakeFailure(
+        v1::FAILURE_REASON_CANCELLED,
+        absl::StrCat(entry.cancel_message.empty() ? "cancelled" : entry.cancel_message, "; ", why));
     status = Transition(entry, v1::JOB_STATE_CANCELLED, &failure);
   } else if (job.attempt() >= options_.max_requeues) {
     const v1::Failure failure =

@@ -117,6 +117,9 @@ class Scheduler {
               Callback<SubmitResult> done);
   absl::StatusOr<v1::Job> GetJob(const Caller& caller, const std::string& job_id) const;
   absl::StatusOr<ListResult> ListJobs(const Caller& caller, const ListQuery& query) const;
+  // A queued job ends CANCELLED at once; an assigned or running one goes CANCELLING until its
+  // worker reports the end. Either way the CANCELLED failure's message names the caller and
+  // `reason` ("cancelled by alice: too big").
   void CancelJob(const Caller& caller, const std::string& job_id, const std::string& reason,
                  Callback<v1::Job> done);
   // Loss points and metrics from the stored events. Reads the store: may block briefly.
@@ -157,6 +160,9 @@ class Scheduler {
     std::string pending_reason;
     int64_t reason_pass = 0;
     std::set<std::string> rejected_by;
+    // While CANCELLING: who cancelled the job and why ("cancelled by alice: too big"), the
+    // message of its CANCELLED failure. Not stored: after a restart it is "cancelled".
+    std::string cancel_message;
   };
   struct WorkerEntry {
     v1::Hello hello;

@@ -167,6 +167,7 @@ void Scheduler::CancelJob(const Caller& caller, const std::string& job_id,
   } else if (job.state() == v1::JOB_STATE_ASSIGNED || job.state() == v1::JOB_STATE_RUNNING) {
     absl::Status status = Transition(entry, v1::JOB_STATE_CANCELLING, nullptr);
     if (!status.ok()) return done(status);
+    entry.cancel_message = why;
     v1::JobEvent log;
     log.mutable_log()->set_level("info");
     log.mutable_log()->set_message(why);

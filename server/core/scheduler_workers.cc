@@ -209,6 +209,8 @@ absl::Status Scheduler::FinishJob(const std::string& worker_id, WorkerLink* link
   }
   if (to == v1::JOB_STATE_CANCELLED) {
     failure.set_reason(v1::FAILURE_REASON_CANCELLED);
+    // The worker only knows that it was cancelled; the scheduler knows by whom and why.
+    if (!entry->cancel_message.empty()) failure.set_message(entry->cancel_message);
     if (failure.message().empty()) failure.set_message("cancelled");
   }
   if (to == v1::JOB_STATE_SUCCEEDED) {
@@ -244,7 +246,9 @@ absl::Status Scheduler::RejectAssignment(const std::string& worker_id, WorkerLin
       absl::StrCat("worker ", worker_id, " rejected the job: ", rejected.reason()));
   AppendEvent(*entry, std::move(log));
   if (state == v1::JOB_STATE_CANCELLING) {
-    const v1::Failure failure = MakeFailure(v1::FAILURE_REASON_CANCELLED, "cancelled");
+    const v1::Failure failure =
+        MakeFailure(v1::FAILURE_REASON_CANCELLED,
+                    entry->cancel_message.empty() ? "cancelled" : entry->cancel_message);
     RETURN_IF_ERROR(Transition(*entry, v1::JOB_STATE_CANCELLED, &failure));
   } else if (state == v1::JOB_STATE_ASSIGNED) {
     RETURN_IF_ERROR(Transition(*entry, v1::JOB_STATE_QUEUED, nullptr));

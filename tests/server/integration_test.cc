@@ -191,13 +191,22 @@ TEST_F(IntegrationTest, CancelRunningJobWaitsForTheWorker) {
       worker->Take([](const v1::SchedulerMessage& m) { return m.has_cancellation(); }, kWait);
   ASSERT_TRUE(cancellation.has_value());
   EXPECT_EQ(cancellation->cancellation().job_id(), job.job_id());
-  ASSERT_TRUE(worker->SendFinished(job.job_id(), v1::JOB_STATE_CANCELLED));
+  EXPECT_EQ(cancellation->cancellation().reason(), "cancelled by alice: test");
+  v1::WorkerMessage finished;  // what quantd-worker reports for a cancelled job process
+  finished.mutable_finished()->set_job_id(job.job_id());
+  finished.mutable_finished()->set_state(v1::JOB_STATE_CANCELLED);
+  finished.mutable_finished()->mutable_failure()->set_reason(v1::FAILURE_REASON_CANCELLED);
+  finished.mutable_finished()->mutable_failure()->set_message("cancelled");
+  ASSERT_TRUE(worker->Send(finished));
   ASSERT_TRUE(watcher.WaitDone(kWait).has_value());
   v1::Job cancelled;
   ASSERT_TRUE(Get("alice-token", job.job_id(), &cancelled).ok());
   EXPECT_EQ(cancelled.state(), v1::JOB_STATE_CANCELLED);
   EXPECT_EQ(cancelled.failure().reason(), v1::FAILURE_REASON_CANCELLED);
+  // Who cancelled it and why, as for a queued job (the worker reports a bare "cancelled").
+  EXPECT_EQ(cancelled.failure().message(), "cancelled by alice: test");
   EXPECT_EQ(watcher.events().back().state_change().to(), v1::JOB_STATE_CANCELLED);
+  EXPECT_EQ(watcher.events().back().state_change().failure().message(), "cancelled by alice: test");
   ExpectContiguous(watcher.events(), 1);
 
   // A queued job (no free worker) is cancelled at once.
@@ -211,6 +220,7 @@ TEST_F(IntegrationTest, CancelRunningJobWaitsForTheWorker) {
   v1::Job result;
   ASSERT_TRUE(Cancel("alice-token", waiting.job_id(), &result).ok());
   EXPECT_EQ(result.state(), v1::JOB_STATE_CANCELLED);
+  EXPECT_EQ(result.failure().message(), "cancelled by alice: test");
 }
 
 TEST_F(IntegrationTest, VanishedWorkerIsLostAndSecondWorkerFinishes) {
