@@ -4,11 +4,12 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <iostream>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
-#include <chrono>
+#include <functional>
+#include <iostream>
 #include <map>
 #include <thread>
 
@@ -16,11 +17,11 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "client/lib/connection.h"
-#include "proto/common/args.h"
-#include "client/quantctl/exit_codes.h"
 #include "client/plot/svg_plot.h"
+#include "client/quantctl/exit_codes.h"
 #include "client/quantctl/live_view.h"
 #include "client/quantctl/output.h"
+#include "proto/common/args.h"
 #include "proto/common/version.h"
 #include "proto/spec/defaults.h"
 #include "proto/spec/spec_file.h"
@@ -60,9 +61,9 @@ exit codes: 0 ok / job succeeded, 1 job failed, 2 job cancelled, 64 usage,
   77 unauthenticated or permission denied
 )";
 
-const std::set<std::string> kValueFlags = {"addr",   "token",      "ca-cert", "timeout",
-                                           "output", "set",        "request-id", "state",
-                                           "owner",  "limit",      "reason",  "after", "out"};
+const std::set<std::string> kValueFlags = {"addr",   "token",      "ca-cert", "timeout", "output",
+                                           "set",    "request-id", "state",   "owner",   "limit",
+                                           "reason", "after",      "out"};
 const std::set<std::string> kSwitches = {"watch", "help", "follow"};
 
 struct Session {
@@ -142,17 +143,18 @@ std::unique_ptr<LiveView> MaybeLiveView(const Session& session, const std::strin
     return nullptr;
   }
   winsize size{};
-  const int width = ::ioctl(STDOUT_FILENO, TIOCGWINSZ, &size) == 0 && size.ws_col > 0
-                        ? size.ws_col
-                        : 80;
+  const int width =
+      ::ioctl(STDOUT_FILENO, TIOCGWINSZ, &size) == 0 && size.ws_col > 0 ? size.ws_col : 80;
   return std::make_unique<LiveView>(out, job_id, width);
 }
 
-int Watch(Session& session, const std::string& job_id, int64_t after, std::ostream& out,
-          std::ostream& err) {
-  std::unique_ptr<LiveView> live = MaybeLiveView(session, job_id, out);
-  std::map<std::string, double> metrics;
-  v1::JobState last_state = v1::JOB_STATE_UNSPECIFIED;
+// Streams the events of `job_id` after `after` to `on_event` until the stream ends with OK
+// (after the terminal event) or `on_event` returns false. A dropped stream (UNAVAILABLE,
+// RESOURCE_EXHAUSTED) is resumed after the last sequence delivered, so nothing is missed or
+// repeated; it gives up after 9 tries in a row that delivered nothing. Says so on `err`.
+absl::Status FollowEvents(Session& session, const std::string& job_id, int64_t after,
+                          const std::function<bool(const v1::JobEvent&)>& on_event,
+                          std::ostream& err) {
   int attempts_without_progress = 0;
   while (true) {
     grpc::ClientContext context;
@@ -163,34 +165,54 @@ int Watch(Session& session, const std::string& job_id, int64_t after, std::ostre
     auto reader = session.stub->WatchJob(&context, request);
     v1::JobEvent event;
     bool progressed = false;
+    bool stopped = false;
     while (reader->Read(&event)) {
       progressed = true;
       after = event.sequence();
-      if (event.has_state_change()) last_state = event.state_change().to();
-      if (event.has_metric()) metrics[event.metric().name()] = event.metric().value();
-      if (live != nullptr) {
-        live->Update(event);
-        continue;
+      if (!on_event(event)) {
+        stopped = true;
+        context.TryCancel();
+        break;
       }
-      if (session.format == OutputFormat::kJson) {
-        out << ToJson(event, /*pretty=*/false) << "\n";
-      } else {
-        out << FormatEventLine(event) << "\n";
-      }
-      out.flush();
     }
     const absl::Status status = client::ToAbslStatus(reader->Finish());
-    if (status.ok()) break;
+    if (status.ok() || stopped) return absl::OkStatus();
     const bool retryable = status.code() == absl::StatusCode::kUnavailable ||
                            status.code() == absl::StatusCode::kResourceExhausted;
     attempts_without_progress = progressed ? 0 : attempts_without_progress + 1;
-    if (!retryable || attempts_without_progress > 8) return Fail(err, status, "watch " + job_id);
+    if (!retryable || attempts_without_progress > 8) return status;
     const auto backoff = std::chrono::milliseconds(
         std::min<int64_t>(5000, 100LL << std::min(attempts_without_progress, 6)));
     err << "quantctl: connection lost (" << status.message() << "); resuming after #" << after
         << "\n";
     std::this_thread::sleep_for(backoff);
   }
+}
+
+int Watch(Session& session, const std::string& job_id, int64_t after, std::ostream& out,
+          std::ostream& err) {
+  std::unique_ptr<LiveView> live = MaybeLiveView(session, job_id, out);
+  std::map<std::string, double> metrics;
+  v1::JobState last_state = v1::JOB_STATE_UNSPECIFIED;
+  const absl::Status status = FollowEvents(
+      session, job_id, after,
+      [&](const v1::JobEvent& event) {
+        if (event.has_state_change()) last_state = event.state_change().to();
+        if (event.has_metric()) metrics[event.metric().name()] = event.metric().value();
+        if (live != nullptr) {
+          live->Update(event);
+          return true;
+        }
+        if (session.format == OutputFormat::kJson) {
+          out << ToJson(event, /*pretty=*/false) << "\n";
+        } else {
+          out << FormatEventLine(event) << "\n";
+        }
+        out.flush();
+        return true;
+      },
+      err);
+  if (!status.ok()) return Fail(err, status, "watch " + job_id);
   if (live != nullptr) {
     live->Finish();
   } else if (session.format == OutputFormat::kTable && !metrics.empty()) {
@@ -262,7 +284,8 @@ int RunList(const Args& args, std::ostream& out, std::ostream& err) {
   if (!session.ok()) return Fail(err, session.status(), "");
   v1::ListJobsRequest request;
   for (const std::string& names : args.GetAll("state")) {
-    for (const std::string& name : std::vector<std::string>(absl::StrSplit(names, ',', absl::SkipEmpty()))) {
+    for (const std::string& name :
+         std::vector<std::string>(absl::StrSplit(names, ',', absl::SkipEmpty()))) {
       std::string upper(name);
       std::transform(upper.begin(), upper.end(), upper.begin(), ::toupper);
       v1::JobState state;
@@ -334,7 +357,8 @@ int RunWatch(const Args& args, std::ostream& out, std::ostream& err) {
 }
 
 int RunLogs(const Args& args, std::ostream& out, std::ostream& err) {
-  if (args.positional().size() != 1) return Fail(err, absl::InvalidArgumentError("logs JOB_ID"), "");
+  if (args.positional().size() != 1)
+    return Fail(err, absl::InvalidArgumentError("logs JOB_ID"), "");
   auto session = OpenSession(args);
   if (!session.ok()) return Fail(err, session.status(), "");
   const std::string job_id = args.positional()[0];
@@ -345,43 +369,37 @@ int RunLogs(const Args& args, std::ostream& out, std::ostream& err) {
     v1::GetJobRequest request;
     request.set_job_id(job_id);
     v1::Job job;
-    const absl::Status status = client::ToAbslStatus(session->stub->GetJob(&context, request, &job));
+    const absl::Status status =
+        client::ToAbslStatus(session->stub->GetJob(&context, request, &job));
     if (!status.ok()) return Fail(err, status, "logs " + job_id);
     until = job.last_sequence();
+    if (until == 0) return kExitOk;
   }
-  grpc::ClientContext context;
-  client::PrepareContext(session->options, /*with_deadline=*/false, &context);
-  v1::WatchJobRequest request;
-  request.set_job_id(job_id);
-  auto reader = session->stub->WatchJob(&context, request);
-  v1::JobEvent event;
-  while (until > 0 && reader->Read(&event)) {
-    const bool failure = event.has_state_change() && event.state_change().has_failure();
-    if (event.has_log() || failure) {
-      if (session->format == OutputFormat::kJson) {
-        out << ToJson(event, /*pretty=*/false) << "\n";
-      } else if (event.has_log()) {
-        out << event.log().level() << " " << event.log().message() << "\n";
-      } else {
-        out << "error " << ShortName(event.state_change().failure().reason()) << ": "
-            << event.state_change().failure().message() << "\n";
-      }
-      out.flush();
-    }
-    if (event.sequence() >= until) {
-      context.TryCancel();
-      break;
-    }
-  }
-  const grpc::Status status = reader->Finish();
-  if (!status.ok() && status.error_code() != grpc::StatusCode::CANCELLED) {
-    return Fail(err, client::ToAbslStatus(status), "logs " + job_id);
-  }
+  const absl::Status status = FollowEvents(
+      *session, job_id, 0,
+      [&](const v1::JobEvent& event) {
+        const bool failure = event.has_state_change() && event.state_change().has_failure();
+        if (event.has_log() || failure) {
+          if (session->format == OutputFormat::kJson) {
+            out << ToJson(event, /*pretty=*/false) << "\n";
+          } else if (event.has_log()) {
+            out << event.log().level() << " " << event.log().message() << "\n";
+          } else {
+            out << "error " << ShortName(event.state_change().failure().reason()) << ": "
+                << event.state_change().failure().message() << "\n";
+          }
+          out.flush();
+        }
+        return event.sequence() < until;
+      },
+      err);
+  if (!status.ok()) return Fail(err, status, "logs " + job_id);
   return kExitOk;
 }
 
 int RunPlot(const Args& args, std::ostream& out, std::ostream& err) {
-  if (args.positional().size() != 1) return Fail(err, absl::InvalidArgumentError("plot JOB_ID"), "");
+  if (args.positional().size() != 1)
+    return Fail(err, absl::InvalidArgumentError("plot JOB_ID"), "");
   const std::string job_id = args.positional()[0];
   const std::string path = args.Get("out", job_id + ".svg");
   const bool png = path.size() > 4 && path.substr(path.size() - 4) == ".png";

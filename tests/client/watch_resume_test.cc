@@ -13,11 +13,17 @@
 namespace quantd::quantctl {
 namespace {
 
-v1::JobEvent Event(int64_t sequence) {
+// A progress event, or with `log` a log line "line <sequence>".
+v1::JobEvent Event(int64_t sequence, bool log = false) {
   v1::JobEvent event;
   event.set_job_id("j-000001");
   event.set_sequence(sequence);
-  event.mutable_progress()->set_fraction(sequence / 10.0);
+  if (log) {
+    event.mutable_log()->set_level("info");
+    event.mutable_log()->set_message("line " + std::to_string(sequence));
+  } else {
+    event.mutable_progress()->set_fraction(sequence / 10.0);
+  }
   return event;
 }
 
@@ -29,10 +35,10 @@ class ScriptedWatchService final : public v1::QuantizeService::Service {
                         grpc::ServerWriter<v1::JobEvent>* writer) override {
     requested_after_.push_back(request->after_sequence());
     if (requested_after_.size() == 1) {
-      for (int64_t s = 1; s <= 3; ++s) writer->Write(Event(s));
+      for (int64_t s = 1; s <= 3; ++s) writer->Write(Event(s, logs_));
       return grpc::Status(grpc::StatusCode::UNAVAILABLE, "scheduler restarting");
     }
-    for (int64_t s = request->after_sequence() + 1; s <= 5; ++s) writer->Write(Event(s));
+    for (int64_t s = request->after_sequence() + 1; s <= 5; ++s) writer->Write(Event(s, logs_));
     v1::JobEvent done;
     done.set_job_id("j-000001");
     done.set_sequence(6);
@@ -44,6 +50,7 @@ class ScriptedWatchService final : public v1::QuantizeService::Service {
 
   std::vector<int64_t> requested_after_;
   v1::JobState terminal_ = v1::JOB_STATE_SUCCEEDED;
+  bool logs_ = false;  // log lines instead of progress
 };
 
 class WatchResumeTest : public ::testing::Test {
@@ -59,9 +66,9 @@ class WatchResumeTest : public ::testing::Test {
 
   int Watch(std::string* out, std::string* err, const std::string& format) {
     std::ostringstream out_stream, err_stream;
-    const int code = RunQuantctl({"watch", "j-000001", "--addr",
-                                  "127.0.0.1:" + std::to_string(port_), "--output", format},
-                                 out_stream, err_stream);
+    const int code = RunQuantctl(
+        {"watch", "j-000001", "--addr", "127.0.0.1:" + std::to_string(port_), "--output", format},
+        out_stream, err_stream);
     *out = out_stream.str();
     *err = err_stream.str();
     return code;
@@ -95,6 +102,19 @@ TEST_F(WatchResumeTest, ExitCodeFollowsTheJobOutcome) {
   service_.requested_after_.clear();
   service_.terminal_ = v1::JOB_STATE_FAILED;
   EXPECT_EQ(Watch(&out, &err, "table"), kExitJobFailed);
+}
+
+TEST_F(WatchResumeTest, LogsFollowResumesWithoutGapOrDuplicate) {
+  service_.logs_ = true;
+  std::ostringstream out, err;
+  ASSERT_EQ(
+      RunQuantctl({"logs", "j-000001", "--follow", "--addr", "127.0.0.1:" + std::to_string(port_)},
+                  out, err),
+      kExitOk)
+      << err.str();
+  EXPECT_EQ(service_.requested_after_, (std::vector<int64_t>{0, 3}));
+  EXPECT_EQ(out.str(), "info line 1\ninfo line 2\ninfo line 3\ninfo line 4\ninfo line 5\n");
+  EXPECT_THAT(err.str(), ::testing::HasSubstr("resuming after #3"));
 }
 
 }  // namespace
