@@ -253,7 +253,10 @@ bool SchedulerLink::RunSession(bool* refused) {
         if (options_.devices) {
           for (const auto& device : options_.devices()) *heartbeat->add_devices() = device;
         }
-        if (!stream->Write(beat)) break;
+        if (!stream->Write(beat)) {
+          healthy = false;
+          break;
+        }
         lock.lock();
       }
       if (!welcomed) continue;
