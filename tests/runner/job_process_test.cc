@@ -111,6 +111,28 @@ TEST(JobProcessTest, CancelStopsAtTheNextStep) {
   EXPECT_TRUE(Gone(ran.pid));
 }
 
+// systemd stops a unit by sending SIGTERM to every process in it, job processes included,
+// maybe before the worker asks them to stop: a child that exits as cancelled was stopped, it
+// did not fail (the scheduler requeues a job stopped that way).
+TEST(JobProcessTest, ChildCancelledFromOutsideIsCancelledNotFailed) {
+  JobProcessOptions options;
+  options.argv = {FAKE_JOB_PATH, "wait-cancel", "-"};
+  options.log_path = ::testing::TempDir() + "/fake_job_outside.log";
+  auto process = JobProcess::Start(options);
+  ASSERT_TRUE(process.ok()) << process.status();
+  const pid_t pid = (*process)->pid();
+  bool signalled = false;
+  const JobOutcome outcome = (*process)->Run([&](v1::JobEvent) {
+    // After the first event the child handles SIGTERM.
+    if (!signalled) signalled = ::kill(pid, SIGTERM) == 0;
+  });
+  EXPECT_TRUE(signalled);
+  EXPECT_EQ(outcome.exit_code, kChildCancelled);
+  EXPECT_EQ(outcome.state, v1::JOB_STATE_CANCELLED);
+  EXPECT_EQ(outcome.failure.reason(), v1::FAILURE_REASON_CANCELLED);
+  EXPECT_THAT(outcome.failure.message(), HasSubstr("stopped from outside the worker"));
+}
+
 TEST(JobProcessTest, ChildIgnoringSigtermIsKilledAfterTheGrace) {
   const auto start = std::chrono::steady_clock::now();
   const Ran ran =

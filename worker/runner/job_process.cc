@@ -44,8 +44,8 @@ absl::StatusOr<std::unique_ptr<JobProcess>> JobProcess::Start(const JobProcessOp
   if (options.argv.empty()) return absl::InvalidArgumentError("job process needs a program");
   int fds[2];
   if (::pipe2(fds, O_CLOEXEC) != 0) return absl::InternalError(ErrnoText("pipe"));
-  const int log_fd = ::open(options.log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC,
-                            0644);
+  const int log_fd =
+      ::open(options.log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (log_fd < 0) {
     ::close(fds[0]);
     ::close(fds[1]);
@@ -169,6 +169,11 @@ JobOutcome JobProcess::Run(const std::function<void(v1::JobEvent)>& on_event) {
     outcome.state = v1::JOB_STATE_CANCELLED;
     outcome.failure.set_reason(v1::FAILURE_REASON_CANCELLED);
     outcome.failure.set_message("cancelled");
+  } else if (outcome.exit_code == kChildCancelled && !pipe_corrupt) {
+    // A SIGTERM that did not come from us, e.g. systemd stopping the worker's whole unit.
+    outcome.state = v1::JOB_STATE_CANCELLED;
+    outcome.failure.set_reason(v1::FAILURE_REASON_CANCELLED);
+    outcome.failure.set_message("the job process was stopped from outside the worker");
   } else if (reported_failure && outcome.exit_code == kChildFailed) {
     outcome.state = v1::JOB_STATE_FAILED;
   } else {

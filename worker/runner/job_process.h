@@ -8,8 +8,10 @@
 // Outcome rules: exit 0 -> SUCCEEDED (with the child's JobResult event); a failure the child
 // reported -> FAILED with it; any other exit or a signal -> FAILED, reason INTERNAL with the
 // signal or exit code and the last log lines; after RequestCancel -> CANCELLED unless the
-// child had already succeeded. Cancel sends SIGTERM to the process group, then SIGKILL
-// after the grace period. The child is always reaped: no zombie survives Run().
+// child had already succeeded; exit kChildCancelled without RequestCancel (the child was sent
+// SIGTERM by someone else, e.g. systemd stopping the worker's unit) -> CANCELLED too. Cancel sends
+// SIGTERM to the process group, then SIGKILL after the grace period. The child is always reaped: no
+// zombie survives Run().
 //
 // The child gets SIGKILL when the thread that called Start() exits (PR_SET_PDEATHSIG), so a
 // worker killed with -9 takes its jobs down; call Start() from a thread that outlives the job.
