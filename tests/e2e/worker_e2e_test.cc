@@ -227,6 +227,42 @@ TEST_F(WorkerE2ETest, KilledWorkerIsReplacedAndTheOtherWorkerFinishesTheJob) {
   EXPECT_TRUE(lost) << "no WORKER_LOST requeue event";
 }
 
+// `systemctl stop` of a worker (SIGTERM, deploy/systemd/quantd-worker@.service): its running job
+// is handed back at once (not lost after --worker_lost_after) and another worker finishes it.
+TEST_F(WorkerE2ETest, SigtermedWorkerHandsItsJobBackAndAnotherWorkerFinishesIt) {
+  StartScheduler();
+  auto first = StartWorker("w1", {{"QUANTD_TEST_EVENT_DELAY_MS", "200"}});
+  const std::string job_id = Submit(Spec(20));
+  ASSERT_TRUE(WaitForJob(
+      job_id,
+      [](const v1::Job& job) {
+        return job.state() == v1::JOB_STATE_RUNNING && job.progress().fraction() > 0.1;
+      },
+      60s));
+  ASSERT_EQ(::kill(first->pid(), SIGTERM), 0);
+  EXPECT_EQ(first->WaitExit(30s), 0) << first->Output();
+  auto second = StartWorker("w2");
+  ASSERT_TRUE(WaitForJob(
+      job_id, [](const v1::Job& job) { return IsTerminal(job.state()); }, 120s));
+  const v1::Job job = Get(job_id);
+  EXPECT_EQ(job.state(), v1::JOB_STATE_SUCCEEDED) << job.failure().message();
+  EXPECT_EQ(job.worker_id(), "w2");
+  EXPECT_EQ(job.attempt(), 1);
+  const auto events = WatchToEnd(job_id, 10s);
+  ExpectGapless(events);
+  int requeues = 0;
+  for (const auto& event : events) {
+    if (!event.has_state_change() || event.state_change().to() != v1::JOB_STATE_QUEUED ||
+        event.state_change().from() == v1::JOB_STATE_UNSPECIFIED) {
+      continue;
+    }
+    ++requeues;
+    EXPECT_EQ(event.state_change().failure().message(),
+              "worker w1 stopped the job: the worker is shutting down");
+  }
+  EXPECT_EQ(requeues, 1);
+}
+
 // A worker that stops answering past --worker_lost_after (here: SIGSTOP) loses its job to the
 // queue; when it answers again the scheduler refuses the old attempt back and assigns the job
 // anew, to the same worker. The old attempt must be stopped without a word: its CANCELLED
