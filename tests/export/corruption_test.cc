@@ -6,6 +6,7 @@
 
 #include "gtest/gtest.h"
 #include "tests/export/export_fixture.h"
+#include "worker/export/artifact_format.h"
 #include "worker/export/artifact_writer.h"
 #include "worker/export/safetensors_writer.h"
 #include "worker/model/checkpoint.h"
@@ -181,6 +182,56 @@ TEST_F(CorruptionTest, MissingFileListedInTheManifest) {
   const ExecResult run = RunWorker("inspect " + dir);
   EXPECT_EQ(run.code, 1);
   EXPECT_NE(run.output.find("tokenizer.model: missing"), std::string::npos) << run.output;
+}
+
+// An output_dir is replaced only when it is an earlier export and nothing else: a folder with
+// another tool's quant_config.json, or an export a user added a file to, is left as it is.
+TEST_F(CorruptionTest, OnlyAFolderHoldingJustAnExportIsReplaced) {
+  const std::string target = Copy("single");
+  const auto stage = [&] {
+    fs::remove_all(StagingDirFor(target));
+    fs::copy(*scratch_ + "/single", StagingDirFor(target), fs::copy_options::recursive);
+  };
+  const auto write = [](const std::string& path, const std::string& text) {
+    std::ofstream(path) << text;
+  };
+  // An earlier export with a file of the user's beside it.
+  write(target + "/notes.txt", "keep me");
+  stage();
+  absl::Status commit = CommitArtifact(StagingDirFor(target), target);
+  EXPECT_EQ(commit.code(), absl::StatusCode::kFailedPrecondition) << commit;
+  EXPECT_TRUE(fs::exists(target + "/notes.txt"));
+
+  // Another tool's quantized model: a quant_config.json but no manifest of ours.
+  const std::string foreign = target + "-foreign";
+  fs::create_directories(foreign + "/sub");
+  write(foreign + "/quant_config.json", R"({"w_bit": 4})");
+  write(foreign + "/sub/weights.bin", "data");
+  fs::rename(StagingDirFor(target), StagingDirFor(foreign));
+  commit = CommitArtifact(StagingDirFor(foreign), foreign);
+  EXPECT_EQ(commit.code(), absl::StatusCode::kFailedPrecondition) << commit;
+  EXPECT_TRUE(fs::exists(foreign + "/sub/weights.bin"));
+  EXPECT_FALSE(IsReplaceableArtifactDir(foreign));
+  fs::remove_all(StagingDirFor(foreign));
+  fs::remove_all(foreign);
+
+  // The export alone is replaced.
+  fs::remove(target + "/notes.txt");
+  EXPECT_TRUE(IsReplaceableArtifactDir(target));
+  stage();
+  commit = CommitArtifact(StagingDirFor(target), target);
+  EXPECT_TRUE(commit.ok()) << commit;
+  EXPECT_TRUE(IsReplaceableArtifactDir(target));
+}
+
+// A folder with a manifest.json but no quant_config.json is a damaged export, and the commands
+// say so rather than reading it as a Hugging Face model with missing tensors.
+TEST_F(CorruptionTest, MissingQuantConfigIsAnExportError) {
+  const std::string dir = Copy("single");
+  fs::remove(dir + "/quant_config.json");
+  const std::string message = Refusal(dir);
+  EXPECT_NE(message.find("quant_config.json"), std::string::npos) << message;
+  EXPECT_EQ(message.find("has no tensor"), std::string::npos) << message;
 }
 
 }  // namespace

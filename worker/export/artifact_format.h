@@ -71,8 +71,17 @@ inline constexpr const char* kProjections[] = {
     "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
     "mlp.gate_proj",    "mlp.up_proj",      "mlp.down_proj"};
 
-// True when `dir` holds a quant_config.json (an export rather than a Hugging Face model).
+// True when `dir` holds a quant_config.json or a manifest.json: it is meant as an export (to be
+// read by LoadArtifact, whose errors then say what is wrong with it) rather than a Hugging Face
+// model.
 bool IsArtifactDir(const std::string& dir);
+
+// True only for a folder an export of this format wrote: its manifest.json has format
+// "quantd-prefixquant" and a files list, and every entry of the folder is manifest.json or a
+// plain file that list names. Only such a folder may be replaced by a new export, so whatever
+// else a user keeps in an output_dir (another tool's model with its own quant_config.json, a
+// file added to an export) is never deleted.
+bool IsReplaceableArtifactDir(const std::string& dir);
 
 }  // namespace quantd::exporter
 

@@ -409,8 +409,9 @@ absl::Status CommitArtifact(const std::string& staging_dir, const std::string& f
   std::error_code error;
   std::string old;
   if (fs::exists(final_dir, error)) {
-    const bool replaceable = fs::is_directory(final_dir, error) &&
-                             (fs::is_empty(final_dir, error) || IsArtifactDir(final_dir));
+    const bool replaceable =
+        fs::is_directory(final_dir, error) &&
+        (fs::is_empty(final_dir, error) || IsReplaceableArtifactDir(final_dir));
     if (!replaceable) {
       return absl::FailedPreconditionError(
           absl::StrCat("export: ", final_dir,
