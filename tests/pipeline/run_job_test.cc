@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <mutex>
 #include <vector>
@@ -160,6 +161,43 @@ TEST(RunJobTest, AMissingTaskFileFailsBeforeTheLongWork) {
   EXPECT_NE(outcome.status.message().find("/nonexistent/piqa.jsonl"), std::string::npos)
       << outcome.status;
   EXPECT_EQ(std::count(sink.phases.begin(), sink.phases.end(), v1::PHASE_CALIBRATION_DATA), 0);
+}
+
+// An output_dir or work dir that cannot be written fails the job at once, as the user's error,
+// not after the work (where it used to be an INTERNAL export or checkpoint failure).
+TEST(RunJobTest, UnwritableFoldersFailBeforeTheLongWork) {
+  const std::string scratch = ::testing::TempDir() + "/run-job-unwritable";
+  std::filesystem::remove_all(scratch);
+  std::filesystem::create_directories(scratch);
+  std::ofstream(scratch + "/a-file") << "x";
+  auto spec = SmallSpec(SharedData("models/stories260K"), 8, 8, 8);
+  {
+    CollectingSink sink;
+    CancellationToken cancel;
+    auto with_export = spec;
+    with_export.set_output_dir(scratch + "/a-file/export");
+    auto outcome = RunJob(with_export, {}, sink, cancel);
+    EXPECT_EQ(outcome.reason, v1::FAILURE_REASON_USER_ERROR) << outcome.status;
+    EXPECT_NE(outcome.status.message().find("output_dir: cannot create the folder"),
+              std::string::npos)
+        << outcome.status;
+    EXPECT_TRUE(sink.phases.empty());
+  }
+  {
+    CollectingSink sink;
+    CancellationToken cancel;
+    auto trains = spec;
+    trains.mutable_training()->set_epochs(1);
+    RunJobOptions options;
+    options.work_dir = scratch + "/a-file";
+    auto outcome = RunJob(trains, options, sink, cancel);
+    EXPECT_EQ(outcome.reason, v1::FAILURE_REASON_USER_ERROR) << outcome.status;
+    EXPECT_NE(outcome.status.message().find("work dir: cannot create the folder"),
+              std::string::npos)
+        << outcome.status;
+    EXPECT_TRUE(sink.phases.empty());
+  }
+  std::filesystem::remove_all(scratch);
 }
 
 TEST(RunJobTest, CancelStops) {

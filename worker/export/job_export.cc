@@ -10,6 +10,7 @@
 #include "absl/strings/str_format.h"
 #include "proto/common/status_macros.h"
 #include "proto/common/version.h"
+#include "proto/common/writable_folder.h"
 #include "proto/spec/spec_file.h"
 #include "worker/export/artifact_format.h"
 #include "worker/export/artifact_reader.h"
@@ -64,13 +65,18 @@ absl::Status JobArtifact::CheckDestination() const {
   if (!requested()) return absl::OkStatus();
   const std::string& dir = spec_.output_dir();
   std::error_code error;
-  if (!std::filesystem::exists(dir, error)) return absl::OkStatus();
-  if (std::filesystem::is_directory(dir, error) &&
-      (std::filesystem::is_empty(dir, error) || IsArtifactDir(dir))) {
-    return absl::OkStatus();
+  if (std::filesystem::exists(dir, error) &&
+      !(std::filesystem::is_directory(dir, error) &&
+        (std::filesystem::is_empty(dir, error) || IsReplaceableArtifactDir(dir)))) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("output_dir: ", dir,
+                     " exists and is neither empty nor an earlier export; not replacing it"));
   }
-  return absl::FailedPreconditionError(absl::StrCat(
-      "output_dir: ", dir, " exists and is neither empty nor an earlier export; not replacing it"));
+  // The export is staged beside the folder and renamed into place: its parent must be a
+  // writable folder, checked now rather than after hours of work.
+  std::filesystem::path target = std::filesystem::absolute(dir, error).lexically_normal();
+  if (target.filename().empty()) target = target.parent_path();  // "out/" names "out"
+  return CheckWritableFolder(target.parent_path().string(), "output_dir");
 }
 
 double JobArtifact::Seconds() const {

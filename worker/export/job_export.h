@@ -44,7 +44,8 @@ class JobArtifact {
   bool requested() const { return !spec_.output_dir().empty(); }
 
   // FAILED_PRECONDITION when output_dir is an existing path that an export may not replace
-  // (neither an earlier export nor an empty folder), so a job can refuse before it starts.
+  // (neither an earlier export nor an empty folder), or its parent folder cannot be created or
+  // written in, so a job can refuse before it starts.
   absl::Status CheckDestination() const;
 
   // `calibration`: the job's calibration windows (their ids go to the manifest; the first two

@@ -10,6 +10,7 @@
 #include "absl/strings/str_format.h"
 #include "proto/common/error_text.h"
 #include "proto/common/status_macros.h"
+#include "proto/common/writable_folder.h"
 #include "proto/spec/defaults.h"
 #include "proto/spec/validate.h"
 #include "worker/eval/multiple_choice.h"
@@ -96,6 +97,11 @@ RunJobOutcome RunJob(const v1::JobSpec& original, const RunJobOptions& options, 
   exporter::JobArtifact artifact(spec);  // spec.output_dir: the export (worker/export)
   if (auto status = artifact.CheckDestination(); !status.ok()) {
     return Failed(v1::FAILURE_REASON_USER_ERROR, status);
+  }
+  if (SpecTrains(spec) && !options.work_dir.empty()) {  // checkpoints go to <work_dir>/train
+    if (auto status = CheckWritableFolder(options.work_dir + "/train", "work dir"); !status.ok()) {
+      return Failed(v1::FAILURE_REASON_USER_ERROR, status);
+    }
   }
 
   // ---- load ----
