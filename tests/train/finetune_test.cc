@@ -1,10 +1,12 @@
 #include "worker/train/finetune.h"
 
+#include <cmath>
 #include <filesystem>
 
 #include "gtest/gtest.h"
 #include "tests/train/train_fixture.h"
 #include "worker/eval/perplexity.h"
+#include "worker/model/dtype_names.h"
 #include "worker/train/checkpoint.h"
 #include "worker/train/ste_block.h"
 
@@ -235,6 +237,33 @@ TEST_F(FinetuneTest, NonFiniteLossRollsTheBlockBackAndGoesOn) {
   EXPECT_TRUE(IsNumericalFailure(strict.status())) << strict.status();
 }
 
+// max_numerical_failures holds for the whole run, a restart included: a block that diverged
+// before the restart still counts.
+TEST_F(FinetuneTest, NumericalFailuresCountAcrossAResume) {
+  options_.epochs = 2;
+  options_.max_numerical_failures = 1;
+  options_.checkpoint_dir = ::testing::TempDir() + "/finetune_failures_resume";
+  std::filesystem::remove_all(options_.checkpoint_dir);
+  model::KvCache prefix;
+  {  // Block 1 diverges (one failure, allowed); interrupted as soon as block 3 starts training.
+    auto model = Fresh(&prefix);
+    options_.fingerprint = Fingerprint("spec-failures", *model);
+    bool stop = false;
+    TrainCallbacks callbacks;
+    callbacks.on_loss = [&](const LossPoint& p) { stop = stop || p.block == 3; };
+    callbacks.cancelled = [&] { return stop; };
+    auto run = FinetuneBlocks(*model, &prefix, train_, val_, PoisonedInstaller(ste_, 1, 5),
+                              options_, callbacks);
+    ASSERT_EQ(run.status().code(), absl::StatusCode::kCancelled) << run.status();
+  }
+  // Resumed at block 3, which diverges too: the second failure is beyond the limit.
+  auto model = Fresh(&prefix);
+  auto resumed =
+      FinetuneBlocks(*model, &prefix, train_, val_, PoisonedInstaller(ste_, 3, 5), options_);
+  EXPECT_TRUE(IsNumericalFailure(resumed.status())) << resumed.status();
+  std::filesystem::remove_all(options_.checkpoint_dir);
+}
+
 TEST_F(FinetuneTest, BlocksWhoseValidationLossRisesKeepTheirUntrainedState) {
   // Learning rates far too high: AdamW moves every weight and scale by about lr per step, and
   // every block ends its last epoch above its starting validation loss.
@@ -301,6 +330,87 @@ TEST_F(FinetuneTest, WeightsStayFixedWithoutWeightLr) {
   ASSERT_NE(ste, nullptr);
   EXPECT_TRUE(torch::equal(ste->weight, original));
   EXPECT_LT(result->blocks[0].final_val_loss, result->blocks[0].initial_val_loss);
+}
+
+// quant.activation_clipping: dynamic inputs train their clipping factor only when asked; without
+// it the factor keeps its initial value while the weight scales still train.
+TEST_F(FinetuneTest, ClippingFactorsTrainOnlyWhenAsked) {
+  ste_.input_bits = 8;
+  ste_.input_dynamic = true;
+  ste_.activation_clip = 0.9f;
+  options_.epochs = 1;
+  for (bool learn : {false, true}) {
+    SCOPED_TRACE(learn ? "learned clipping" : "fixed clipping");
+    ste_.learn_activation_clip = learn;
+    model::KvCache prefix;
+    auto model = Fresh(&prefix);
+    auto result =
+        FinetuneBlocks(*model, &prefix, train_, val_, MakeSteBlockInstaller(ste_), options_);
+    ASSERT_TRUE(result.ok()) << result.status();
+    auto ste = std::dynamic_pointer_cast<SteLinear>(model->blocks[0].gate_proj);
+    ASSERT_NE(ste, nullptr);
+    const float clip = ste->input_scale.item<float>();
+    if (learn) {
+      EXPECT_NE(clip, 0.9f);
+    } else {
+      EXPECT_EQ(clip, 0.9f);
+    }
+    EXPECT_LT(result->blocks[0].final_val_loss, result->blocks[0].initial_val_loss);
+  }
+}
+
+// A 16-bit model's blocks train fp32 master weights: AdamW steps of 1e-5 would round away in
+// bfloat16 weights of ~0.05 (half an ulp is 1.2e-4). The baked weight returns to the model's
+// dtype. (float16 also scales the loss: loss_scaler_test.cc.)
+void ExpectHalfPrecisionBlocksTrain(torch::Device device, torch::ScalarType dtype,
+                                    const std::vector<std::vector<int32_t>>& train,
+                                    const std::vector<std::vector<int32_t>>& val,
+                                    FinetuneOptions options, const SteBlockOptions& ste) {
+  model::LoadOptions load;
+  load.dtype = dtype;
+  load.device = device;
+  auto loaded = model::LlamaModel::Load(testing::StoriesDir(), load);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  model::LlamaModel& model = **loaded;
+  model::KvCache prefix;
+  {
+    torch::NoGradGuard no_grad;
+    auto kv = model.BuildPrefixKv(torch::tensor(std::vector<int64_t>{1}).view({1, 1}));
+    ASSERT_TRUE(kv.ok()) << kv.status();
+    prefix = *kv;
+  }
+  const torch::Tensor original =
+      std::dynamic_pointer_cast<model::DenseLinear>(model.blocks[0].up_proj)->weight.clone();
+  options.epochs = 1;
+  options.quant_lr = 0;
+  options.weight_lr = 1e-5;
+  options.keep_best_state = false;
+  auto result = FinetuneBlocks(model, &prefix, train, val, MakeSteBlockInstaller(ste), options);
+  ASSERT_TRUE(result.ok()) << result.status();
+  auto tuned = std::dynamic_pointer_cast<SteLinear>(model.blocks[0].up_proj);
+  ASSERT_NE(tuned, nullptr);
+  EXPECT_EQ(tuned->weight.scalar_type(), torch::kFloat32);
+  EXPECT_EQ(tuned->baked.scalar_type(), dtype);
+  const double moved =
+      (tuned->weight != original.to(torch::kFloat32)).to(torch::kFloat64).mean().item<double>();
+  EXPECT_GT(moved, 0.9) << "share of weights the steps changed";
+  EXPECT_TRUE(torch::isfinite(tuned->baked).all().item<bool>());
+  for (const BlockReport& block : result->blocks) {
+    EXPECT_TRUE(std::isfinite(block.final_val_loss)) << "block " << block.block;
+  }
+}
+
+TEST_F(FinetuneTest, Bfloat16BlocksTrainTheirWeightsInFloat32) {
+  ExpectHalfPrecisionBlocksTrain(torch::kCPU, torch::kBFloat16, train_, val_, options_, ste_);
+}
+
+TEST_F(FinetuneTest, HalfPrecisionBlocksTrainOnCuda_CUDA) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  for (auto dtype : {torch::kBFloat16, torch::kHalf}) {
+    SCOPED_TRACE(model::DTypeName(dtype));
+    ExpectHalfPrecisionBlocksTrain(torch::Device(torch::kCUDA, 0), dtype, train_, val_, options_,
+                                   ste_);
+  }
 }
 
 }  // namespace

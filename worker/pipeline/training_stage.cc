@@ -325,6 +325,7 @@ absl::StatusOr<TrainedVariant> BuildTrainedVariant(const TrainingInputs& in,
   ste.input_bits = plan.quant.input_bits;
   ste.input_dynamic = plan.quant.input_dynamic;
   ste.activation_clip = plan.quant.activation_clip;
+  ste.learn_activation_clip = spec.quant().activation_clipping();
   train::FinetuneOptions options;
   options.epochs = spec.training().epochs();
   options.quant_lr = spec.training().quant_lr();

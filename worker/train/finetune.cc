@@ -10,6 +10,7 @@
 #include "absl/strings/str_format.h"
 #include "proto/common/status_macros.h"
 #include "worker/train/checkpoint.h"
+#include "worker/train/loss_scaler.h"
 
 namespace quantd::train {
 namespace {
@@ -138,6 +139,7 @@ absl::StatusOr<FinetuneResult> FinetuneBlocks(model::LlamaModel& model,
         report.final_val_loss = stats.at(1);
         report.steps = static_cast<int64_t>(stats.at(2));
         report.rolled_back = stats.at(3) != 0.0;
+        if (report.rolled_back) ++failures;  // the limit holds across restarts
         // Checkpoints written before the best state was kept have 4 figures.
         report.kept_epoch = stats.size() > 5 ? static_cast<int>(stats[4]) : options.epochs - 1;
         report.last_epoch = stats.size() > 5 ? static_cast<int>(stats[5]) : options.epochs - 1;
@@ -192,6 +194,9 @@ absl::StatusOr<FinetuneResult> FinetuneBlocks(model::LlamaModel& model,
         int64_t step = 0;
         double lr = options.quant_lr;
         std::unique_ptr<torch::optim::AdamW> optimizer;
+        LossScaler scaler = LossScaler::For(q_train.scalar_type());
+        std::vector<torch::Tensor> trained_params = quant_params;
+        trained_params.insert(trained_params.end(), weight_params.begin(), weight_params.end());
         if (!groups.empty()) {
           optimizer = std::make_unique<torch::optim::AdamW>(std::move(groups));
         }
@@ -221,8 +226,8 @@ absl::StatusOr<FinetuneResult> FinetuneBlocks(model::LlamaModel& model,
               report.rolled_back = true;
               break;
             }
-            loss.backward();
-            optimizer->step();
+            scaler.Scale(loss).backward();
+            if (scaler.Unscale(trained_params)) optimizer->step();
             if (callbacks.on_loss && (step % options.log_every == 0 || step == total - 1)) {
               callbacks.on_loss(
                   LossPoint{TrainPhase::kFinetune, layer, epoch, step, "train", value, {}, lr});
@@ -247,6 +252,12 @@ absl::StatusOr<FinetuneResult> FinetuneBlocks(model::LlamaModel& model,
           }
         }
         report.steps = step;
+        if (scaler.skipped_steps() > 0) {
+          log(
+              absl::StrFormat("block %d: %d float16 step(s) skipped for non-finite gradients "
+                              "(loss scale now %g)",
+                              layer, scaler.skipped_steps(), scaler.scale()));
+        }
         optimizer.reset();
         SetRequiresGrad(quant_params, false);
         SetRequiresGrad(weight_params, false);

@@ -16,6 +16,8 @@
 // Best state: each block keeps the state with the lowest validation loss among its initial state
 // and the ends of its epochs (BlockReport::kept_epoch), so fine-tuning never leaves a block
 // above its starting validation loss; when that is not the last epoch's state, on_log says so.
+// Precision: float16 activations train with dynamic loss scaling (loss_scaler.h; a skipped step
+// is logged); SteBlock keeps fp32 master weights (ste_block.h).
 // Numerical safety: a non-finite training loss stops that block, restores its best finite
 // state, reports a warning through on_log and goes on with the next block; more than
 // `max_numerical_failures` such blocks (or a block whose restored state is still not finite)

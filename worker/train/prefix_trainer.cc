@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "proto/common/status_macros.h"
+#include "worker/train/loss_scaler.h"
 
 namespace quantd::train {
 namespace {
@@ -291,6 +292,7 @@ absl::StatusOr<PrefixTrainResult> TrainPrefix(model::LlamaModel& model,
     torch::optim::AdamW optimizer(
         std::vector<torch::Tensor>{prefix},
         torch::optim::AdamWOptions(options.lr).weight_decay(options.weight_decay));
+    LossScaler scaler = LossScaler::For(train_embeds.scalar_type());
     const int64_t n = train_embeds.size(0);
     const int64_t per_epoch = (n + options.batch_size - 1) / options.batch_size;
     const int64_t total_steps = per_epoch * options.epochs;
@@ -330,9 +332,9 @@ absl::StatusOr<PrefixTrainResult> TrainPrefix(model::LlamaModel& model,
           diverged = true;
           break;
         }
-        loss.total.backward();
+        scaler.Scale(loss.total).backward();
         if (pass.has_value()) BlockwiseBackward(model, *pass, prefix, options.site);
-        optimizer.step();
+        if (scaler.Unscale({prefix})) optimizer.step();
         epoch_sum += value;
         if (callbacks.on_loss) {
           callbacks.on_loss(LossPoint{TrainPhase::kPrefix, -1, epoch, step, "train", value,

@@ -11,7 +11,8 @@
 // point (total, components, learning rate); every epoch a "val" point (mean total over the
 // validation windows, or over the epoch's training steps when there are none). The embeddings
 // with the lowest such epoch loss (the initial ones included) are returned. Only the blocks up
-// to the last target layer run (nothing after it influences the loss).
+// to the last target layer run (nothing after it influences the loss). With float16 activations
+// the loss is scaled for backward (loss_scaler.h).
 //
 // Each prefix row is then mapped to the vocabulary token of largest cosine similarity.
 // Not thread-safe; uses the model exclusively while it runs.

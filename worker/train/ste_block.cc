@@ -25,7 +25,9 @@ class SteBlock : public TrainableBlock {
     std::vector<torch::Tensor> out;
     for (auto& [name, layer] : layers_) {
       out.push_back(layer->weight_scales);
-      if (layer->quantize_input) out.push_back(layer->input_scale);
+      if (layer->quantize_input && (!layer->input_dynamic || layer->learn_input_clip)) {
+        out.push_back(layer->input_scale);
+      }
     }
     return out;
   }
@@ -66,7 +68,8 @@ absl::StatusOr<std::shared_ptr<SteLinear>> MakeLayer(
   out->input_hadamard = source->input_hadamard;
   torch::NoGradGuard no_grad;
   const int64_t in = out->weight.size(1);
-  out->weight = out->weight.detach().clone();
+  out->weight_dtype = out->weight.scalar_type();
+  out->weight = out->weight.detach().to(torch::kFloat32).clone();
   out->weight_config.bits = options.wbits;
   if (options.w_group_size > 0) {
     if (in % options.w_group_size != 0) {
@@ -89,6 +92,7 @@ absl::StatusOr<std::shared_ptr<SteLinear>> MakeLayer(
   out->weight_scales = out->weight_scales.to(torch::kFloat32).clone();
   out->quantize_input = options.input_bits > 0 && options.input_bits < 16;
   out->input_dynamic = options.input_dynamic;
+  out->learn_input_clip = options.learn_activation_clip;
   if (out->quantize_input) {
     out->input_config.bits = options.input_bits;
     if (options.input_dynamic) {
@@ -123,7 +127,7 @@ torch::Tensor SteLinear::Forward(const torch::Tensor& x) {
   const torch::Tensor w =
       baked.defined() ? baked
                       : OrThrow(kernels::FakeQuantizeSte(weight, weight_config, weight_scales));
-  return torch::matmul(input, w.t());
+  return torch::matmul(input, w.to(input.scalar_type()).t());
 }
 
 void SteLinear::Bake() {
@@ -131,7 +135,7 @@ void SteLinear::Bake() {
   weight = weight.detach();
   weight_scales = weight_scales.detach();
   if (input_scale.defined()) input_scale = input_scale.detach();
-  baked = OrThrow(kernels::FakeQuantizeSte(weight, weight_config, weight_scales));
+  baked = OrThrow(kernels::FakeQuantizeSte(weight, weight_config, weight_scales)).to(weight_dtype);
 }
 
 BlockInstaller MakeSteBlockInstaller(const SteBlockOptions& options) {

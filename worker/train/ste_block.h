@@ -2,8 +2,9 @@
 // projection of the block becomes an SteLinear with
 //  * a weight fake-quantized per output channel (group_size -1) or per group, with learnable
 //    scales (LSQ-style) initialised from min-max or, with mse_init, the shrink search;
-//  * optionally, input fake quantization (input_bits < 16): dynamic per token with a learnable
-//    clipping factor (init `activation_clip`), or static per tensor with a learnable scale
+//  * optionally, input fake quantization (input_bits < 16): dynamic per token with a clipping
+//    factor (init `activation_clip`; learnable only with `learn_activation_clip`, the job's
+//    quant.activation_clipping), or static per tensor with a learnable scale
 //    initialised from the replaced layer's calibrated scale (LinearSource::static_input_scale);
 //  * the replaced layer's online input Hadamard (rotation's R4), when it has one, kept as is.
 // What a replaced layer holds is read by `SteBlockOptions::adapt` (the pipeline passes one that
@@ -11,6 +12,9 @@
 // model::DenseLinear without bias. The block's attention_transform (K/V path) is left untouched
 // and its own state is not trained; its quantizers pass the gradient straight through to
 // k_proj and v_proj (quant::ActQuantizer::Apply).
+// Precision: the trainable weight is an fp32 master copy whatever the model's compute dtype, so
+// that AdamW steps of weight_lr (5e-6) are not rounded away in bf16/fp16 weights; the quantized
+// weight is cast to the input's dtype for the matmul, and baked in the original dtype.
 // Finish() bakes the quantized weight into a plain tensor. Not thread-safe.
 #ifndef QUANTD_WORKER_TRAIN_STE_BLOCK_H_
 #define QUANTD_WORKER_TRAIN_STE_BLOCK_H_
@@ -43,6 +47,7 @@ struct SteBlockOptions {
   int input_bits = 16;  // >= 16: inputs not quantized
   bool input_dynamic = true;
   float activation_clip = 1.0f;
+  bool learn_activation_clip = true;  // dynamic inputs: train the clipping factor (quant_lr)
   // Reads layers that are not DenseLinear; nullopt: not understood.
   std::function<std::optional<LinearSource>(const model::LinearLayer&)> adapt;
 };
@@ -58,13 +63,15 @@ class SteLinear : public model::LinearLayer {
   // Bakes the quantized weight; Forward() no longer builds an autograd graph for it.
   void Bake();
 
-  torch::Tensor weight;         // [out, in] full precision (trainable when weight_lr > 0)
+  torch::Tensor weight;  // [out, in] fp32 master (trainable when weight_lr > 0)
+  torch::ScalarType weight_dtype = torch::kFloat32;  // the replaced layer's; Bake() returns to it
   torch::Tensor weight_scales;  // [out, 1] or [out, in / group] fp32, trainable
   kernels::FakeQuantConfig weight_config;
   torch::Tensor input_scale;  // static: [] fp32 scale; dynamic: [] clipping factor
   kernels::FakeQuantConfig input_config;
   bool quantize_input = false;
   bool input_dynamic = true;
+  bool learn_input_clip = true;  // dynamic: input_scale is a QuantParameter
   std::optional<kernels::HadamardFactors> input_hadamard;
   torch::Tensor baked;  // defined after Bake()
 
