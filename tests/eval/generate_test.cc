@@ -40,6 +40,27 @@ TEST_F(GenerateTest, PrefixCacheContinuesTheSameWay) {
   EXPECT_EQ(*direct, *cached);
 }
 
+// After a prefix that ends where the prompt would start (an export's prefix ending in BOS),
+// an empty prompt continues from the prefix's last logits: the same tokens as feeding BOS.
+TEST_F(GenerateTest, EmptyPromptContinuesFromThePrefixLogits) {
+  GenerateOptions options;
+  options.max_new_tokens = 10;
+  auto direct = GreedyGenerate(*model_, {1, 403}, options);
+  torch::NoGradGuard no_grad;
+  model::ForwardRequest request;
+  request.input_ids = torch::tensor({int64_t{1}, int64_t{403}}).view({1, 2});
+  request.logits = model::LogitsMode::kLast;
+  request.return_kv = true;
+  auto prefix = model_->Forward(request);
+  ASSERT_TRUE(prefix.ok());
+  options.prefix = &prefix->kv;
+  EXPECT_FALSE(GreedyGenerate(*model_, {}, options).ok());  // no logits: nothing to start from
+  options.prefix_last_logits = prefix->logits;
+  auto cached = GreedyGenerate(*model_, {}, options);
+  ASSERT_TRUE(direct.ok() && cached.ok()) << cached.status();
+  EXPECT_EQ(*direct, *cached);
+}
+
 TEST_F(GenerateTest, RejectsBadInput) {
   GenerateOptions options;
   EXPECT_FALSE(GreedyGenerate(*model_, {}, options).ok());

@@ -148,6 +148,9 @@ TEST(TokenStreamTest, ReadsTextWithNormalizedLineEndings) {
   ASSERT_TRUE(text.ok());
   EXPECT_EQ(*text, "a\nb\nc\n\n");
   EXPECT_EQ(ReadTextFile(path + ".missing").status().code(), absl::StatusCode::kNotFound);
+  const auto folder = ReadTextFile(QUANTD_BINARY_DIR);
+  EXPECT_EQ(folder.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(folder.status().message().find("is a folder"), std::string::npos) << folder.status();
 }
 
 TEST(TokenStreamTest, SplitsParagraphsOnBlankLines) {
@@ -158,6 +161,9 @@ TEST(TokenStreamTest, SplitsParagraphsOnBlankLines) {
   EXPECT_EQ(paragraphs[2], "four");
   EXPECT_TRUE(SplitParagraphs("\n \n").empty());
   EXPECT_TRUE(ParseDocumentMode("blank-line").ok());
+  // The job spec's name and the older command-line one.
+  EXPECT_EQ(*ParseDocumentMode("whole"), DocumentMode::kWholeFile);
+  EXPECT_EQ(*ParseDocumentMode("whole-file"), DocumentMode::kWholeFile);
   EXPECT_FALSE(ParseDocumentMode("lines").ok());
 }
 

@@ -101,6 +101,10 @@ TEST(TaskFileTest, BadLinesSayWhatIsWrong) {
       {R"({"context": "a", "choices": [" b", 3], "label": 0})", "strings only"},
       {R"({"context": 5, "choices": [" b", " c"], "label": 0})", "\"context\" must be a string"},
       {R"({"context": "a", "choices": [" b", " c"], "label": "first"})", "must be an integer"},
+      {R"({"context": "a", "choices": [" b", " c"], "label": 4294967296})", "out of range"},
+      {R"({"context": "a", "choices": [" b", " c"], "label": -4294967296})", "out of range"},
+      {R"({"context": "a", "choices": [" b", " c"], "label": 18446744073709551615})",
+       "out of range"},
       {R"({"goal": "g", "sol1": "a", "sol2": "b"})", "\"label\" must be an integer"},
       {R"({"question": "q", "answerKey": "D", "choices": {"text": ["x", "y"],)"
        R"( "label": ["A", "B"]}})",

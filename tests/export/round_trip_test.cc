@@ -118,6 +118,11 @@ TEST(ExportRoundTripTest, Stories260KW4A4KV4ReloadsInANewProcess) {
                                         "--output json");
   ASSERT_EQ(generate.code, 0) << generate.output;
   EXPECT_EQ(LastJsonLine(generate.output)["generated_ids"].size(), 8u);
+  // Without a prompt: the prefix (which ends in BOS) is the whole context.
+  const ExecResult unprompted =
+      RunWorker("generate --model " + out + " --max-tokens 4 --output json");
+  ASSERT_EQ(unprompted.code, 0) << unprompted.output;
+  EXPECT_EQ(LastJsonLine(unprompted.output)["generated_ids"].size(), 4u);
 
   // A second job into the same folder replaces the earlier export.
   const v1::JobResult again = RunAndReload(ExportSpec(StoriesDir(), 8, 8, 8, out));

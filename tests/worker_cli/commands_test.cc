@@ -2,7 +2,10 @@
 // quantd-worker executable, on the shared stories260K model.
 #include "worker/cli/commands.h"
 
+#include <algorithm>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -77,6 +80,20 @@ TEST(GenerateCommandTest, UsageAndLoadErrors) {
   auto bad_dir = Call(RunGenerate, {"--model", "/nonexistent/model"});
   EXPECT_EQ(bad_dir.code, 1);
   EXPECT_THAT(bad_dir.err, HasSubstr("/nonexistent/model"));
+}
+
+// --help is the first thing a user tries: every command answers it with its usage and exit 0.
+TEST(CommandHelpTest, EveryCommandAnswersHelp) {
+  for (const char* command : {"generate", "perplexity", "zero-shot", "inspect"}) {
+    auto help = Exec(std::string(command) + " --help");
+    EXPECT_EQ(help.code, 0) << command;
+    EXPECT_THAT(help.out, HasSubstr(std::string("usage: quantd-worker ") + command)) << command;
+  }
+  for (const char* command : {"run", "connect"}) {
+    auto help = Exec(std::string(command) + " --help");
+    EXPECT_EQ(help.code, 0) << command;
+    EXPECT_THAT(help.out, HasSubstr("run --spec JOB.yaml")) << command;
+  }
 }
 
 TEST(PerplexityCommandTest, TinyStoriesBlankLineDocuments) {
@@ -172,6 +189,46 @@ TEST(ZeroShotCommandTest, ErrorsAreReported) {
   EXPECT_THAT(bad_list.err, HasSubstr("repeats the task name"));
   EXPECT_EQ(Call(RunZeroShot, {"--model", kModel}).code, 2);
   EXPECT_EQ(Call(RunZeroShot, {"--model", kModel, "--tasks", "x", "--batch-size", "0"}).code, 2);
+}
+
+// `run --output json` writes JSON Lines only (events, then the result with its metrics), so a
+// pipeline can parse every line; the text output ends with the metrics table, sorted by name.
+TEST(RunCommandTest, JsonOutputIsJsonLinesAndTextEndsWithSortedMetrics) {
+  const std::string dir = ::testing::TempDir() + "/run-command-test";
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  const std::string spec = dir + "/job.yaml";
+  std::ofstream(spec) << "model:\n  path: " << kModel << "\ncalibration:\n  dataset_path: " << kTiny
+                      << "\n  documents: blank-line\n  train_size: 4\n  val_size: 2\n"
+                         "  training_seqlen: 64\nquant:\n  wbits: 4\n  input_bits: 8\n"
+                         "eval:\n  eval_ppl: true\n  ppl_seqlen: 64\n  ppl_max_windows: 2\n";
+  const std::string common = "run --spec " + spec + " --work_dir " + dir;
+  auto json = Exec(common + " --output json");
+  ASSERT_EQ(json.code, 0) << json.out;
+  std::istringstream lines(json.out);
+  std::string line, last;
+  int count = 0;
+  while (std::getline(lines, line)) {
+    EXPECT_TRUE(nlohmann::json::accept(line)) << "not JSON: " << line;
+    last = line;
+    ++count;
+  }
+  EXPECT_GT(count, 1);
+  const nlohmann::json result = nlohmann::json::parse(last, nullptr, false);
+  EXPECT_TRUE(result.contains("result")) << last;
+
+  auto text = Exec(common);
+  ASSERT_EQ(text.code, 0) << text.out;
+  std::vector<std::string> names;
+  std::istringstream text_lines(text.out);
+  bool table = false;  // the lines after the result event
+  while (std::getline(text_lines, line)) {
+    if (table) names.push_back(line.substr(0, line.find(' ')));
+    table = table || line.find(" result ") != std::string::npos;
+  }
+  EXPECT_GT(names.size(), 1u) << text.out;
+  EXPECT_TRUE(std::is_sorted(names.begin(), names.end())) << text.out;
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

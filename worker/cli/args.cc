@@ -1,5 +1,7 @@
 #include "worker/cli/args.h"
 
+#include <algorithm>
+
 #include "absl/status/status.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -64,6 +66,11 @@ absl::StatusOr<std::string> Args::Require(const std::string& name) const {
 
 int RunCommandBody(const char* name, const char* usage_line, CommandBody body,
                    const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
+  if (std::find(args.begin(), args.end(), "--help") != args.end() ||
+      std::find(args.begin(), args.end(), "-h") != args.end()) {
+    out << "usage: quantd-worker " << name << " " << usage_line << "\n";
+    return 0;
+  }
   bool usage = false;
   const absl::Status status = body(args, out, &usage);
   if (status.ok()) return 0;

@@ -39,7 +39,8 @@ using CommandBody = absl::Status (*)(const std::vector<std::string>& args, std::
                                      bool* usage);
 
 // Runs `body` and returns the exit code: 0 success, 1 failure, 2 usage error. Errors go to
-// `err` as "quantd-worker <name>: <message>", a usage error followed by `usage_line`.
+// `err` as "quantd-worker <name>: <message>", a usage error followed by `usage_line`. With
+// --help (or -h) among `args` it only prints the usage line to `out` and returns 0.
 int RunCommandBody(const char* name, const char* usage_line, CommandBody body,
                    const std::vector<std::string>& args, std::ostream& out, std::ostream& err);
 

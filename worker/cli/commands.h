@@ -3,7 +3,7 @@
 //   generate   --model DIR [--prompt TEXT] [--max-tokens N] [--output text|json]
 //              greedy decoding from BOS + prompt; prints the ids and the text.
 //   perplexity --model DIR --text FILE [--seqlen N] [--max-windows K]
-//              [--documents whole-file|blank-line] [--batch-size B] [--output text|json]
+//              [--documents whole|blank-line] [--batch-size B] [--output text|json]
 //              the standard windowed perplexity (see worker/eval/perplexity.h).
 //   zero-shot  --model DIR --tasks NAME=FILE[,...] [--limit N] [--batch-size B]
 //              [--output text|json]

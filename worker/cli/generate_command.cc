@@ -42,6 +42,7 @@ absl::Status Generate(const std::vector<std::string>& argv, std::ostream& out, b
   if (llama->prefix) {
     // An export's prefix KV cache comes first; a prefix ending in BOS replaces the prompt's.
     generate.prefix = &llama->prefix->kv;
+    generate.prefix_last_logits = llama->prefix->last_logits;
     if (!llama->prefix->ids.empty() && llama->prefix->ids.back() == llama->prefix->bos_id) {
       fed.erase(fed.begin());
     }

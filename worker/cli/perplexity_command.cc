@@ -28,7 +28,7 @@ absl::Status Perplexity(const std::vector<std::string>& argv, std::ostream& out,
   if (!max_windows.ok()) return max_windows.status();
   auto batch_size = args->GetInt("batch-size", 4, 1);
   if (!batch_size.ok()) return batch_size.status();
-  auto mode = eval::ParseDocumentMode(args->Get("documents", "whole-file"));
+  auto mode = eval::ParseDocumentMode(args->Get("documents", "whole"));
   if (!mode.ok()) return mode.status();
   bool json = false;
   if (auto s = OutputFormatFromArgs(*args, &json); !s.ok()) return s;
@@ -72,7 +72,7 @@ absl::Status Perplexity(const std::vector<std::string>& argv, std::ostream& out,
   if (json) {
     nlohmann::json j = {{"model", *model_dir},
                         {"text", *text_path},
-                        {"documents", args->Get("documents", "whole-file")},
+                        {"documents", args->Get("documents", "whole")},
                         {"tokens", tokens->size()},
                         {"seqlen", *seqlen},
                         {"windows", result->windows},
@@ -98,7 +98,7 @@ int RunPerplexity(const std::vector<std::string>& args, std::ostream& out, std::
   return RunCommandBody(
       "perplexity",
       "--model DIR --text FILE [--seqlen N] [--max-windows K] "
-      "[--documents whole-file|blank-line] [--batch-size B] [--output text|json] [--dtype ...] "
+      "[--documents whole|blank-line] [--batch-size B] [--output text|json] [--dtype ...] "
       "[--device ...] [--streamed_blocks N]",
       Perplexity, args, out, err);
 }

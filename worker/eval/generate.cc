@@ -13,8 +13,11 @@ absl::StatusOr<std::vector<int64_t>> GreedyGenerate(model::LlamaModel& model,
   if (options.max_new_tokens < 0) {
     return absl::InvalidArgumentError("generate: max_new_tokens must be >= 0");
   }
-  if (prompt.empty()) {
-    return absl::InvalidArgumentError("generate: the prompt needs at least one token");
+  const bool from_prefix_logits =
+      prompt.empty() && options.prefix != nullptr && options.prefix_last_logits.defined();
+  if (prompt.empty() && !from_prefix_logits) {
+    return absl::InvalidArgumentError(
+        "generate: the prompt needs at least one token (or a prefix with its last logits)");
   }
   torch::NoGradGuard no_grad;
   const auto& eos = model.config().eos_token_ids;
@@ -22,6 +25,14 @@ absl::StatusOr<std::vector<int64_t>> GreedyGenerate(model::LlamaModel& model,
   model::KvCache cache;
   if (options.prefix != nullptr) cache = *options.prefix;
   std::vector<int64_t> next_input = prompt;
+  if (from_prefix_logits && options.max_new_tokens > 0) {
+    const int64_t token = options.prefix_last_logits.reshape({-1}).argmax().item<int64_t>();
+    generated.push_back(token);
+    next_input = {token};
+    if (options.stop_at_eos && std::find(eos.begin(), eos.end(), token) != eos.end()) {
+      return generated;
+    }
+  }
   while (static_cast<int64_t>(generated.size()) < options.max_new_tokens) {
     model::ForwardRequest request;
     request.input_ids =

@@ -1,6 +1,9 @@
 #include "worker/eval/task_file.h"
 
+#include <algorithm>
+#include <cstdint>
 #include <fstream>
+#include <limits>
 #include <regex>
 
 #include "absl/status/status.h"
@@ -56,7 +59,17 @@ absl::StatusOr<std::vector<std::string>> StringList(const Json& value, const cha
 // An integer label, also written as a numeric string ("3"), as some exports do.
 absl::StatusOr<int> IntegerField(const Json& object, const char* key, int64_t line) {
   auto it = object.find(key);
-  if (it != object.end() && it->is_number_integer()) return it->get<int>();
+  if (it != object.end() && it->is_number_integer()) {
+    // Read wide, so that a label past int's range is an error rather than a wrapped index.
+    const int64_t value = it->is_number_unsigned()
+                              ? static_cast<int64_t>(std::min<uint64_t>(
+                                    it->get<uint64_t>(), std::numeric_limits<int64_t>::max()))
+                              : it->get<int64_t>();
+    if (value >= std::numeric_limits<int>::min() && value <= std::numeric_limits<int>::max()) {
+      return static_cast<int>(value);
+    }
+    return LineError(line, absl::StrCat("\"", key, "\" is out of range: ", it->dump()));
+  }
   if (it != object.end() && it->is_string()) {
     const std::string text = it->get<std::string>();
     if (!text.empty() && text.size() < 9 &&

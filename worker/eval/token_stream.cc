@@ -1,5 +1,6 @@
 #include "worker/eval/token_stream.h"
 
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -12,10 +13,10 @@
 namespace quantd::eval {
 
 absl::StatusOr<DocumentMode> ParseDocumentMode(absl::string_view name) {
-  if (name == "whole-file") return DocumentMode::kWholeFile;
+  if (name == "whole" || name == "whole-file") return DocumentMode::kWholeFile;
   if (name == "blank-line") return DocumentMode::kBlankLine;
   return absl::InvalidArgumentError(
-      absl::StrCat("unknown document mode \"", name, "\" (whole-file, blank-line)"));
+      absl::StrCat("unknown document mode \"", name, "\" (whole, blank-line)"));
 }
 
 std::vector<std::string> SplitParagraphs(absl::string_view text) {
@@ -59,6 +60,10 @@ absl::StatusOr<std::vector<int32_t>> BuildTokenStream(const model::Tokenizer& to
 }
 
 absl::StatusOr<std::string> ReadTextFile(const std::string& path) {
+  std::error_code error;
+  if (std::filesystem::is_directory(path, error)) {
+    return absl::InvalidArgumentError(absl::StrCat(path, " is a folder, not a text file"));
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in) return absl::NotFoundError(absl::StrCat("cannot open ", path));
   std::stringstream buffer;

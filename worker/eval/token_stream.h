@@ -18,7 +18,8 @@ enum class DocumentMode {
                // whitespace; each non-empty one becomes BOS + ids, concatenated
 };
 
-// Parses "whole-file" or "blank-line"; INVALID_ARGUMENT otherwise.
+// Parses "whole" (the job spec's calibration.documents name; "whole-file" is accepted too) or
+// "blank-line"; INVALID_ARGUMENT otherwise.
 absl::StatusOr<DocumentMode> ParseDocumentMode(absl::string_view name);
 
 // Splits `text` into paragraphs at lines that are empty or all whitespace, each stripped.

@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <sstream>
 #include <thread>
 
@@ -47,6 +48,17 @@ constexpr char kUsage[] =
   exec-job --job FILE --work_dir DIR --event_fd N
       the job process started by `connect` (not for direct use)
 )";
+
+// --help (or -h) anywhere: the usage on stdout, exit 0.
+bool PrintedHelp(const std::vector<std::string>& argv) {
+  for (const std::string& word : argv) {
+    if (word == "--help" || word == "-h") {
+      std::fputs(kUsage, stdout);
+      return true;
+    }
+  }
+  return false;
+}
 
 int Usage(const absl::Status& status) {
   std::fprintf(stderr, "quantd-worker: %s\n\n%s", std::string(status.message()).c_str(), kUsage);
@@ -125,6 +137,7 @@ class TestHookSink : public EventSink {
 const char* ServiceCommandsUsage() { return kUsage; }
 
 int RunConnectCommand(const std::string& self, const std::vector<std::string>& argv) {
+  if (PrintedHelp(argv)) return 0;
   auto args = Args::Parse(
       argv,
       {"scheduler", "token", "token_file", "worker_id", "devices", "work_dir", "max_jobs",
@@ -256,6 +269,7 @@ int RunExecJobCommand(const std::vector<std::string>& argv) {
 }
 
 int RunLocalCommand(const std::vector<std::string>& argv) {
+  if (PrintedHelp(argv)) return 0;
   auto args = Args::Parse(argv, {"spec", "set", "work_dir", "output", "device"}, {});
   if (!args.ok()) return Usage(args.status());
   if (!args->Has("spec")) return Usage(absl::InvalidArgumentError("--spec is required"));
@@ -298,8 +312,10 @@ int RunLocalCommand(const std::vector<std::string>& argv) {
   v1::JobEvent result;
   *result.mutable_result() = outcome.result;
   (void)sink.Emit(result);
-  for (const auto& [name, value] : outcome.result.metrics()) {
-    std::printf("%-40s %12.4f\n", name.c_str(), value);
+  if (output == "text") {  // JSON output stays JSON Lines: the result event holds the metrics
+    const std::map<std::string, double> sorted(outcome.result.metrics().begin(),
+                                               outcome.result.metrics().end());
+    for (const auto& [name, value] : sorted) std::printf("%-40s %12.4f\n", name.c_str(), value);
   }
   return 0;
 }
