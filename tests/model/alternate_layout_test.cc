@@ -3,6 +3,8 @@
 // GQA ratio 1 (each KV head duplicated for the two query heads that share it), stored as F32
 // and as BF16. Its outputs must equal the original's (F32) or agree within bf16's precision.
 #include <fstream>
+#include <iterator>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -133,6 +135,35 @@ TEST_F(AlternateLayoutTest, Bf16ShardsAgreeWithinBf16Precision) {
     auto agree = (logits.argmax(-1) == reference_.argmax(-1)).to(torch::kFloat32).mean();
     EXPECT_GE(agree.item<double>(), 0.9);
   }
+}
+
+// A checkpoint with NaN weights is refused at load, naming the tensor, instead of running to
+// NaN perplexities and meaningless accuracies that look like results.
+TEST(NonFiniteWeightsTest, AreRefusedAtLoadByName) {
+  const std::string source = testing::Stories260K();
+  auto checkpoint = Checkpoint::Open(source);
+  ASSERT_TRUE(checkpoint.ok());
+  std::vector<RawTensor> tensors;
+  for (const auto& name : (*checkpoint)->TensorNames()) {
+    auto t = (*checkpoint)->Load(name, torch::kFloat32);
+    ASSERT_TRUE(t.ok());
+    torch::Tensor w = t->clone();
+    if (name == "model.layers.1.mlp.down_proj.weight") {
+      w.view({-1}).narrow(0, 0, 64).fill_(std::numeric_limits<float>::quiet_NaN());
+    }
+    tensors.push_back({name, "F32", w.sizes().vec(), Bytes(w)});
+  }
+  const std::string dir = testing::ScratchDir();
+  WriteFile(dir + "/model.safetensors", BuildSafetensors(tensors));
+  std::ifstream config(source + "/config.json");
+  WriteFile(dir + "/config.json", std::string(std::istreambuf_iterator<char>(config), {}));
+  auto loaded = LlamaModel::Load(dir);
+  ASSERT_FALSE(loaded.ok());
+  EXPECT_EQ(loaded.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(loaded.status().message().find(
+                "model.layers.1.mlp.down_proj.weight: 64 of 11008 values are not finite"),
+            std::string::npos)
+      << loaded.status();
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 #include "absl/strings/str_cat.h"
 #include "proto/common/status_macros.h"
 #include "worker/model/device_choice.h"
+#include "worker/model/dtype_names.h"
 #include "worker/model/llama.h"
 
 namespace quantd::model {
@@ -18,6 +19,14 @@ class Loader {
   absl::StatusOr<torch::Tensor> Tensor(const std::string& name, const std::vector<int64_t>& shape) {
     ASSIGN_OR_RETURN(torch::Tensor t, checkpoint_.Load(name, options_.dtype, shape));
     if (device_ != torch::Device(torch::kCPU)) t = t.to(device_);
+    // NaN/Inf weights would run to NaN metrics that look like results.
+    const int64_t non_finite = t.numel() - torch::isfinite(t).sum().item<int64_t>();
+    if (non_finite > 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(name, ": ", non_finite, " of ", t.numel(), " values are not finite in ",
+                       DTypeName(options_.dtype),
+                       " (NaN or Inf: a corrupt checkpoint, or values beyond that dtype's range)"));
+    }
     return t;
   }
 
