@@ -170,14 +170,23 @@ void Scheduler::IngestEvents(const std::string& worker_id, WorkerLink* link,
 }
 
 absl::Status Scheduler::FinishJob(const std::string& worker_id, WorkerLink* link,
-                                  const v1::JobFinished& finished) {
+                                  const v1::JobFinished& finished,
+                                  std::function<void(int64_t)> recorded) {
   absl::MutexLock lock(&mu_);
   RETURN_IF_ERROR(FindWorker(worker_id, link).status());
   JobEntry* entry = Find(finished.job_id());
   if (entry != nullptr && IsStale(*entry, worker_id, finished.has_attempt(), finished.attempt())) {
     ReportStale(WorkerMessageKind::kFinished, *entry, worker_id, finished.attempt());
+    if (recorded) recorded(0);  // the stored sequence is another attempt's
     return absl::OkStatus();
   }
+  auto commit = [&] {
+    if (!recorded) return Commit(nullptr);
+    Commit([recorded = std::move(recorded),
+            sequence = entry->stored.worker_sequence](absl::Status status) {
+      if (status.ok()) recorded(sequence);
+    });
+  };
   if (entry == nullptr || entry->stored.job.worker_id() != worker_id ||
       !IsActive(entry->stored.job.state())) {
     return absl::FailedPreconditionError(
@@ -196,7 +205,7 @@ absl::Status Scheduler::FinishJob(const std::string& worker_id, WorkerLink* link
     LoseJob(*entry, absl::StrCat("worker ", worker_id, " stopped the job",
                                  message.empty() ? "" : ": ", message));
     Dispatch();
-    Commit(nullptr);
+    commit();
     return absl::OkStatus();
   }
   if (job.state() == v1::JOB_STATE_ASSIGNED && to != v1::JOB_STATE_FAILED) {
@@ -220,7 +229,7 @@ absl::Status Scheduler::FinishJob(const std::string& worker_id, WorkerLink* link
   }
   RETURN_IF_ERROR(Transition(*entry, to, to == v1::JOB_STATE_SUCCEEDED ? nullptr : &failure));
   Dispatch();
-  Commit(nullptr);
+  commit();
   return absl::OkStatus();
 }
 

@@ -194,7 +194,20 @@ class ConnectReactor : public ConnectReactorBase {
         return absl::OkStatus();
       }
       case v1::WorkerMessage::kFinished: {
-        absl::Status status = scheduler_->FinishJob(worker_id_, outbox_.get(), message.finished());
+        // Once recorded, an EventsAck of the job (the worker sent the finish after its last
+        // event was acknowledged, so this one acknowledges the finish).
+        std::shared_ptr<Outbox> outbox = outbox_;
+        v1::SchedulerMessage ack;
+        ack.mutable_ack()->set_job_id(message.finished().job_id());
+        if (message.finished().has_attempt()) {
+          ack.mutable_ack()->set_attempt(message.finished().attempt());
+        }
+        absl::Status status =
+            scheduler_->FinishJob(worker_id_, outbox_.get(), message.finished(),
+                                  [outbox, ack](int64_t worker_sequence) mutable {
+                                    ack.mutable_ack()->set_worker_sequence(worker_sequence);
+                                    outbox->Send(ack);
+                                  });
         if (absl::IsInvalidArgument(status)) return status;
         if (!status.ok()) spdlog::warn("worker {}: {}", worker_id_, status.ToString());
         return absl::OkStatus();

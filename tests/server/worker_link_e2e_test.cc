@@ -5,6 +5,7 @@
 
 #include <fstream>
 #include <memory>
+#include <set>
 #include <sstream>
 
 #include "gtest/gtest.h"
@@ -39,12 +40,13 @@ class WorkerLinkE2eTest : public ::testing::Test {
     std::string command = "rm -rf '" + dir_ + "'";
     (void)std::system(command.c_str());
   }
-  void StartQuantd() {
+  // `log`: the file (in dir_) that gets quantd's stderr.
+  void StartQuantd(const std::string& log = "quantd.log") {
     auto process =
         QuantdProcess::Start(testing::QuantdBinary(),
                              {"--db=" + dir_ + "/quantd.db", "--tokens_file=" + dir_ + "/tokens",
                               "--listen=127.0.0.1:" + std::to_string(port_), "--shutdown_grace=1s"},
-                             dir_ + "/quantd.log");
+                             dir_ + "/" + log);
     ASSERT_TRUE(process.ok()) << process.status();
     process_ = std::move(*process);
   }
@@ -149,6 +151,148 @@ TEST_F(WorkerLinkE2eTest, EventsSurviveSchedulerKillAndFinishArrives) {
   EXPECT_EQ(losses, 50);
   ASSERT_TRUE(all.back().has_state_change());
   EXPECT_EQ(all.back().state_change().to(), v1::JOB_STATE_SUCCEEDED);
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+// Jobs whose finish quantd recorded are not named as running after a reconnect (they were,
+// and quantd counted them as stale Hello running jobs and stale finishes); a finish made
+// while quantd was down is still delivered after the restart.
+TEST_F(WorkerLinkE2eTest, RecordedFinishesAreNotReportedAgainAfterReconnect) {
+  StartQuantd();
+  link::EventOutbox outbox(10000, dir_ + "/spill");
+  absl::Mutex mu;
+  std::vector<v1::Assignment> assigned;
+  std::set<std::string> running;
+  link::LinkOptions options;
+  options.scheduler_address = address();
+  options.token = "worker-token";
+  options.worker_id = "node1-gpu0";
+  options.devices = [] {
+    v1::Device device;
+    device.set_id("cuda:0");
+    device.set_total_memory_bytes(80LL << 30);
+    device.set_free_memory_bytes(80LL << 30);
+    return std::vector<v1::Device>{device};
+  };
+  options.min_backoff = std::chrono::milliseconds(20);
+  options.max_backoff = std::chrono::milliseconds(200);
+  options.heartbeat_interval = std::chrono::milliseconds(500);
+  link::LinkCallbacks callbacks;
+  callbacks.on_assignment = [&](const v1::Assignment& assignment) {
+    outbox.StartAttempt(assignment.job().job_id(), assignment.job().attempt());
+    absl::MutexLock lock(&mu);
+    assigned.push_back(assignment);
+    running.insert(assignment.job().job_id());
+  };
+  callbacks.running_jobs = [&] {
+    absl::MutexLock lock(&mu);
+    std::vector<v1::RunningJob> jobs;
+    for (const std::string& id : running) {
+      v1::RunningJob& job = jobs.emplace_back();
+      job.set_job_id(id);
+      job.set_attempt(0);
+    }
+    return jobs;
+  };
+  link::SchedulerLink worker(options, callbacks, &outbox);
+  worker.Start();
+  auto stub = v1::QuantizeService::NewStub(
+      grpc::CreateChannel(address(), grpc::InsecureChannelCredentials()));
+
+  // Submits a job and waits for its assignment; the job runs until Finish.
+  auto run = [&](int number) -> std::string {
+    v1::SubmitJobRequest request;
+    *request.mutable_spec() = testing::MinimalSpec();
+    v1::SubmitJobResponse response;
+    EXPECT_TRUE(stub->SubmitJob(testing::Context("alice-token").get(), request, &response).ok());
+    absl::MutexLock lock(&mu);
+    auto got = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+      return static_cast<int>(assigned.size()) >= number;
+    };
+    EXPECT_TRUE(mu.AwaitWithTimeout(absl::Condition(&got), kWait)) << "no assignment";
+    return response.job().job_id();
+  };
+  auto finish = [&](const std::string& job) {
+    {
+      absl::MutexLock lock(&mu);
+      running.erase(job);
+    }
+    v1::JobFinished finished;
+    finished.set_job_id(job);
+    finished.set_state(v1::JOB_STATE_SUCCEEDED);
+    finished.set_attempt(0);
+    worker.Finish(finished);
+  };
+  auto wait_succeeded = [&](const std::string& job) {
+    Watcher watcher(address(), "alice-token", job, 0);
+    auto status = watcher.WaitDone(kWait);
+    ASSERT_TRUE(status.has_value()) << job << " did not end";
+    ASSERT_FALSE(watcher.events().empty());
+    EXPECT_EQ(watcher.events().back().state_change().to(), v1::JOB_STATE_SUCCEEDED) << job;
+  };
+  auto wait_sessions = [&](int sessions) {
+    const absl::Time deadline = absl::Now() + kWait;
+    while (!(worker.connected() && worker.sessions() >= sessions) && absl::Now() < deadline) {
+      absl::SleepFor(absl::Milliseconds(5));
+    }
+    ASSERT_TRUE(worker.connected() && worker.sessions() >= sessions) << "no reconnect";
+  };
+
+  // A: events and a finish quantd records in the first session.
+  const std::string a = run(1);
+  AddLosses(outbox, a, 0, 5);
+  worker.Notify();
+  finish(a);
+  wait_succeeded(a);
+  // B: ends while quantd is down; its finish is delivered after the restart.
+  const std::string b = run(2);
+  AddLosses(outbox, b, 0, 5);
+  worker.Notify();
+  {
+    Watcher watcher(address(), "alice-token", b, 0);
+    ASSERT_TRUE(watcher.WaitForSequence(8, kWait));  // QUEUED, ASSIGNED, RUNNING + 5
+  }
+  process_->Kill();
+  finish(b);
+  StartQuantd("quantd2.log");
+  wait_sessions(2);
+  wait_succeeded(b);
+  // A third job runs through after B's finish, so quantd has handled all the link sent.
+  const std::string c = run(3);
+  finish(c);
+  wait_succeeded(c);
+
+  process_->Kill();
+  StartQuantd("quantd3.log");
+  wait_sessions(3);
+  const std::string d = run(4);  // as above: everything sent before it was handled
+  finish(d);
+  wait_succeeded(d);
+  auto scraped = testing::HttpGet(process_->metrics_port(), "/metrics");
+  ASSERT_TRUE(scraped.ok()) << scraped.status();
+  worker.Stop();
+
+  for (const std::string log : {"quantd2.log", "quantd3.log"}) {
+    const std::string text = ReadFile(dir_ + "/" + log);
+    EXPECT_EQ(text.find("stale"), std::string::npos) << log << ":\n" << text;
+    EXPECT_EQ(text.find("not running on worker"), std::string::npos) << log << ":\n" << text;
+  }
+  EXPECT_NE(ReadFile(dir_ + "/quantd3.log")
+                .find("worker node1-gpu0 connected (1 devices, 0 running jobs)"),
+            std::string::npos)
+      << "a finished job was named as running";
+  for (const std::string kind : {"hello", "finished", "events", "rejected"}) {
+    const std::string series = "quantd_stale_worker_messages_total{kind=\"" + kind + "\"} ";
+    const size_t at = scraped->find(series);
+    if (at == std::string::npos) continue;
+    EXPECT_EQ(scraped->substr(at + series.size(), 2), "0\n") << series;
+  }
 }
 
 // A worker with a wrong token is told why on both sides: the link reports (and logs) the

@@ -2,6 +2,8 @@
 
 #include <filesystem>
 #include <fstream>
+#include <string>
+#include <vector>
 
 #include "gtest/gtest.h"
 #include "tests/train/train_fixture.h"
@@ -62,14 +64,31 @@ TEST(TrainCheckpointTest, FingerprintCoversSpecAndWeights) {
   EXPECT_NE(a, Fingerprint("spec", *model));
 }
 
-TEST(TrainCheckpointTest, CorruptFileIsAnError) {
+// A damaged checkpoint (a disk that filled up, a file copied half-way) is set aside with a
+// warning and the phase starts afresh, rather than failing every rerun of the job.
+TEST(TrainCheckpointTest, UnreadableFilesAreSetAsideWithAWarning) {
   const std::string dir = ::testing::TempDir() + "/corrupt_checkpoint";
+  std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
-  {
-    std::ofstream out(dir + "/finetune.pt");
-    out << "not a checkpoint";
+  for (const char* file : {"finetune.pt", "prefix.pt"}) {
+    std::ofstream(dir + "/" + file) << "not a checkpoint";
   }
-  EXPECT_EQ(LoadFinetuneCheckpoint(dir, "abc").status().code(), absl::StatusCode::kInternal);
+  std::vector<std::string> logs;
+  const auto log = [&](const std::string& line) { logs.push_back(line); };
+  auto finetune = LoadFinetuneCheckpoint(dir, "abc", log);
+  ASSERT_TRUE(finetune.ok()) << finetune.status();
+  EXPECT_FALSE(finetune->has_value());
+  auto prefix = LoadPrefixCheckpoint(dir, "abc", log);
+  ASSERT_TRUE(prefix.ok()) << prefix.status();
+  EXPECT_FALSE(prefix->has_value());
+  ASSERT_EQ(logs.size(), 2u);
+  for (const char* file : {"finetune.pt", "prefix.pt"}) {
+    EXPECT_FALSE(std::filesystem::exists(dir + "/" + file)) << file;
+    EXPECT_TRUE(std::filesystem::exists(dir + "/" + file + ".unreadable")) << file;
+  }
+  EXPECT_NE(logs[0].find("warning: ignoring unreadable checkpoint"), std::string::npos) << logs[0];
+  EXPECT_EQ(logs[0].find("Exception raised from"), std::string::npos) << logs[0];
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

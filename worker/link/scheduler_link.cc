@@ -73,6 +73,7 @@ void SchedulerLink::Finish(const v1::JobFinished& finished) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     finishes_[finished.job_id()] = finished;
+    finishes_sent_.erase(finished.job_id());
     work_ = true;
   }
   wake_.notify_all();
@@ -132,6 +133,7 @@ bool SchedulerLink::RunSession(bool* refused) {
     context_ = &context;
     stream_broken_ = false;
     finishes_in_hello = finishes_;
+    finishes_sent_.clear();
   }
   std::unique_ptr<Stream> stream = stub_->Connect(&context);
 
@@ -143,7 +145,9 @@ bool SchedulerLink::RunSession(bool* refused) {
   if (options_.devices) {
     for (const auto& device : options_.devices()) *hello.add_devices() = device;
   }
-  // Pending finishes first: a job running here now is a newer attempt of the same job.
+  // Pending finishes first: a job running here now is a newer attempt of the same job. A
+  // finish the scheduler has not acknowledged may not be recorded: named as running, it is
+  // re-attached (and the finish sent again) instead of requeued for lack of a job.
   std::map<std::string, v1::RunningJob> running;
   for (const auto& [id, finished] : finishes_in_hello) {
     v1::RunningJob& job = running[id];
@@ -203,8 +207,26 @@ bool SchedulerLink::RunSession(bool* refused) {
             if (callbacks_.on_cancellation) callbacks_.on_cancellation(message.cancellation());
             break;
           case v1::SchedulerMessage::kAck: {
-            // An ack of another attempt's events says nothing about the queued ones.
             const auto& ack = message.ack();
+            {
+              // The finish went out after every event was acknowledged: a later ack of the
+              // same attempt acknowledges the finish.
+              std::lock_guard<std::mutex> lock(mu_);
+              auto finished = finishes_.find(ack.job_id());
+              if (finished != finishes_.end() && finishes_sent_.count(ack.job_id()) > 0 &&
+                  (!ack.has_attempt() || !finished->second.has_attempt() ||
+                   ack.attempt() == finished->second.attempt())) {
+                const std::optional<int32_t> queued = outbox_->attempt(ack.job_id());
+                if (!queued.has_value() || !finished->second.has_attempt() ||
+                    *queued == finished->second.attempt()) {
+                  outbox_->Forget(ack.job_id());
+                }
+                finishes_.erase(finished);
+                finishes_sent_.erase(ack.job_id());
+                break;
+              }
+            }
+            // An ack of another attempt's events says nothing about the queued ones.
             const std::optional<int32_t> attempt = outbox_->attempt(ack.job_id());
             if (ack.has_attempt() && attempt.has_value() && ack.attempt() != *attempt) break;
             outbox_->Ack(ack.job_id(), ack.worker_sequence());
@@ -226,21 +248,23 @@ bool SchedulerLink::RunSession(bool* refused) {
 
   // Writer: heartbeats, events and finishes until the stream breaks or Stop.
   std::map<std::string, int64_t> sent;
-  std::set<std::string> finishes_sent;
   auto next_heartbeat = std::chrono::steady_clock::now();
   bool healthy = reader.joinable();
-  bool closing = false;  // Stop: a last pass sent what was queued
+  bool closing = false;  // Stop: last passes send what was queued
   while (healthy) {
     std::map<std::string, v1::JobFinished> finishes;
     bool draining = false;
     {
       std::unique_lock<std::mutex> lock(mu_);
-      wake_.wait_until(lock, next_heartbeat,
-                       [this] { return stopping_ || stream_broken_ || work_; });
+      wake_.wait_until(lock, next_heartbeat, [this, closing] {
+        return (stopping_ && !closing) || stream_broken_ || work_;
+      });
       if (stream_broken_ || (stopping_ && !welcomed)) break;
       closing = stopping_;
       work_ = false;
-      finishes = finishes_;
+      for (const auto& [job_id, finished] : finishes_) {
+        if (finishes_sent_.count(job_id) == 0) finishes.emplace(job_id, finished);
+      }
       draining = draining_;
       if (heartbeat_now_ || std::chrono::steady_clock::now() >= next_heartbeat) {
         heartbeat_now_ = false;
@@ -280,21 +304,26 @@ bool SchedulerLink::RunSession(bool* refused) {
       sent[job_id] = pending.back().first;
       more = more || pending.size() == options_.batch_size;
     }
+    bool finish_waits = false;  // for the acknowledgement of its events
     for (const auto& [job_id, finished] : finishes) {
-      if (!healthy || finishes_sent.count(job_id) > 0) continue;
-      auto it = sent.find(job_id);
-      const int64_t delivered = it == sent.end() ? outbox_->acked(job_id) : it->second;
-      if (delivered < outbox_->last(job_id)) continue;  // events first
+      if (!healthy) break;
+      if (outbox_->acked(job_id) < outbox_->last(job_id)) {
+        finish_waits = true;
+        continue;
+      }
       v1::WorkerMessage message;
       *message.mutable_finished() = finished;
       if (!stream->Write(message)) {
         healthy = false;
         break;
       }
-      finishes_sent.insert(job_id);
+      std::lock_guard<std::mutex> lock(mu_);
+      finishes_sent_.insert(job_id);
     }
     if (more) Notify();
-    if (closing && !more) break;
+    // On Stop, a finish waiting for acknowledgements keeps the stream open (Stop cuts it
+    // after close_timeout); the reader's Notify wakes this loop for each acknowledgement.
+    if (closing && !more && !finish_waits) break;
   }
 
   if (closing && healthy && stream->WritesDone()) {

@@ -7,9 +7,13 @@
 // jitter; running jobs never stop because of it. A refused token (UNAUTHENTICATED,
 // PERMISSION_DENIED) is logged as an error on every try, and tries are max_backoff apart.
 //
-// A finish stays pending until a later Welcome shows the scheduler no longer needs it
-// (the job is neither re-attached nor running there), so a finish sent just before a
-// break is never lost.
+// A finish is sent once every event of its job is acknowledged, so that the next EventsAck
+// of the job (same attempt) acknowledges the finish itself: quantd sends one when the
+// finish is recorded. An acknowledged finish is forgotten. One that is not stays pending,
+// is named in the next Hello's running_jobs (so that the scheduler re-attaches the job
+// instead of requeuing it) and is sent again if the job is re-attached; a Welcome that does
+// not re-attach it shows the scheduler no longer needs it. So a finish sent just before a
+// break is never lost, and a recorded one is never reported as running.
 //
 // Attempts: every JobEvents, JobFinished and Hello.running_jobs[] names the attempt it
 // belongs to (worker_service.proto, "Attempts"): events carry the attempt their outbox
@@ -28,6 +32,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -120,6 +125,8 @@ class SchedulerLink {
   int sessions_ ABSL_GUARDED_BY(mu_) = 0;
   std::chrono::milliseconds heartbeat_interval_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, v1::JobFinished> finishes_ ABSL_GUARDED_BY(mu_);
+  // Finishes sent in this session and not acknowledged yet.
+  std::set<std::string> finishes_sent_ ABSL_GUARDED_BY(mu_);
   grpc::ClientContext* context_ ABSL_GUARDED_BY(mu_) = nullptr;
   std::thread thread_;
 };

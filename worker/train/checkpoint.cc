@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "proto/common/error_text.h"
 
 namespace quantd::train {
 namespace {
@@ -55,7 +56,22 @@ absl::Status SaveAtomically(const std::string& dir, const char* name,
   }
 }
 
-// Opens <dir>/<name>; nullopt when absent or of another fingerprint.
+// A checkpoint that cannot be read is a lost cache, not a reason to fail the job: it is moved
+// aside to <path>.unreadable (kept for a look) with a log line, and training starts afresh.
+std::nullopt_t SetAsideUnreadable(const std::string& path, const std::string& reason,
+                                  const std::function<void(const std::string&)>& on_log) {
+  std::error_code error;
+  std::filesystem::rename(path, path + ".unreadable", error);
+  if (on_log) {
+    on_log(absl::StrCat("warning: ignoring unreadable checkpoint ", path, " (",
+                        WithoutBacktrace(reason), ")",
+                        error ? "" : absl::StrCat("; moved to ", path, ".unreadable"),
+                        "; starting this phase from scratch"));
+  }
+  return std::nullopt;
+}
+
+// Opens <dir>/<name>; nullopt when absent, of another fingerprint, or unreadable.
 absl::StatusOr<std::optional<std::unique_ptr<torch::serialize::InputArchive>>> Open(
     const std::string& dir, const char* name, const std::string& fingerprint,
     const std::function<void(const std::string&)>& on_log) {
@@ -75,7 +91,7 @@ absl::StatusOr<std::optional<std::unique_ptr<torch::serialize::InputArchive>>> O
     }
     return std::optional<std::unique_ptr<torch::serialize::InputArchive>>(std::move(archive));
   } catch (const std::exception& e) {
-    return absl::InternalError(absl::StrCat("reading checkpoint ", path, ": ", e.what()));
+    return SetAsideUnreadable(path, e.what(), on_log);
   }
 }
 
@@ -155,8 +171,7 @@ absl::StatusOr<std::optional<PrefixTrainResult>> LoadPrefixCheckpoint(
     r.steps = static_cast<int64_t>(s.at(3));
     return std::optional<PrefixTrainResult>(std::move(r));
   } catch (const std::exception& e) {
-    return absl::InternalError(
-        absl::StrCat("reading the prefix checkpoint in ", dir, ": ", e.what()));
+    return SetAsideUnreadable(dir + "/" + kPrefixFile, e.what(), on_log);
   }
 }
 
@@ -205,8 +220,7 @@ absl::StatusOr<std::optional<FinetuneCheckpoint>> LoadFinetuneCheckpoint(
     }
     return std::optional<FinetuneCheckpoint>(std::move(c));
   } catch (const std::exception& e) {
-    return absl::InternalError(
-        absl::StrCat("reading the fine-tuning checkpoint in ", dir, ": ", e.what()));
+    return SetAsideUnreadable(dir + "/" + kFinetuneFile, e.what(), on_log);
   }
 }
 

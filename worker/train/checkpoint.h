@@ -27,8 +27,9 @@ std::string Fingerprint(const std::string& spec_text, const model::LlamaModel& m
 
 absl::Status SavePrefixCheckpoint(const std::string& dir, const std::string& fingerprint,
                                   const PrefixTrainResult& result);
-// nullopt when there is no checkpoint or its fingerprint differs (then `on_log` says so).
-// INTERNAL for an unreadable file.
+// nullopt when there is no checkpoint or its fingerprint differs (then `on_log` says so), and
+// for an unreadable file, which is renamed to <file>.unreadable with an `on_log` warning (a
+// checkpoint only saves work; a damaged one must not stop the job).
 absl::StatusOr<std::optional<PrefixTrainResult>> LoadPrefixCheckpoint(
     const std::string& dir, const std::string& fingerprint,
     const std::function<void(const std::string&)>& on_log = {});
