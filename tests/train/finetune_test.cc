@@ -359,6 +359,26 @@ TEST_F(FinetuneTest, ClippingFactorsTrainOnlyWhenAsked) {
   }
 }
 
+// A learned scale that AdamW drove to zero (or below) must not turn the layer into NaN or flip
+// its grid: it is held at a tiny positive value, and its gradient still flows.
+TEST_F(FinetuneTest, ScalesDrivenToZeroStayPositive) {
+  auto model = LoadModel();
+  auto block = MakeSteBlockInstaller(ste_)(*model, 0);
+  ASSERT_TRUE(block.ok()) << block.status();
+  auto layer = std::dynamic_pointer_cast<SteLinear>(model->blocks[0].q_proj);
+  ASSERT_NE(layer, nullptr);
+  layer->weight_scales = torch::zeros_like(layer->weight_scales).requires_grad_(true);
+  const torch::Tensor x = torch::randn({2, 5, layer->in_features()});
+  const torch::Tensor y = layer->Forward(x);
+  EXPECT_TRUE(torch::isfinite(y).all().item<bool>());
+  y.pow(2).sum().backward();
+  ASSERT_TRUE(layer->weight_scales.grad().defined());
+  EXPECT_TRUE(torch::isfinite(layer->weight_scales.grad()).all().item<bool>());
+  layer->Bake();
+  EXPECT_GT(layer->weight_scales.min().item<double>(), 0.0);
+  EXPECT_TRUE(torch::isfinite(layer->baked).all().item<bool>());
+}
+
 // A 16-bit model's blocks train fp32 master weights: AdamW steps of 1e-5 would round away in
 // bfloat16 weights of ~0.05 (half an ulp is 1.2e-4). The baked weight returns to the model's
 // dtype. (float16 also scales the loss: loss_scaler_test.cc.)

@@ -13,6 +13,14 @@
 namespace quantd::train {
 namespace {
 
+// Learned scales divide: AdamW must not push one to zero or below (a flipped grid, NaN). Below
+// kMinScale the value is held there, while the gradient still passes (straight through), so a
+// scale can climb back.
+constexpr double kMinScale = 1e-8;
+torch::Tensor PositiveScale(const torch::Tensor& scale) {
+  return scale + (scale.clamp_min(kMinScale) - scale).detach();
+}
+
 template <typename T>
 T OrThrow(absl::StatusOr<T> value) {
   if (!value.ok()) throw std::runtime_error(std::string(value.status().message()));
@@ -120,21 +128,23 @@ torch::Tensor SteLinear::Forward(const torch::Tensor& x) {
     input = OrThrow(kernels::OnlineHadamard(input, *input_hadamard, &hadamard_matrix_));
   }
   if (quantize_input) {
+    const torch::Tensor scale = PositiveScale(input_scale);
     input = input_dynamic
-                ? OrThrow(kernels::FakeQuantizeDynamicSte(input, input_config, input_scale)).values
-                : OrThrow(kernels::FakeQuantizeSte(input, input_config, input_scale));
+                ? OrThrow(kernels::FakeQuantizeDynamicSte(input, input_config, scale)).values
+                : OrThrow(kernels::FakeQuantizeSte(input, input_config, scale));
   }
   const torch::Tensor w =
-      baked.defined() ? baked
-                      : OrThrow(kernels::FakeQuantizeSte(weight, weight_config, weight_scales));
+      baked.defined()
+          ? baked
+          : OrThrow(kernels::FakeQuantizeSte(weight, weight_config, PositiveScale(weight_scales)));
   return torch::matmul(input, w.to(input.scalar_type()).t());
 }
 
 void SteLinear::Bake() {
   torch::NoGradGuard no_grad;
   weight = weight.detach();
-  weight_scales = weight_scales.detach();
-  if (input_scale.defined()) input_scale = input_scale.detach();
+  weight_scales = weight_scales.detach().clamp_min(kMinScale);
+  if (input_scale.defined()) input_scale = input_scale.detach().clamp_min(kMinScale);
   baked = OrThrow(kernels::FakeQuantizeSte(weight, weight_config, weight_scales)).to(weight_dtype);
 }
 
