@@ -139,8 +139,12 @@ class Scheduler {
                     Callback<int64_t> done);
   // A CANCELLED finish of a job that is not CANCELLING (the worker stopped it, nobody
   // cancelled it) requeues the job as a worker loss does (counted toward max_requeues).
+  // When it returns OK, `recorded` (may be null) gets the job's stored worker sequence once
+  // the finish is committed (a stale finish: 0, at once), for the adapter's EventsAck that
+  // tells the worker the finish need not be sent again.
   absl::Status FinishJob(const std::string& worker_id, WorkerLink* link,
-                         const v1::JobFinished& finished);
+                         const v1::JobFinished& finished,
+                         std::function<void(int64_t worker_sequence)> recorded = nullptr);
   absl::Status RejectAssignment(const std::string& worker_id, WorkerLink* link,
                                 const v1::AssignmentRejected& rejected);
 
