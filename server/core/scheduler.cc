@@ -168,6 +168,11 @@ absl::Status Scheduler::Transition(JobEntry& entry, v1::JobState to, const v1::F
     entry.queued_since = now;
     entry.pending_reason.clear();
     entry.stored.worker_sequence = 0;
+    // A requeued job reads as a queued one: nothing of the attempt that lost its worker.
+    job.set_phase(v1::PHASE_UNSPECIFIED);
+    job.clear_progress();
+    job.mutable_progress()->set_eta_seconds(-1);
+    job.clear_result();
     queue_.insert(KeyOf(entry));
   }
   if (to == v1::JOB_STATE_RUNNING && !job.has_start_time()) {
@@ -195,6 +200,8 @@ absl::Status Scheduler::Transition(JobEntry& entry, v1::JobState to, const v1::F
   change->set_worker_id(job.worker_id());
   if (failure != nullptr) *change->mutable_failure() = *failure;
   AppendEvent(entry, std::move(event));
+  // The requeue's state_change names the worker it left; the job no longer has one.
+  if (to == v1::JOB_STATE_QUEUED) job.clear_worker_id();
   return absl::OkStatus();
 }
 

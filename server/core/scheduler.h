@@ -122,7 +122,8 @@ class Scheduler {
   // `reason` ("cancelled by alice: too big").
   void CancelJob(const Caller& caller, const std::string& job_id, const std::string& reason,
                  Callback<v1::Job> done);
-  // Loss points and metrics from the stored events. Reads the store: may block briefly.
+  // Loss points and metrics of the job's current (for an ended job: last) attempt, from the
+  // stored events after its last requeue. Reads the store: may block briefly.
   absl::StatusOr<v1::JobMetrics> GetJobMetrics(const Caller& caller, const std::string& job_id);
 
   // ---- workers ----

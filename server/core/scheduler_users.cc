@@ -201,6 +201,11 @@ absl::StatusOr<v1::JobMetrics> Scheduler::GetJobMetrics(const Caller& caller,
   while (true) {
     ASSIGN_OR_RETURN(std::vector<v1::JobEvent> events, store_->ReadEvents(job_id, after, kPage));
     for (const v1::JobEvent& event : events) {
+      // A requeue starts a new attempt: only the current attempt's points and metrics count.
+      if (event.has_state_change() && event.state_change().to() == v1::JOB_STATE_QUEUED) {
+        metrics.clear_loss();
+        metrics.clear_metrics();
+      }
       if (event.has_loss()) *metrics.add_loss() = event.loss();
       if (event.has_metric()) *metrics.add_metrics() = event.metric();
       after = event.sequence();

@@ -315,6 +315,86 @@ TEST_F(IntegrationTest, JobStoppedByItsWorkerIsRequeued) {
       << "a draining worker got the job back";
 }
 
+// A requeued job reads as queued (no phase, progress, ETA, detail or worker of the attempt
+// that lost its worker; attempt and history kept), and GetJobMetrics returns the current
+// attempt's loss points and metrics only.
+TEST_F(IntegrationTest, RequeuedJobReadsAsQueuedAndMetricsAreTheCurrentAttempts) {
+  StartQuantd();
+  auto first = Worker("w1");
+  v1::Job job;
+  ASSERT_TRUE(Submit("alice-token", testing::MinimalSpec(), &job).ok());
+  ASSERT_TRUE(first->TakeAssignment(kWait).has_value());
+  // Attempt 0 on w1: a phase, progress with an ETA, 3 loss points and a metric.
+  auto attempt_events = [](double loss_offset) {
+    return [loss_offset](int64_t sequence, v1::JobEvent* event) {
+      if (sequence == 1) {
+        event->mutable_phase_change()->set_phase(v1::PHASE_FINETUNE);
+        event->mutable_phase_change()->set_detail("fine-tuning block 1");
+      } else if (sequence == 2) {
+        event->mutable_progress()->set_fraction(0.4);
+        event->mutable_progress()->set_eta_seconds(95);
+        event->mutable_progress()->set_detail("fine-tuning block 1 step 23");
+      } else if (sequence == 3) {
+        event->mutable_metric()->set_name("ppl/fp");
+        event->mutable_metric()->set_value(loss_offset + 9);
+      } else {
+        v1::LossPoint* loss = event->mutable_loss();
+        loss->set_phase(v1::PHASE_FINETUNE);
+        loss->set_block(1);
+        loss->set_step(sequence - 4);
+        loss->set_split("train");
+        loss->set_loss(loss_offset + sequence);
+      }
+    };
+  };
+  ASSERT_TRUE(first->SendEvents(job.job_id(), 1, 6, attempt_events(0), 0));
+  ASSERT_TRUE(first->WaitAck(job.job_id(), 6, kWait));
+  v1::Job running;
+  ASSERT_TRUE(Get("alice-token", job.job_id(), &running).ok());
+  ASSERT_EQ(running.phase(), v1::PHASE_FINETUNE);
+  ASSERT_EQ(running.worker_id(), "w1");
+
+  // w1 stops the job (and takes no new ones): requeued as attempt 1, nobody to run it.
+  v1::WorkerMessage draining;
+  draining.mutable_heartbeat()->set_draining(true);
+  ASSERT_TRUE(first->Send(draining));
+  ASSERT_TRUE(first->SendFinished(job.job_id(), v1::JOB_STATE_CANCELLED, 0));
+  v1::Job queued;
+  const absl::Time deadline = absl::Now() + kWait;
+  while (absl::Now() < deadline) {
+    ASSERT_TRUE(Get("alice-token", job.job_id(), &queued).ok());
+    if (queued.state() == v1::JOB_STATE_QUEUED) break;
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  ASSERT_EQ(queued.state(), v1::JOB_STATE_QUEUED);
+  EXPECT_EQ(queued.attempt(), 1);
+  EXPECT_EQ(queued.phase(), v1::PHASE_UNSPECIFIED);
+  EXPECT_EQ(queued.progress().fraction(), 0);
+  EXPECT_LT(queued.progress().eta_seconds(), 0) << "an ETA of the lost attempt";
+  EXPECT_EQ(queued.progress().detail(), "");
+  EXPECT_EQ(queued.worker_id(), "");
+  EXPECT_EQ(queued.last_sequence(), 10);  // history kept: 4 state changes + 6 events
+
+  // Attempt 1 on w2 reports the same (phase, block, step, split) keys with other values.
+  auto second = Worker("w2");
+  auto assignment = second->TakeAssignment(kWait);
+  ASSERT_TRUE(assignment.has_value());
+  ASSERT_EQ(assignment->job().attempt(), 1);
+  ASSERT_TRUE(second->SendEvents(job.job_id(), 1, 5, attempt_events(100), 1));
+  ASSERT_TRUE(second->SendFinished(job.job_id(), v1::JOB_STATE_SUCCEEDED, 1));
+  Watcher watcher(process_->address(), "alice-token", job.job_id(), 0);
+  ASSERT_TRUE(watcher.WaitDone(kWait).has_value());
+
+  v1::GetJobMetricsRequest request;
+  request.set_job_id(job.job_id());
+  v1::JobMetrics metrics;
+  ASSERT_TRUE(stub_->GetJobMetrics(testing::Context("alice-token").get(), request, &metrics).ok());
+  ASSERT_EQ(metrics.loss_size(), 2) << metrics.DebugString();
+  for (const v1::LossPoint& loss : metrics.loss()) EXPECT_GT(loss.loss(), 100) << "attempt 0's";
+  ASSERT_EQ(metrics.metrics_size(), 1) << metrics.DebugString();
+  EXPECT_EQ(metrics.metrics(0).value(), 109);
+}
+
 // Attempts: w1 runs a job as attempt 0, then comes back on a new stream without it (as a
 // worker restarted or cut off would): the job is requeued and, w1 being free, assigned to it
 // again as attempt 1. What w1 then says about attempt 0 must not touch attempt 1.
