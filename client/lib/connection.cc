@@ -4,6 +4,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "absl/strings/numbers.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
 #include "yaml-cpp/yaml.h"
@@ -31,8 +32,12 @@ absl::StatusOr<ConnectionOptions> OptionsFromConfigAndEnvironment() {
         } else if (key == "ca_cert") {
           options.ca_cert_path = value;
         } else if (key == "timeout_seconds") {
-          options.timeout = std::chrono::milliseconds(
-              static_cast<int64_t>(std::stod(value) * 1000));
+          double seconds = 0;
+          if (!absl::SimpleAtod(value, &seconds) || !(seconds > 0)) {
+            return absl::InvalidArgumentError(path + ": timeout_seconds must be a positive " +
+                                              "number of seconds, not \"" + value + "\"");
+          }
+          options.timeout = std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000));
         } else {
           return absl::InvalidArgumentError(path + ": unknown key \"" + key +
                                             "\" (known: addr, token, ca_cert, timeout_seconds)");
@@ -75,8 +80,7 @@ void PrepareContext(const ConnectionOptions& options, bool with_deadline,
 }
 
 absl::Status ToAbslStatus(const grpc::Status& status) {
-  return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
-                      status.error_message());
+  return absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
 }
 
 }  // namespace quantd::client

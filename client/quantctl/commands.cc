@@ -11,6 +11,7 @@
 #include <functional>
 #include <iostream>
 #include <map>
+#include <set>
 #include <thread>
 
 #include "absl/strings/numbers.h"
@@ -39,7 +40,8 @@ commands:
   submit JOB.yaml   validate locally, then queue the job; prints its id
                     [--set path=value ...] [--request-id ID] [--watch]
   get JOB_ID        one job
-  list              jobs, newest first [--state STATE ...] [--owner NAME] [--limit N]
+  list              jobs, newest first [--state STATE ...] [--owner NAME]
+                    [--limit N] (default 100; says on stderr when more jobs match)
   cancel JOB_ID     stop a job [--reason TEXT]
   watch JOB_ID      follow a job's events until it ends [--after SEQ]
   logs JOB_ID       the job's log lines [--follow]
@@ -56,6 +58,8 @@ flags for every command:
   --timeout SECS    deadline of each call (default 10)
   --output FORMAT   table (default), json or yaml; for watch: plain lines or json lines
 
+A command takes only its own flags and the flags for every command.
+
 exit codes: 0 ok / job succeeded, 1 job failed, 2 job cancelled, 64 usage,
   65 invalid input, 66 not found, 69 server unavailable, 70 server error,
   77 unauthenticated or permission denied
@@ -65,6 +69,85 @@ const std::set<std::string> kValueFlags = {"addr",   "token",      "ca-cert", "t
                                            "set",    "request-id", "state",   "owner",   "limit",
                                            "reason", "after",      "out"};
 const std::set<std::string> kSwitches = {"watch", "help", "follow"};
+const std::set<std::string> kCommonFlags = {"addr",    "token",  "ca-cert",
+                                            "timeout", "output", "help"};
+
+// What each command takes besides kCommonFlags: its flags and its positional arguments.
+struct CommandShape {
+  std::set<std::string> flags;
+  // e.g. "JOB_ID"; empty: none.
+  std::string positional;
+};
+
+const std::map<std::string, CommandShape>& Commands() {
+  static const auto* commands = new std::map<std::string, CommandShape>{
+      {"submit", {{"set", "request-id", "watch"}, "JOB.yaml"}},
+      {"validate", {{"set"}, "JOB.yaml"}},
+      {"get", {{}, "JOB_ID"}},
+      {"list", {{"state", "owner", "limit"}, ""}},
+      {"cancel", {{"reason"}, "JOB_ID"}},
+      {"watch", {{"after"}, "JOB_ID"}},
+      {"logs", {{"follow"}, "JOB_ID"}},
+      {"plot", {{"out"}, "JOB_ID"}},
+      {"version", {{}, ""}},
+  };
+  return *commands;
+}
+
+// A bad command line: says what is wrong and exits 64.
+int Usage(std::ostream& err, const std::string& command, const std::string& message) {
+  err << "quantctl " << command << ": " << message << " (see quantctl help)\n";
+  return kExitUsage;
+}
+
+// The command line's shape (positional arguments, flags that apply, flag values that do not
+// need the server); a usage message, or empty when it is fine.
+std::string CheckCommandLine(const std::string& command, const CommandShape& shape,
+                             const Args& args) {
+  for (const std::set<std::string>* flags : {&kValueFlags, &kSwitches}) {
+    for (const std::string& flag : *flags) {
+      if (args.Has(flag) && kCommonFlags.count(flag) == 0 && shape.flags.count(flag) == 0) {
+        return "--" + flag + " does not apply to " + command;
+      }
+    }
+  }
+  const std::vector<std::string>& positional = args.positional();
+  if (shape.positional.empty() && !positional.empty()) {
+    return "unexpected argument \"" + positional[0] + "\"";
+  }
+  if (!shape.positional.empty() && positional.empty()) return "expected " + shape.positional;
+  if (positional.size() > 1) {
+    return "expected one " + shape.positional + ", got also \"" + positional[1] + "\"";
+  }
+  if (args.Has("output")) {
+    auto format = ParseOutputFormat(args.Get("output"));
+    if (!format.ok()) return "--output: " + std::string(format.status().message());
+  }
+  double seconds = 0;
+  if (args.Has("timeout") && (!absl::SimpleAtod(args.Get("timeout"), &seconds) || seconds <= 0)) {
+    return "--timeout must be a positive number of seconds";
+  }
+  int limit = 0;
+  if (args.Has("limit") && (!absl::SimpleAtoi(args.Get("limit"), &limit) || limit <= 0)) {
+    return "--limit must be a positive integer";
+  }
+  int64_t after = 0;
+  if (args.Has("after") && (!absl::SimpleAtoi(args.Get("after"), &after) || after < 0)) {
+    return "--after must be a sequence number >= 0";
+  }
+  for (const std::string& names : args.GetAll("state")) {
+    for (const std::string& name :
+         std::vector<std::string>(absl::StrSplit(names, ',', absl::SkipEmpty()))) {
+      std::string upper(name);
+      std::transform(upper.begin(), upper.end(), upper.begin(), ::toupper);
+      v1::JobState state;
+      if (!v1::JobState_Parse("JOB_STATE_" + upper, &state)) {
+        return "--state: unknown state \"" + name + "\"";
+      }
+    }
+  }
+  return "";
+}
 
 struct Session {
   client::ConnectionOptions options;
@@ -264,7 +347,6 @@ int RunSubmit(const Args& args, std::ostream& out, std::ostream& err) {
 }
 
 int RunGet(const Args& args, std::ostream& out, std::ostream& err) {
-  if (args.positional().size() != 1) return Fail(err, absl::InvalidArgumentError("get JOB_ID"), "");
   auto session = OpenSession(args);
   if (!session.ok()) return Fail(err, session.status(), "");
   grpc::ClientContext context;
@@ -317,13 +399,14 @@ int RunList(const Args& args, std::ostream& out, std::ostream& err) {
   } else {
     out << FormatMessage(all, session->format);
   }
+  if (!request.page_token().empty()) {
+    err << "quantctl list: showing the first " << limit
+        << " jobs; more match (raise --limit, or narrow with --state/--owner)\n";
+  }
   return kExitOk;
 }
 
 int RunCancel(const Args& args, std::ostream& out, std::ostream& err) {
-  if (args.positional().size() != 1) {
-    return Fail(err, absl::InvalidArgumentError("cancel JOB_ID"), "");
-  }
   auto session = OpenSession(args);
   if (!session.ok()) return Fail(err, session.status(), "");
   grpc::ClientContext context;
@@ -344,9 +427,6 @@ int RunCancel(const Args& args, std::ostream& out, std::ostream& err) {
 }
 
 int RunWatch(const Args& args, std::ostream& out, std::ostream& err) {
-  if (args.positional().size() != 1) {
-    return Fail(err, absl::InvalidArgumentError("watch JOB_ID"), "");
-  }
   int64_t after = 0;
   if (args.Has("after") && (!absl::SimpleAtoi(args.Get("after"), &after) || after < 0)) {
     return Fail(err, absl::InvalidArgumentError("must be a sequence number >= 0"), "--after");
@@ -357,8 +437,6 @@ int RunWatch(const Args& args, std::ostream& out, std::ostream& err) {
 }
 
 int RunLogs(const Args& args, std::ostream& out, std::ostream& err) {
-  if (args.positional().size() != 1)
-    return Fail(err, absl::InvalidArgumentError("logs JOB_ID"), "");
   auto session = OpenSession(args);
   if (!session.ok()) return Fail(err, session.status(), "");
   const std::string job_id = args.positional()[0];
@@ -398,8 +476,6 @@ int RunLogs(const Args& args, std::ostream& out, std::ostream& err) {
 }
 
 int RunPlot(const Args& args, std::ostream& out, std::ostream& err) {
-  if (args.positional().size() != 1)
-    return Fail(err, absl::InvalidArgumentError("plot JOB_ID"), "");
   const std::string job_id = args.positional()[0];
   const std::string path = args.Get("out", job_id + ".svg");
   const bool png = path.size() > 4 && path.substr(path.size() - 4) == ".png";
@@ -447,13 +523,18 @@ int RunQuantctl(const std::vector<std::string>& argv, std::ostream& out, std::os
   }
   const std::string command = argv[0];
   auto args = Args::Parse({argv.begin() + 1, argv.end()}, kValueFlags, kSwitches);
-  if (!args.ok()) {
-    err << "quantctl " << command << ": " << args.status().message() << "\n";
-    return kExitUsage;
-  }
+  if (!args.ok()) return Usage(err, command, std::string(args.status().message()));
   if (args->Has("help")) {
     out << kUsage;
     return kExitOk;
+  }
+  auto shape = Commands().find(command);
+  if (shape == Commands().end()) {
+    err << "quantctl: unknown command \"" << command << "\"\n\n" << kUsage;
+    return kExitUsage;
+  }
+  if (const std::string usage = CheckCommandLine(command, shape->second, *args); !usage.empty()) {
+    return Usage(err, command, usage);
   }
   if (command == "version") {
     out << "quantctl " << VersionString() << "\n";

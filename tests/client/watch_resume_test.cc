@@ -117,5 +117,52 @@ TEST_F(WatchResumeTest, LogsFollowResumesWithoutGapOrDuplicate) {
   EXPECT_THAT(err.str(), ::testing::HasSubstr("resuming after #3"));
 }
 
+// ListJobs over `total` jobs, newest first, in pages as the scheduler serves them (a
+// next_page_token only when more jobs match).
+class ScriptedListService final : public v1::QuantizeService::Service {
+ public:
+  explicit ScriptedListService(int total) : total_(total) {}
+  grpc::Status ListJobs(grpc::ServerContext*, const v1::ListJobsRequest* request,
+                        v1::ListJobsResponse* response) override {
+    int next = request->page_token().empty() ? 0 : std::stoi(request->page_token());
+    const int size = request->page_size() > 0 ? request->page_size() : 50;
+    while (next < total_ && response->jobs_size() < size) {
+      response->add_jobs()->set_job_id("j-" + std::to_string(total_ - next++));
+    }
+    if (next < total_) response->set_next_page_token(std::to_string(next));
+    return grpc::Status::OK;
+  }
+
+ private:
+  const int total_;
+};
+
+// `quantctl list` stops at --limit (default 100) and says on stderr when more jobs match.
+TEST(ListLimitTest, SaysWhenMoreJobsMatchThanShown) {
+  for (const int total : {150, 100}) {
+    ScriptedListService service(total);
+    int port = 0;
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+    builder.RegisterService(&service);
+    auto server = builder.BuildAndStart();
+    ASSERT_NE(server, nullptr);
+    std::ostringstream out, err;
+    ASSERT_EQ(
+        RunQuantctl({"list", "--addr", "127.0.0.1:" + std::to_string(port), "--output", "json"},
+                    out, err),
+        kExitOk)
+        << err.str();
+    const auto listed = nlohmann::json::parse(out.str());
+    EXPECT_EQ(listed["jobs"].size(), 100u);
+    if (total > 100) {
+      EXPECT_THAT(err.str(), ::testing::HasSubstr("showing the first 100 jobs; more match"));
+    } else {
+      EXPECT_EQ(err.str(), "") << "a hint with nothing more to show";
+    }
+    server->Shutdown();
+  }
+}
+
 }  // namespace
 }  // namespace quantd::quantctl
