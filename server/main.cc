@@ -85,6 +85,12 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage("quantd: the PrefixQuant job scheduler. See server/README.md.");
   absl::FlagsUsageConfig usage;
   usage.version_string = [] { return "quantd " + quantd::VersionString() + "\n"; };
+  // --help lists the flags defined in this file (absl's default looks for a file named after
+  // the program, e.g. quantd.cc).
+  usage.contains_help_flags = [](absl::string_view file) {
+    return absl::EndsWith(file, "server/main.cc");
+  };
+  usage.contains_helpshort_flags = usage.contains_help_flags;
   absl::SetFlagsUsageConfig(usage);
   absl::ParseCommandLine(argc, argv);
 

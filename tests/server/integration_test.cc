@@ -722,6 +722,21 @@ TEST_F(IntegrationTest, ServesTlsWhenGivenACertificate) {
   EXPECT_FALSE(Submit("alice-token", testing::MinimalSpec(), &job).ok());
 }
 
+// `quantd --help` lists quantd's own flags (it printed "No flags matched").
+TEST_F(IntegrationTest, HelpListsTheFlags) {
+  const std::string command =
+      "'" + testing::QuantdBinary() + "' --help >'" + dir_ + "/help.out' 2>&1";
+  const int status = std::system(command.c_str());
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 1);  // absl's exit code after usage
+  const std::string help = ReadLog("help.out");
+  EXPECT_EQ(help.find("No flags matched"), std::string::npos) << help;
+  for (const char* flag : {"--listen", "--db", "--tokens_file", "--reattach_grace",
+                           "--max_requeues", "--log_format"}) {
+    EXPECT_NE(help.find(flag), std::string::npos) << flag << " missing from:\n" << help;
+  }
+}
+
 TEST_F(IntegrationTest, SigtermShutsDownCleanly) {
   StartQuantd();
   auto health = testing::HealthStatus(process_->address(), "");
