@@ -2,6 +2,7 @@
 // model.safetensors.index.json, a separate lm_head.weight (tie_word_embeddings false), and
 // GQA ratio 1 (each KV head duplicated for the two query heads that share it), stored as F32
 // and as BF16. Its outputs must equal the original's (F32) or agree within bf16's precision.
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <limits>
@@ -162,6 +163,31 @@ TEST(NonFiniteWeightsTest, AreRefusedAtLoadByName) {
   EXPECT_EQ(loaded.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(loaded.status().message().find(
                 "model.layers.1.mlp.down_proj.weight: 64 of 11008 values are not finite"),
+            std::string::npos)
+      << loaded.status();
+}
+
+// A config.json that declares fewer layers than the checkpoint holds (another model's config)
+// is refused rather than loading a model with its last blocks silently missing.
+TEST(ConfigMismatchTest, FewerLayersThanTheCheckpointIsRefused) {
+  const std::string source = testing::Stories260K();
+  const std::string dir = testing::ScratchDir();
+  std::filesystem::copy_file(source + "/model.safetensors", dir + "/model.safetensors",
+                             std::filesystem::copy_options::overwrite_existing);
+  nlohmann::json config = [&] {
+    std::ifstream in(source + "/config.json");
+    return nlohmann::json::parse(in);
+  }();
+  const int layers = config["num_hidden_layers"];
+  config["num_hidden_layers"] = layers - 1;
+  WriteFile(dir + "/config.json", config.dump(2));
+  auto loaded = LlamaModel::Load(dir);
+  ASSERT_FALSE(loaded.ok());
+  EXPECT_EQ(loaded.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(loaded.status().message().find("model.layers." + std::to_string(layers - 1) + "."),
+            std::string::npos)
+      << loaded.status();
+  EXPECT_NE(loaded.status().message().find("num_hidden_layers is " + std::to_string(layers - 1)),
             std::string::npos)
       << loaded.status();
 }

@@ -1,5 +1,7 @@
 #include "absl/status/status.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "proto/common/status_macros.h"
 #include "worker/model/device_choice.h"
 #include "worker/model/dtype_names.h"
@@ -56,6 +58,17 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::FromCheckpoint(const Lla
     return absl::InvalidArgumentError(absl::StrCat("load: ", options.streamed_blocks,
                                                    " streamed blocks asked for, the model has ",
                                                    config.num_hidden_layers));
+  }
+  // A config.json with fewer layers than its checkpoint would silently drop the rest.
+  for (const std::string& name : checkpoint.TensorNames()) {
+    int64_t layer = 0;
+    const absl::string_view rest = absl::StripPrefix(name, "model.layers.");
+    if (rest.size() != name.size() && absl::SimpleAtoi(rest.substr(0, rest.find('.')), &layer) &&
+        layer >= config.num_hidden_layers) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "checkpoint has tensor '", name, "' but config.json says num_hidden_layers is ",
+          config.num_hidden_layers, " (a config.json of another model?)"));
+    }
   }
   try {
     std::unique_ptr<LlamaModel> model(new LlamaModel(config, options));
