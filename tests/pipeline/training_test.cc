@@ -7,7 +7,9 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 #include <functional>
+#include <iterator>
 #include <map>
 #include <string>
 #include <vector>
@@ -233,6 +235,41 @@ TEST_F(TrainingTest, CancelledJobResumesAtTheNextBlockWithTheSameResult) {
                                  second.result.prefix_token_ids().end()),
             std::vector<int32_t>(reference.result.prefix_token_ids().begin(),
                                  reference.result.prefix_token_ids().end()));
+  std::filesystem::remove_all(work);
+}
+
+// The checkpoints belong to the calibration data too, not only to the spec's text: the same spec
+// rerun after its calibration file changed (same path) trains afresh instead of resuming.
+TEST_F(TrainingTest, ChangedCalibrationTextDoesNotResumeOldCheckpoints) {
+  const std::string work =
+      std::string(QUANTD_BINARY_DIR) + "/tests/pipeline/training-calib-" + std::to_string(getpid());
+  std::filesystem::remove_all(work);
+  std::filesystem::create_directories(work);
+  const std::string text = work + "/calibration.txt";
+  std::filesystem::copy_file(SharedData("text/tinystories-valid-subset.txt"), text);
+  v1::JobSpec spec = Spec(/*trainable_prefix=*/false, /*finetune_epochs=*/1);
+  spec.mutable_calibration()->set_dataset_path(text);
+  RunJobOptions options;
+  options.work_dir = work;
+  CancellationToken cancel;
+  CollectingSink first;
+  ASSERT_TRUE(RunJob(spec, options, first, cancel).status.ok());
+
+  CollectingSink same;  // unchanged: every block comes from the checkpoint
+  auto again = RunJob(spec, options, same, cancel);
+  ASSERT_TRUE(again.status.ok()) << again.status;
+  EXPECT_TRUE(same.Loss(v1::PHASE_FINETUNE, "train").empty());
+
+  {  // Other stories at the same path.
+    std::ifstream in(SharedData("text/tinystories-valid-subset.txt"));
+    const std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::ofstream(text, std::ios::trunc) << all.substr(all.size() / 2);
+  }
+  CollectingSink changed;
+  auto rerun = RunJob(spec, options, changed, cancel);
+  ASSERT_TRUE(rerun.status.ok()) << rerun.status;
+  EXPECT_TRUE(changed.Logged("ignoring checkpoint"));
+  EXPECT_FALSE(changed.Loss(v1::PHASE_FINETUNE, "train").empty());
   std::filesystem::remove_all(work);
 }
 

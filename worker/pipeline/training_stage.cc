@@ -30,6 +30,20 @@ std::string SpecText(const v1::JobSpec& spec) {
   return out;
 }
 
+// The windows' token ids, in order, as text for the checkpoint fingerprint: the spec names the
+// calibration file by path only, and its contents may change between runs.
+std::string WindowsText(const std::vector<std::vector<int32_t>>& train,
+                        const std::vector<std::vector<int32_t>>& val) {
+  std::string out;
+  for (const auto* windows : {&train, &val}) {
+    out += absl::StrCat("|", windows->size());
+    for (const auto& window : *windows) {
+      out.append(reinterpret_cast<const char*>(window.data()), window.size() * sizeof(int32_t));
+    }
+  }
+  return out;
+}
+
 void Emit(EventSink& sink, const v1::JobEvent& event, absl::Status* first_error) {
   absl::Status status = sink.Emit(event);
   if (!status.ok() && first_error->ok()) *first_error = status;
@@ -185,7 +199,7 @@ absl::StatusOr<TrainedVariant> BuildTrainedVariant(const TrainingInputs& in,
                    model::LlamaModel::Load(in.model_dir, in.load));
   std::string fingerprint;
   try {
-    fingerprint = train::Fingerprint(SpecText(spec), *fp);
+    fingerprint = train::Fingerprint(SpecText(spec) + WindowsText(*in.train, *in.val), *fp);
   } catch (const std::exception& e) {
     return absl::InternalError(absl::StrCat("fingerprinting the model: ", e.what()));
   }

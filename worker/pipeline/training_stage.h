@@ -3,7 +3,8 @@
 // place of BuildVariant for its own ("quantized") variant.
 //
 // Steps, on fresh copies of the checkpoint:
-//  1. load, fingerprint (spec + model, for checkpoints), rotate as the plan says (PHASE_ROTATE);
+//  1. load, fingerprint (spec + model + calibration windows, for checkpoints), rotate as the plan
+//  says (PHASE_ROTATE);
 //  2. prefix training (PHASE_TRAIN_PREFIX) on the rotated full-precision model: P = prefix.len
 //     (0: the detected prefix's length) embeddings initialised from the detected prefix, the
 //     composite loss of worker/train/prefix_loss.h at prefix.loss_site of prefix.target_layers,
@@ -23,10 +24,10 @@
 //     trained blocks then become plain quant::QuantLinear modules (ToQuantLinears), as in the
 //     twin, so the result exports like an untrained one.
 // Checkpoints (checkpoint_dir non-empty): the trained prefix after step 2 and every finished
-// block during step 4, tagged with the fingerprint, so that a rerun with the same spec, model and
-// folder (a requeued job) reuses the prefix and resumes at the next unfinished block (log line
-// and metric "finetune/resumed_at_block"); a checkpoint of another fingerprint is ignored.
-// Metrics: prefix/{len,initial_loss,best_loss,best_epoch,steps,nearest_cosine_min},
+// block during step 4, tagged with the fingerprint, so that a rerun with the same spec, model,
+// calibration data and folder (a requeued job) reuses the prefix and resumes at the next unfinished
+// block (log line and metric "finetune/resumed_at_block"); a checkpoint of another fingerprint is
+// ignored. Metrics: prefix/{len,initial_loss,best_loss,best_epoch,steps,nearest_cosine_min},
 // prefix/max_down_proj_input/{detected,trained} (largest |x| at any down_proj input over up to 4
 // validation windows after each prefix, on the rotated fp model: what outlier detection measures),
 // finetune/block<i>/{initial_val_loss,final_val_loss,kept_epoch} (kept_epoch: the epoch whose
