@@ -100,6 +100,25 @@ int Usage(std::ostream& err, const std::string& command, const std::string& mess
   return kExitUsage;
 }
 
+// The --state values (repeatable, comma-separated, any case); INVALID_ARGUMENT naming an
+// unknown one.
+absl::StatusOr<std::vector<v1::JobState>> ParseStates(const Args& args) {
+  std::vector<v1::JobState> states;
+  for (const std::string& names : args.GetAll("state")) {
+    for (const std::string& name :
+         std::vector<std::string>(absl::StrSplit(names, ',', absl::SkipEmpty()))) {
+      std::string upper(name);
+      std::transform(upper.begin(), upper.end(), upper.begin(), ::toupper);
+      v1::JobState state;
+      if (!v1::JobState_Parse("JOB_STATE_" + upper, &state)) {
+        return absl::InvalidArgumentError("unknown state \"" + name + "\"");
+      }
+      states.push_back(state);
+    }
+  }
+  return states;
+}
+
 // The command line's shape (positional arguments, flags that apply, flag values that do not
 // need the server); a usage message, or empty when it is fine.
 std::string CheckCommandLine(const std::string& command, const CommandShape& shape,
@@ -135,16 +154,8 @@ std::string CheckCommandLine(const std::string& command, const CommandShape& sha
   if (args.Has("after") && (!absl::SimpleAtoi(args.Get("after"), &after) || after < 0)) {
     return "--after must be a sequence number >= 0";
   }
-  for (const std::string& names : args.GetAll("state")) {
-    for (const std::string& name :
-         std::vector<std::string>(absl::StrSplit(names, ',', absl::SkipEmpty()))) {
-      std::string upper(name);
-      std::transform(upper.begin(), upper.end(), upper.begin(), ::toupper);
-      v1::JobState state;
-      if (!v1::JobState_Parse("JOB_STATE_" + upper, &state)) {
-        return "--state: unknown state \"" + name + "\"";
-      }
-    }
+  if (auto states = ParseStates(args); !states.ok()) {
+    return "--state: " + std::string(states.status().message());
   }
   return "";
 }
@@ -365,18 +376,9 @@ int RunList(const Args& args, std::ostream& out, std::ostream& err) {
   auto session = OpenSession(args);
   if (!session.ok()) return Fail(err, session.status(), "");
   v1::ListJobsRequest request;
-  for (const std::string& names : args.GetAll("state")) {
-    for (const std::string& name :
-         std::vector<std::string>(absl::StrSplit(names, ',', absl::SkipEmpty()))) {
-      std::string upper(name);
-      std::transform(upper.begin(), upper.end(), upper.begin(), ::toupper);
-      v1::JobState state;
-      if (!v1::JobState_Parse("JOB_STATE_" + upper, &state)) {
-        return Fail(err, absl::InvalidArgumentError("unknown state \"" + name + "\""), "--state");
-      }
-      request.add_states(state);
-    }
-  }
+  auto states = ParseStates(args);
+  if (!states.ok()) return Fail(err, states.status(), "--state");
+  for (v1::JobState state : *states) request.add_states(state);
   request.set_owner(args.Get("owner"));
   int limit = 100;
   if (args.Has("limit") && (!absl::SimpleAtoi(args.Get("limit"), &limit) || limit <= 0)) {
