@@ -200,6 +200,43 @@ TEST(RunJobTest, UnwritableFoldersFailBeforeTheLongWork) {
   std::filesystem::remove_all(scratch);
 }
 
+// Windows longer than the model's positions (stories260K has 512) run, with a warning that
+// names the field; a job within them gets none.
+TEST(RunJobTest, SeqlenBeyondTheModelsPositionsIsWarnedAbout) {
+  class StopAtWarning : public EventSink {
+   public:
+    explicit StopAtWarning(CancellationToken* cancel) : cancel_(cancel) {}
+    absl::Status Emit(const v1::JobEvent& event) override {
+      if (event.has_log() && event.log().message().find("positions") != std::string::npos) {
+        warnings.push_back(event.log().message());
+      }
+      if (event.has_phase_change() && event.phase_change().phase() != v1::PHASE_LOAD_MODEL) {
+        cancel_->Cancel();  // everything the test needs is said at load
+      }
+      return absl::OkStatus();
+    }
+    std::vector<std::string> warnings;
+
+   private:
+    CancellationToken* cancel_;
+  };
+  auto spec = SmallSpec(SharedData("models/stories260K"), 8, 8, 8);
+  for (int64_t seqlen : {int64_t{256}, int64_t{640}}) {
+    spec.mutable_eval()->set_ppl_seqlen(seqlen);
+    CancellationToken cancel;
+    StopAtWarning sink(&cancel);
+    (void)RunJob(spec, {}, sink, cancel);
+    if (seqlen <= 512) {
+      EXPECT_TRUE(sink.warnings.empty()) << sink.warnings[0];
+    } else {
+      ASSERT_EQ(sink.warnings.size(), 1u);
+      EXPECT_NE(sink.warnings[0].find("eval.ppl_seqlen 640 is beyond the model's 512 positions"),
+                std::string::npos)
+          << sink.warnings[0];
+    }
+  }
+}
+
 TEST(RunJobTest, CancelStops) {
   CollectingSink sink;
   CancellationToken cancel;

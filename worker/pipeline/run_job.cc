@@ -158,6 +158,19 @@ RunJobOutcome RunJob(const v1::JobSpec& original, const RunJobOptions& options, 
                              " layers, hidden ", config.hidden_size, ", vocab ", config.vocab_size,
                              " on ", device->str()));
   if (!placement_line.empty()) (void)EmitLog(sink, "info", placement_line);
+  for (const auto& [field, seqlen] :
+       {std::pair<const char*, int64_t>{"calibration.training_seqlen",
+                                        spec.calibration().training_seqlen()},
+        {"eval.ppl_seqlen", spec.eval().eval_ppl() ? spec.eval().ppl_seqlen() : 0}}) {
+    if (seqlen > config.max_position_embeddings) {
+      (void)EmitLog(sink, "warning",
+                    absl::StrCat(field, " ", seqlen, " is beyond the model's ",
+                                 config.max_position_embeddings,
+                                 " positions (max_position_embeddings; a prefix adds its own): "
+                                 "RoPE runs past the trained context and the figures may mean "
+                                 "little"));
+    }
+  }
   ProgressReporter(sink, 0.0, kLoadEnd).Update(1, 1, "model loaded").IgnoreError();
   if (cancel.cancelled()) return Cancelled();
 
