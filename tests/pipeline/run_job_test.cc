@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -14,6 +15,8 @@
 #include "gtest/gtest.h"
 #include "tests/common/stories_job.h"
 #include "tests/common/story_cloze.h"
+#include "tests/model/safetensors_writer.h"
+#include "worker/model/checkpoint.h"
 #include "worker/quant/outlier_variant.h"
 
 namespace quantd::pipeline {
@@ -235,6 +238,47 @@ TEST(RunJobTest, SeqlenBeyondTheModelsPositionsIsWarnedAbout) {
           << sink.warnings[0];
     }
   }
+}
+
+// A model whose numbers overflow (finite weights, infinite logits) gives NaN perplexities: the job
+// still reports them, and says in a warning that they are not results.
+TEST(RunJobTest, NonFinitePerplexityIsWarnedAbout) {
+  const std::string source = SharedData("models/stories260K");
+  const std::string dir = ::testing::TempDir() + "/run-job-overflow";
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  for (const char* file : {"config.json", "tokenizer.model"}) {
+    std::filesystem::copy_file(source + "/" + file, dir + "/" + file);
+  }
+  auto checkpoint = model::Checkpoint::Open(source);
+  ASSERT_TRUE(checkpoint.ok());
+  std::vector<model::testing::RawTensor> tensors;
+  for (const auto& name : (*checkpoint)->TensorNames()) {
+    auto t = (*checkpoint)->Load(name, torch::kFloat32);
+    ASSERT_TRUE(t.ok());
+    torch::Tensor w = t->contiguous();
+    if (name == "model.layers.0.mlp.down_proj.weight") {
+      w = w / w.abs().max() * 3e38;  // finite, but its sums overflow
+    }
+    tensors.push_back({name, "F32", w.sizes().vec(),
+                       std::string(static_cast<const char*>(w.data_ptr()), w.nbytes())});
+  }
+  model::testing::WriteFile(dir + "/model.safetensors", model::testing::BuildSafetensors(tensors));
+  v1::JobSpec spec = SmallSpec(dir, 16, 16, 16);
+  spec.mutable_eval()->clear_compare();
+  spec.mutable_prefix()->set_enabled(false);
+  CollectingSink sink;
+  CancellationToken cancel;
+  auto outcome = RunJob(spec, {}, sink, cancel);
+  ASSERT_TRUE(outcome.status.ok()) << outcome.status;
+  EXPECT_FALSE(std::isfinite(outcome.result.metrics().at(std::string(kPpl) + "fp")));
+  bool warned = false;
+  for (const auto& event : sink.events) {
+    warned = warned || (event.has_log() && event.log().level() == "warning" &&
+                        event.log().message().find(std::string(kPpl) + "fp is ") == 0);
+  }
+  EXPECT_TRUE(warned);
+  std::filesystem::remove_all(dir);
 }
 
 TEST(RunJobTest, CancelStops) {

@@ -6,6 +6,7 @@
 #include <map>
 #include <optional>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "proto/common/error_text.h"
@@ -184,6 +185,12 @@ RunJobOutcome RunJob(const v1::JobSpec& original, const RunJobOptions& options, 
   auto metric = [&](const std::string& name, double value) {
     metrics[name] = value;
     (void)EmitMetric(sink, name, value);
+    if (!std::isfinite(value) && absl::StartsWith(name, "ppl/")) {
+      (void)EmitLog(sink, "warning",
+                    absl::StrCat(name, " is ", value,
+                                 ": the model computes non-finite values on this text (an "
+                                 "overflow in the compute dtype, or a quantization too coarse)"));
+    }
   };
   if (load_options.streamed_blocks > 0) {
     metric("device/streamed_blocks", load_options.streamed_blocks);
