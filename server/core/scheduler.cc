@@ -205,7 +205,7 @@ absl::Status Scheduler::Transition(JobEntry& entry, v1::JobState to, const v1::F
   return absl::OkStatus();
 }
 
-void Scheduler::LoseJob(JobEntry& entry, const std::string& why) {
+void Scheduler::LoseJob(JobEntry& entry, const std::string& why, bool stopped_by_worker) {
   v1::Job& job = entry.stored.job;
   absl::Status status;
   if (job.state() == v1::JOB_STATE_CANCELLING) {
@@ -223,7 +223,7 @@ void Scheduler::LoseJob(JobEntry& entry, const std::string& why) {
     status = Transition(entry, v1::JOB_STATE_QUEUED, &failure);
     if (status.ok()) {
       job.set_attempt(job.attempt() + 1);
-      if (observer_ != nullptr) observer_->OnRequeued();
+      if (observer_ != nullptr) observer_->OnRequeued(stopped_by_worker);
     }
   }
   (void)status;  // Only active jobs are lost; every active state has these edges.

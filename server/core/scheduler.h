@@ -203,7 +203,8 @@ class Scheduler {
   absl::Status Transition(JobEntry& entry, v1::JobState to, const v1::Failure* failure)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The job's worker is gone: requeue it, or fail/cancel it.
-  void LoseJob(JobEntry& entry, const std::string& why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void LoseJob(JobEntry& entry, const std::string& why, bool stopped_by_worker = false)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void LoseWorker(const std::string& worker_id, const std::string& why)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::vector<WorkerCandidate> Candidates(const JobEntry& entry) const

@@ -26,7 +26,9 @@ class SchedulerObserver {
     (void)run_time;
   }
   virtual void OnEventsIngested(int64_t count) { (void)count; }
-  virtual void OnRequeued() {}
+  // A job went back to the queue: its worker was lost, or (`stopped_by_worker`) the worker
+  // stopped it itself, e.g. while shutting down.
+  virtual void OnRequeued(bool stopped_by_worker) { (void)stopped_by_worker; }
   // A worker message about a stale attempt of a job was dropped (for kHello: a running job
   // of a Hello was told to stop).
   virtual void OnStaleWorkerMessage(WorkerMessageKind kind) { (void)kind; }

@@ -202,8 +202,10 @@ absl::Status Scheduler::FinishJob(const std::string& worker_id, WorkerLink* link
     // Nobody asked for this cancel: the worker stopped the attempt (e.g. on SIGTERM). It is
     // requeued like a lost worker's, and counts toward max_requeues as such.
     const std::string& message = finished.failure().message();
-    LoseJob(*entry, absl::StrCat("worker ", worker_id, " stopped the job",
-                                 message.empty() ? "" : ": ", message));
+    LoseJob(*entry,
+            absl::StrCat("worker ", worker_id, " stopped the job", message.empty() ? "" : ": ",
+                         message),
+            /*stopped_by_worker=*/true);
     Dispatch();
     commit();
     return absl::OkStatus();

@@ -101,11 +101,15 @@ Metrics::Metrics()
   succeeded_ = &finished.Add({{"outcome", "succeeded"}});
   failed_ = &finished.Add({{"outcome", "failed"}});
   cancelled_ = &finished.Add({{"outcome", "cancelled"}});
-  requeued_ = &prometheus::BuildCounter()
-                   .Name("quantd_jobs_requeued_total")
-                   .Help("Jobs put back in the queue after losing their worker.")
-                   .Register(*registry_)
-                   .Add({});
+  auto& requeued = prometheus::BuildCounter()
+                       .Name("quantd_jobs_requeued_total")
+                       .Help(
+                           "Jobs put back in the queue: their worker was lost "
+                           "(reason=\"lost\") or stopped them, e.g. shutting down "
+                           "(reason=\"stopped\").")
+                       .Register(*registry_);
+  requeued_lost_ = &requeued.Add({{"reason", "lost"}});
+  requeued_stopped_ = &requeued.Add({{"reason", "stopped"}});
   events_ingested_ = &prometheus::BuildCounter()
                           .Name("quantd_events_ingested_total")
                           .Help("Job events received from workers and stored.")
@@ -188,7 +192,9 @@ void Metrics::OnEventsIngested(int64_t count) {
   events_ingested_->Increment(static_cast<double>(count));
 }
 
-void Metrics::OnRequeued() { requeued_->Increment(); }
+void Metrics::OnRequeued(bool stopped_by_worker) {
+  (stopped_by_worker ? requeued_stopped_ : requeued_lost_)->Increment();
+}
 
 void Metrics::OnStaleWorkerMessage(WorkerMessageKind kind) {
   switch (kind) {

@@ -52,7 +52,7 @@ class Metrics : public SchedulerObserver {
   void OnAssigned(absl::Duration wait) override;
   void OnFinished(v1::JobState state, absl::Duration run_time) override;
   void OnEventsIngested(int64_t count) override;
-  void OnRequeued() override;
+  void OnRequeued(bool stopped_by_worker) override;
   void OnStaleWorkerMessage(WorkerMessageKind kind) override;
 
   // From the store's writer thread.
@@ -65,7 +65,8 @@ class Metrics : public SchedulerObserver {
   std::shared_ptr<GaugeCollector> gauges_;
   std::unique_ptr<prometheus::Exposer> exposer_;
   prometheus::Counter* submitted_;
-  prometheus::Counter* requeued_;
+  prometheus::Counter* requeued_lost_;
+  prometheus::Counter* requeued_stopped_;
   prometheus::Counter* events_ingested_;
   prometheus::Counter* succeeded_;
   prometheus::Counter* failed_;

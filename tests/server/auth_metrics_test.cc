@@ -42,7 +42,7 @@ TEST(MetricsTest, ExposesCountersHistogramsAndScrapeTimeGauges) {
   metrics.OnFinished(v1::JOB_STATE_SUCCEEDED, absl::Seconds(90));
   metrics.OnFinished(v1::JOB_STATE_CANCELLED, absl::ZeroDuration());
   metrics.OnEventsIngested(41);
-  metrics.OnRequeued();
+  metrics.OnRequeued(/*stopped_by_worker=*/false);
   metrics.OnStaleWorkerMessage(WorkerMessageKind::kFinished);
   metrics.OnStaleWorkerMessage(WorkerMessageKind::kFinished);
   metrics.OnStaleWorkerMessage(WorkerMessageKind::kHello);
@@ -60,7 +60,8 @@ TEST(MetricsTest, ExposesCountersHistogramsAndScrapeTimeGauges) {
   EXPECT_THAT(text, HasSubstr("quantd_jobs_submitted_total 2"));
   EXPECT_THAT(text, HasSubstr("quantd_jobs_finished_total{outcome=\"succeeded\"} 1"));
   EXPECT_THAT(text, HasSubstr("quantd_jobs_finished_total{outcome=\"cancelled\"} 1"));
-  EXPECT_THAT(text, HasSubstr("quantd_jobs_requeued_total 1"));
+  EXPECT_THAT(text, HasSubstr("quantd_jobs_requeued_total{reason=\"lost\"} 1"));
+  EXPECT_THAT(text, HasSubstr("quantd_jobs_requeued_total{reason=\"stopped\"} 0"));
   EXPECT_THAT(text, HasSubstr("quantd_events_ingested_total 41"));
   EXPECT_THAT(text, HasSubstr("quantd_stale_worker_messages_total{kind=\"finished\"} 2"));
   EXPECT_THAT(text, HasSubstr("quantd_stale_worker_messages_total{kind=\"hello\"} 1"));

@@ -28,13 +28,19 @@ v1::JobSpec ValidSpec(int priority = 0) {
   return spec;
 }
 
-// Counts the stale worker messages the scheduler dropped, by kind.
+// Counts the stale worker messages the scheduler dropped, by kind, and the requeues, by cause.
 class StaleCounter : public SchedulerObserver {
  public:
   void OnStaleWorkerMessage(WorkerMessageKind kind) override {
     absl::MutexLock lock(&mu_);
     ++counts_[kind];
   }
+  void OnRequeued(bool stopped_by_worker) override {
+    absl::MutexLock lock(&mu_);
+    ++(stopped_by_worker ? requeued_stopped : requeued_lost);
+  }
+  int requeued_lost = 0;
+  int requeued_stopped = 0;
   int count(WorkerMessageKind kind) const {
     absl::MutexLock lock(&mu_);
     auto it = counts_.find(kind);
@@ -649,6 +655,22 @@ TEST_F(SchedulerTest, StaleFinishAfterRequeueDoesNotEndTheNewAttempt) {
   EXPECT_EQ(Get(job).state(), v1::JOB_STATE_SUCCEEDED);
   EXPECT_EQ(stale_.count(WorkerMessageKind::kFinished), 1);
   ExpectContiguous(job);
+}
+
+// Requeues are told apart for dashboards: a worker that was lost, or one that stopped the job
+// itself (a planned shutdown), which the "workers lost" alert must not count.
+TEST_F(SchedulerTest, RequeuesSayWhetherTheWorkerWasLostOrStoppedTheJob) {
+  const std::string job = SubmitOk("alice");
+  RecordingLink* link = RequeueOntoTheSameWorker(job);  // reconnected without it: lost
+  EXPECT_EQ(stale_.requeued_lost, 1);
+  EXPECT_EQ(stale_.requeued_stopped, 0);
+  ASSERT_TRUE(Events("w1", link, job, 2, 1, 1).ok());
+  ASSERT_TRUE(Finish("w1", link, job, v1::JOB_STATE_CANCELLED, 1).ok());  // nobody asked
+  const v1::JobState state = Get(job).state();  // back in the queue, or already handed out again
+  EXPECT_TRUE(state == v1::JOB_STATE_QUEUED || state == v1::JOB_STATE_ASSIGNED)
+      << v1::JobState_Name(state);
+  EXPECT_EQ(stale_.requeued_lost, 1);
+  EXPECT_EQ(stale_.requeued_stopped, 1);
 }
 
 TEST_F(SchedulerTest, StaleEventsAreAcknowledgedButNotStored) {
