@@ -5,6 +5,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <string>
+
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -19,9 +21,13 @@ v1::JobEvent Phase(v1::Phase phase) {
   return event;
 }
 
-v1::JobEvent Loss(int step) {
+v1::JobEvent Loss(int step, const std::string& split = "train", int block = 0,
+                  v1::Phase phase = v1::PHASE_FINETUNE) {
   v1::JobEvent event;
   event.mutable_loss()->set_step(step);
+  event.mutable_loss()->set_split(split);
+  event.mutable_loss()->set_block(block);
+  event.mutable_loss()->set_phase(phase);
   return event;
 }
 
@@ -43,15 +49,35 @@ TEST(WorkerMetricsTest, TracksJobsPhasesStepsAndDevices) {
   EXPECT_THAT(text, HasSubstr("quantd_worker_step_duration_seconds_count 2"));
   EXPECT_THAT(text, HasSubstr("quantd_worker_job_events_total 4"));
   EXPECT_THAT(text, HasSubstr("quantd_worker_scheduler_connected 1"));
-  EXPECT_THAT(text, HasSubstr(
-                        "quantd_worker_device_memory_bytes{device=\"cuda:0\",kind=\"total\"} "
-                        "85899345920"));
+  EXPECT_THAT(text, HasSubstr("quantd_worker_device_memory_bytes{device=\"cuda:0\",kind=\"total\"} "
+                              "85899345920"));
   metrics.OnJobFinished("j-1", v1::JOB_STATE_SUCCEEDED);
   text = metrics.Text();
   EXPECT_THAT(text, HasSubstr("quantd_worker_jobs_running 0"));
   EXPECT_THAT(text, HasSubstr("quantd_worker_jobs_in_phase{phase=\"finetune\"} 0"));
-  EXPECT_THAT(text, HasSubstr("quantd_worker_jobs_finished_total{outcome=\"SUCCEEDED\"} 1"));
+  EXPECT_THAT(text, HasSubstr("quantd_worker_jobs_finished_total{outcome=\"succeeded\"} 1"));
   EXPECT_EQ(text.find("j-1"), std::string::npos) << "no job ids as labels";
+}
+
+// The step histogram times training steps only: not evaluation loss points (they come in
+// bursts), not the gap into a new block or phase (set-up, not a step).
+TEST(WorkerMetricsTest, StepDurationsAreTrainingStepsWithinABlock) {
+  WorkerMetrics metrics;
+  metrics.OnJobStarted("j-1");
+  metrics.OnJobEvent("j-1", Phase(v1::PHASE_TRAIN_PREFIX));
+  metrics.OnJobEvent("j-1", Loss(0, "train", -1, v1::PHASE_TRAIN_PREFIX));
+  metrics.OnJobEvent("j-1", Loss(1, "train", -1, v1::PHASE_TRAIN_PREFIX));  // 1 duration
+  metrics.OnJobEvent("j-1", Loss(1, "val", -1, v1::PHASE_TRAIN_PREFIX));    // not a step
+  metrics.OnJobEvent("j-1", Phase(v1::PHASE_FINETUNE));
+  metrics.OnJobEvent("j-1", Loss(0, "train", 0));  // first of a phase
+  metrics.OnJobEvent("j-1", Loss(1, "train", 0));  // 2 durations
+  metrics.OnJobEvent("j-1", Loss(2, "train", 1));  // first of a block
+  metrics.OnJobEvent("j-1", Loss(3, "train", 1));  // 3 durations
+  metrics.OnJobEvent("j-1", Phase(v1::PHASE_EVALUATE));
+  for (int i = 0; i < 4; ++i) metrics.OnJobEvent("j-1", Loss(i, "eval", 0, v1::PHASE_EVALUATE));
+  const std::string text = metrics.Text();
+  EXPECT_THAT(text, HasSubstr("quantd_worker_steps_total 6"));
+  EXPECT_THAT(text, HasSubstr("quantd_worker_step_duration_seconds_count 3"));
 }
 
 // One HTTP request to 127.0.0.1:port; the whole response.

@@ -1,5 +1,6 @@
 #include "worker/daemon/worker_metrics.h"
 
+#include "absl/strings/ascii.h"
 #include "client/format/event_format.h"
 #include "prometheus/text_serializer.h"
 
@@ -36,12 +37,13 @@ WorkerMetrics::WorkerMetrics()
                   .Add({})),
       steps_(prometheus::BuildCounter()
                  .Name("quantd_worker_steps_total")
-                 .Help("Training and evaluation steps done (loss points)")
+                 .Help("Training steps done (train loss points of prefix training and fine-tuning)")
                  .Register(*registry_)
                  .Add({})),
       step_duration_(prometheus::BuildHistogram()
                          .Name("quantd_worker_step_duration_seconds")
-                         .Help("Time between consecutive loss points of a job")
+                         .Help("Time between consecutive training steps of a job's block "
+                               "(prefix training or fine-tuning)")
                          .Register(*registry_)
                          .Add({}, prometheus::Histogram::BucketBoundaries{
                                       0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1, 3, 10, 30, 100})) {}
@@ -89,20 +91,29 @@ void WorkerMetrics::OnJobEvent(const std::string& job_id, const v1::JobEvent& ev
   auto it = jobs_.find(job_id);
   if (it == jobs_.end()) return;
   JobState& job = it->second;
-  if (event.has_phase_change()) SetPhaseLocked(job, format::ShortName(event.phase_change().phase()));
-  if (event.has_loss()) {
+  if (event.has_phase_change()) {
+    SetPhaseLocked(job, format::ShortName(event.phase_change().phase()));
+    job.has_step = false;  // the gap across phases is no step
+  }
+  // Only training steps: evaluation loss points come in bursts, and the gap before a block's
+  // first step is that block's set-up, not a step.
+  const bool training_step = event.has_loss() && event.loss().split() == "train" &&
+                             (event.loss().phase() == v1::PHASE_FINETUNE ||
+                              event.loss().phase() == v1::PHASE_TRAIN_PREFIX);
+  if (training_step) {
     steps_.Increment();
     const auto now = std::chrono::steady_clock::now();
-    if (job.has_step) {
+    if (job.has_step && job.step_block == event.loss().block()) {
       step_duration_.Observe(std::chrono::duration<double>(now - job.last_step).count());
     }
     job.last_step = now;
+    job.step_block = event.loss().block();
     job.has_step = true;
   }
 }
 
 void WorkerMetrics::OnJobFinished(const std::string& job_id, v1::JobState state) {
-  finished_.Add({{"outcome", format::ShortName(state)}}).Increment();
+  finished_.Add({{"outcome", absl::AsciiStrToLower(format::ShortName(state))}}).Increment();
   std::lock_guard<std::mutex> lock(mu_);
   auto it = jobs_.find(job_id);
   if (it == jobs_.end()) return;

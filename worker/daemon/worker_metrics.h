@@ -4,11 +4,14 @@
 //   quantd_worker_scheduler_connected                                gauge (0/1)
 //   quantd_worker_jobs_running                                       gauge
 //   quantd_worker_jobs_in_phase{phase}                               gauge
-//   quantd_worker_jobs_finished_total{outcome}                       counter
+//   quantd_worker_jobs_finished_total{outcome="succeeded"|"failed"|"cancelled"}  counter
 //   quantd_worker_job_events_total                                   counter
-//   quantd_worker_steps_total                                        counter (loss points)
-//   quantd_worker_step_duration_seconds                              histogram (between a
-//                                                                    job's loss points)
+//   quantd_worker_steps_total                                        counter (training steps:
+//                                                                    "train" loss points of
+//                                                                    prefix training and
+//                                                                    fine-tuning)
+//   quantd_worker_step_duration_seconds                              histogram (between two
+//                                                                    such steps of one block)
 // Thread-safe.
 #ifndef QUANTD_WORKER_DAEMON_WORKER_METRICS_H_
 #define QUANTD_WORKER_DAEMON_WORKER_METRICS_H_
@@ -52,6 +55,7 @@ class WorkerMetrics {
   struct JobState {
     std::string phase;
     std::chrono::steady_clock::time_point last_step{};
+    int step_block = 0;  // the block of the last step (-1: the prefix)
     bool has_step = false;
   };
   void SetPhaseLocked(JobState& job, const std::string& phase) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
