@@ -142,10 +142,13 @@ torch::Tensor SteLinear::Forward(const torch::Tensor& x) {
 
 void SteLinear::Bake() {
   torch::NoGradGuard no_grad;
-  weight = weight.detach();
   weight_scales = weight_scales.detach().clamp_min(kMinScale);
   if (input_scale.defined()) input_scale = input_scale.detach().clamp_min(kMinScale);
-  baked = OrThrow(kernels::FakeQuantizeSte(weight, weight_config, weight_scales)).to(weight_dtype);
+  baked = OrThrow(kernels::FakeQuantizeSte(weight.detach(), weight_config, weight_scales))
+              .to(weight_dtype);
+  // The fp32 master is done with: keep the weight in the model's dtype, so that finished
+  // blocks do not hold twice a 16-bit model's memory until they are converted.
+  weight = weight.detach().to(weight_dtype);
 }
 
 BlockInstaller MakeSteBlockInstaller(const SteBlockOptions& options) {

@@ -63,7 +63,8 @@ class SteLinear : public model::LinearLayer {
   // Bakes the quantized weight; Forward() no longer builds an autograd graph for it.
   void Bake();
 
-  torch::Tensor weight;  // [out, in] fp32 master (trainable when weight_lr > 0)
+  // [out, in] fp32 master (trainable when weight_lr > 0); in weight_dtype after Bake().
+  torch::Tensor weight;
   torch::ScalarType weight_dtype = torch::kFloat32;  // the replaced layer's; Bake() returns to it
   torch::Tensor weight_scales;  // [out, 1] or [out, in / group] fp32, trainable
   kernels::FakeQuantConfig weight_config;
