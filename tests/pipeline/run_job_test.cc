@@ -140,6 +140,10 @@ TEST(RunJobTest, ZeroShotTasksAreScoredForEveryVariant) {
       // Four choices: chance is 25 %; stories260K gets about 40 % in every variant.
       EXPECT_GT(m.at(measure + v), 0.32) << measure << v;
     }
+    // sqrt(acc (1 - acc) / (n - 1)) over the 120 examples.
+    const double acc = m.at(std::string("acc/cloze/") + v);
+    EXPECT_NEAR(m.at(std::string("acc_stderr/cloze/") + v), std::sqrt(acc * (1 - acc) / 119), 1e-12)
+        << v;
   }
   // 8 bits after the same [BOS] prefix: within a few examples of the full-precision model.
   EXPECT_NEAR(m.at("acc/cloze/quantized"), m.at("acc/cloze/fp_prefixed"), 0.05);

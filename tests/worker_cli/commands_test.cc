@@ -173,7 +173,24 @@ TEST(ZeroShotCommandTest, ScoresEveryTaskAsJsonAndAsATable) {
   EXPECT_EQ(j["tasks"][0]["examples"], 60);
   EXPECT_GT(j["tasks"][0]["acc"].get<double>(), 0.30);  // four choices: chance is 0.25
   EXPECT_EQ(j["tasks"][0]["acc"], j["tasks"][1]["acc"]);
+  EXPECT_TRUE(j["tasks"][0].contains("acc_norm"));
+  EXPECT_TRUE(j["tasks"][0].contains("acc_stderr"));
   EXPECT_FALSE(j["export"].get<bool>());
+
+  // BoolQ has no acc_norm in lm-evaluation-harness ("no"/"yes" by length only favours "yes").
+  const std::string boolq = std::string(QUANTD_BINARY_DIR) + "/tests/worker_cli/boolq.jsonl";
+  std::ofstream(boolq)
+      << R"({"passage": "Lily had a red ball.", "question": "did lily have a ball", "answer": true})"
+      << "\n"
+      << R"({"passage": "Tom was sad.", "question": "was tom happy", "answer": false})"
+      << "\n";
+  auto yes_no =
+      Call(RunZeroShot, {"--model", kModel, "--tasks", "boolq=" + boolq, "--output", "json"});
+  ASSERT_EQ(yes_no.code, 0) << yes_no.err;
+  const auto row = nlohmann::json::parse(yes_no.out)["tasks"][0];
+  EXPECT_EQ(row["layout"], "boolq");
+  EXPECT_FALSE(row.contains("acc_norm")) << row.dump();
+  EXPECT_TRUE(row.contains("acc"));
 
   auto table = Exec("zero-shot --model " + kModel + " --tasks " + cloze + " --limit 25");
   EXPECT_EQ(table.code, 0);

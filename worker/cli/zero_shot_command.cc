@@ -49,16 +49,19 @@ absl::Status ZeroShot(const std::vector<std::string>& argv, std::ostream& out, b
   for (const auto& task : *tasks) {
     auto scored = eval::EvaluateMultipleChoice(*llama->model, task, options);
     if (!scored.ok()) return scored.status();
-    results.push_back({{"name", task.name},
-                       {"layout", task.layout},
-                       {"examples", scored->examples},
-                       {"acc", scored->accuracy},
-                       {"acc_stderr", scored->accuracy_stderr},
-                       {"acc_norm", scored->accuracy_norm}});
+    const bool with_norm = eval::ReportsAccNorm(task.layout);
+    nlohmann::json row = {{"name", task.name},
+                          {"layout", task.layout},
+                          {"examples", scored->examples},
+                          {"acc", scored->accuracy},
+                          {"acc_stderr", scored->accuracy_stderr}};
+    if (with_norm) row["acc_norm"] = scored->accuracy_norm;
+    results.push_back(row);
     if (!json) {
-      out << absl::StrFormat("%-16s %-10s %8d %8.2f%% %7.2f %8.2f%%\n", task.name, task.layout,
-                             scored->examples, 100 * scored->accuracy,
-                             100 * scored->accuracy_stderr, 100 * scored->accuracy_norm);
+      out << absl::StrFormat(
+          "%-16s %-10s %8d %8.2f%% %7.2f %9s\n", task.name, task.layout, scored->examples,
+          100 * scored->accuracy, 100 * scored->accuracy_stderr,
+          with_norm ? absl::StrFormat("%.2f%%", 100 * scored->accuracy_norm) : std::string("-"));
     }
   }
   if (json) {

@@ -261,4 +261,8 @@ absl::StatusOr<MultipleChoiceTask> ReadTaskFile(const std::string& path, const s
   return task;
 }
 
+bool ReportsAccNorm(const std::string& layout) {
+  return layout != "winogrande" && layout != "boolq";
+}
+
 }  // namespace quantd::eval

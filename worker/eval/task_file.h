@@ -38,6 +38,12 @@ struct MultipleChoiceTask {
   std::vector<MultipleChoiceExample> examples;
 };
 
+// Whether acc_norm is a figure of this layout's task: lm-evaluation-harness reports it for
+// PIQA, ARC and HellaSwag (and quantd for the generic layout), but not for WinoGrande (its
+// choices are contexts, scored on the same continuation) or BoolQ ("no"/"yes": dividing by 2
+// or 3 characters only favours "yes").
+bool ReportsAccNorm(const std::string& layout);
+
 // One line (1-based `line` for messages) in any of the layouts above.
 absl::StatusOr<MultipleChoiceExample> ParseTaskLine(absl::string_view json_line, int64_t line,
                                                     std::string* layout);

@@ -56,6 +56,14 @@ absl::Status EmitPhase(EventSink& sink, v1::Phase phase, const std::string& deta
   return sink.Emit(event);
 }
 
+// A zero-shot task's metric names without the variant: acc, its standard error, and acc_norm
+// where lm-evaluation-harness reports it (eval::ReportsAccNorm).
+std::vector<std::string> TaskMeasures(const eval::TokenizedTask& task) {
+  std::vector<std::string> out = {"acc/" + task.name, "acc_stderr/" + task.name};
+  if (eval::ReportsAccNorm(task.layout)) out.push_back("acc_norm/" + task.name);
+  return out;
+}
+
 absl::Status EmitLog(EventSink& sink, const std::string& level, const std::string& message) {
   v1::JobEvent event;
   event.mutable_log()->set_level(level);
@@ -308,7 +316,8 @@ RunJobOutcome RunJob(const v1::JobSpec& original, const RunJobOptions& options, 
     return std::make_pair(start, kDetectEnd + (1 - kDetectEnd) * (stage + 1) / stages);
   };
   // Evaluates `m` on every dataset (metric ppl/<dataset>/<label>, a loss point per window),
-  // then on every zero-shot task (acc/<task>/<label> and acc_norm/<task>/<label>).
+  // then on every zero-shot task (TaskMeasures: acc/<task>/<label>, acc_stderr/..., and
+  // acc_norm/... where the harness has it).
   auto evaluate = [&](model::LlamaModel& m, const quant::PrefixCache* prefix,
                       const std::string& label, double start, double end) -> absl::Status {
     const size_t parts = std::max<size_t>(1, datasets.size() + zero_shot->size());
@@ -365,14 +374,21 @@ RunJobOutcome RunJob(const v1::JobSpec& original, const RunJobOptions& options, 
             return !cancel.cancelled();
           });
       if (!scored.ok()) return scored.status();
+      const bool with_norm = eval::ReportsAccNorm(task.layout);
       (void)EmitLog(
           sink, "info",
-          absl::StrFormat("[%s] %s: acc %.2f %% (+/- %.2f), acc_norm %.2f %% over %d "
-                          "examples",
-                          label, task.name, 100 * scored->accuracy, 100 * scored->accuracy_stderr,
-                          100 * scored->accuracy_norm, scored->examples));
-      metric(absl::StrCat("acc/", task.name, "/", label), scored->accuracy);
-      metric(absl::StrCat("acc_norm/", task.name, "/", label), scored->accuracy_norm);
+          absl::StrFormat("[%s] %s: acc %.2f %% (+/- %.2f)%s over %d examples", label, task.name,
+                          100 * scored->accuracy, 100 * scored->accuracy_stderr,
+                          with_norm
+                              ? absl::StrFormat(", acc_norm %.2f %%", 100 * scored->accuracy_norm)
+                              : std::string(),
+                          scored->examples));
+      for (const std::string& measure : TaskMeasures(task)) {
+        const double value = absl::StartsWith(measure, "acc_norm/")     ? scored->accuracy_norm
+                             : absl::StartsWith(measure, "acc_stderr/") ? scored->accuracy_stderr
+                                                                        : scored->accuracy;
+        metric(absl::StrCat(measure, "/", label), value);
+      }
     }
     return absl::OkStatus();
   };
@@ -407,8 +423,7 @@ RunJobOutcome RunJob(const v1::JobSpec& original, const RunJobOptions& options, 
       std::vector<std::string> measures;
       for (const auto& path : datasets) measures.push_back("ppl/" + DatasetName(path));
       for (const auto& task : *zero_shot) {
-        measures.push_back("acc/" + task.name);
-        measures.push_back("acc_norm/" + task.name);
+        for (const std::string& measure : TaskMeasures(task)) measures.push_back(measure);
       }
       for (const auto& measure : measures) {
         metric(measure + "/" + variants[v], metrics[measure + "/" + same->second]);
