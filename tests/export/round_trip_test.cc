@@ -110,6 +110,7 @@ TEST(ExportRoundTripTest, Stories260KW4A4KV4ReloadsInANewProcess) {
   const ExecResult text = RunWorker("inspect " + out);
   EXPECT_EQ(text.code, 0);
   EXPECT_NE(text.output.find("compression:"), std::string::npos) << text.output;
+  EXPECT_NE(text.output.find("1 token, ids 1\n"), std::string::npos) << text.output;  // [BOS]
   EXPECT_NE(text.output.find(kPplKey), std::string::npos) << text.output;
 
   // generate runs the export after its prefix and produces tokens.

@@ -171,6 +171,10 @@ TEST_F(FinetuneTest, ResumedRunEqualsAnUninterruptedOne) {
   EXPECT_TRUE(resumed->blocks[1].from_checkpoint);
   EXPECT_FALSE(resumed->blocks[2].from_checkpoint);
   EXPECT_EQ(recorder.points.front().block, 2);
+  ASSERT_FALSE(recorder.logs.empty());  // said when it starts, not after the work
+  EXPECT_NE(recorder.logs[0].find("resuming fine-tuning at block 2: blocks 0..1"),
+            std::string::npos)
+      << recorder.logs[0];
   for (size_t i = 0; i < 5; ++i) {
     EXPECT_NEAR(resumed->blocks[i].final_val_loss, expected->blocks[i].final_val_loss,
                 1e-6 + 1e-4 * expected->blocks[i].final_val_loss);

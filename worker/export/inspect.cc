@@ -91,7 +91,8 @@ std::string FormatInspection(const nlohmann::json& j) {
   const auto& p = j.at("prefix");
   line("prefix", p.is_null()
                      ? std::string("none")
-                     : absl::StrCat(p.value("length", 0), " tokens, ids ",
+                     : absl::StrCat(p.value("length", 0),
+                                    p.value("length", 0) == 1 ? " token, ids " : " tokens, ids ",
                                     absl::StrJoin(p.at("token_ids").get<std::vector<int>>(), " ")));
   for (const auto& [name, value] : j.at("metrics").items()) {
     if (name.rfind("ppl/", 0) == 0) line(name, absl::StrFormat("%.4f", value.get<double>()));

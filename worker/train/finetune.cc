@@ -113,6 +113,11 @@ absl::StatusOr<FinetuneResult> FinetuneBlocks(model::LlamaModel& model,
     ASSIGN_OR_RETURN(auto loaded,
                      LoadFinetuneCheckpoint(options.checkpoint_dir, options.fingerprint, log));
     if (loaded.has_value() && loaded->next_block <= layers) checkpoint = std::move(*loaded);
+    if (checkpoint.next_block > 0) {
+      log(absl::StrCat("resuming fine-tuning at block ", checkpoint.next_block, ": blocks 0..",
+                       checkpoint.next_block - 1, " come from the checkpoint in ",
+                       options.checkpoint_dir));
+    }
   }
   try {
     torch::Tensor fp_train = Embed(model, train);
