@@ -52,6 +52,25 @@ class WorkerLinkE2eTest : public ::testing::Test {
   }
   std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
 
+  // Worker node1-gpu0 with one 80 GiB device, fast reconnects and heartbeats.
+  link::LinkOptions WorkerOptions() const {
+    link::LinkOptions options;
+    options.scheduler_address = address();
+    options.token = "worker-token";
+    options.worker_id = "node1-gpu0";
+    options.devices = [] {
+      v1::Device device;
+      device.set_id("cuda:0");
+      device.set_total_memory_bytes(80LL << 30);
+      device.set_free_memory_bytes(80LL << 30);
+      return std::vector<v1::Device>{device};
+    };
+    options.min_backoff = std::chrono::milliseconds(20);
+    options.max_backoff = std::chrono::milliseconds(200);
+    options.heartbeat_interval = std::chrono::milliseconds(500);
+    return options;
+  }
+
   // Adds `count` loss events for `job` to the outbox.
   void AddLosses(link::EventOutbox& outbox, const std::string& job, int first, int count) {
     for (int i = first; i < first + count; ++i) {
@@ -72,22 +91,9 @@ TEST_F(WorkerLinkE2eTest, EventsSurviveSchedulerKillAndFinishArrives) {
   link::EventOutbox outbox(10000, dir_ + "/spill");
   absl::Mutex mu;
   std::vector<std::string> assigned;
-  link::LinkOptions options;
-  options.scheduler_address = address();
-  options.token = "worker-token";
-  options.worker_id = "node1-gpu0";
+  link::LinkOptions options = WorkerOptions();
   options.hostname = "node1";
   options.version = "test";
-  options.devices = [] {
-    v1::Device device;
-    device.set_id("cuda:0");
-    device.set_total_memory_bytes(80LL << 30);
-    device.set_free_memory_bytes(80LL << 30);
-    return std::vector<v1::Device>{device};
-  };
-  options.min_backoff = std::chrono::milliseconds(20);
-  options.max_backoff = std::chrono::milliseconds(200);
-  options.heartbeat_interval = std::chrono::milliseconds(500);
   link::LinkCallbacks callbacks;
   callbacks.on_assignment = [&](const v1::Assignment& assignment) {
     absl::MutexLock lock(&mu);
@@ -169,20 +175,7 @@ TEST_F(WorkerLinkE2eTest, RecordedFinishesAreNotReportedAgainAfterReconnect) {
   absl::Mutex mu;
   std::vector<v1::Assignment> assigned;
   std::set<std::string> running;
-  link::LinkOptions options;
-  options.scheduler_address = address();
-  options.token = "worker-token";
-  options.worker_id = "node1-gpu0";
-  options.devices = [] {
-    v1::Device device;
-    device.set_id("cuda:0");
-    device.set_total_memory_bytes(80LL << 30);
-    device.set_free_memory_bytes(80LL << 30);
-    return std::vector<v1::Device>{device};
-  };
-  options.min_backoff = std::chrono::milliseconds(20);
-  options.max_backoff = std::chrono::milliseconds(200);
-  options.heartbeat_interval = std::chrono::milliseconds(500);
+  link::LinkOptions options = WorkerOptions();
   link::LinkCallbacks callbacks;
   callbacks.on_assignment = [&](const v1::Assignment& assignment) {
     outbox.StartAttempt(assignment.job().job_id(), assignment.job().attempt());
