@@ -184,6 +184,26 @@ TEST_F(CorruptionTest, MissingFileListedInTheManifest) {
   EXPECT_NE(run.output.find("tokenizer.model: missing"), std::string::npos) << run.output;
 }
 
+// A manifest edited to leave out a file the load reads (so that nothing checks that file) is
+// refused, naming the file.
+TEST_F(CorruptionTest, AFileTheLoadReadsMustBeInTheManifest) {
+  const std::string dir = Copy("single");
+  nlohmann::json manifest = [&] {
+    std::ifstream in(dir + "/manifest.json");
+    return nlohmann::json::parse(in);
+  }();
+  nlohmann::json kept = nlohmann::json::array();
+  for (const auto& f : manifest["files"]) {
+    if (f["name"] != "model.safetensors") kept.push_back(f);
+  }
+  ASSERT_LT(kept.size(), manifest["files"].size());
+  manifest["files"] = kept;
+  std::ofstream(dir + "/manifest.json", std::ios::trunc) << manifest.dump(2);
+  const std::string message = Refusal(dir);
+  EXPECT_NE(message.find("model.safetensors is not listed in manifest.json"), std::string::npos)
+      << message;
+}
+
 // An output_dir is replaced only when it is an earlier export and nothing else: a folder with
 // another tool's quant_config.json, or an export a user added a file to, is left as it is.
 TEST_F(CorruptionTest, OnlyAFolderHoldingJustAnExportIsReplaced) {

@@ -324,6 +324,36 @@ std::vector<TensorDecl> ExpectedPrefixTensors(const model::LlamaConfig& c, const
   return out;
 }
 
+namespace {
+
+// Every file a load reads must be one the manifest lists (and so checks): a manifest edited
+// after the export, or a file swapped in beside it, would otherwise load unchecked.
+absl::Status CheckReadFilesAreListed(const std::string& dir, const nlohmann::json& manifest,
+                                     const std::vector<const model::Checkpoint*>& checkpoints,
+                                     const std::string& model_label) {
+  std::set<std::string> listed;
+  for (const auto& f : manifest.at("files")) listed.insert(f.at("name").get<std::string>());
+  std::set<std::string> read = {kQuantConfigFile, "config.json", model_label};
+  for (const model::Checkpoint* checkpoint : checkpoints) {
+    for (const std::string& name : checkpoint->TensorNames()) {
+      read.insert(fs::path(checkpoint->FileOf(name)).filename().string());
+    }
+  }
+  for (const char* tokenizer : {"tokenizer.model", "tokenizer.json"}) {
+    std::error_code error;
+    if (fs::is_regular_file(fs::path(dir) / tokenizer, error)) read.insert(tokenizer);
+  }
+  for (const std::string& name : read) {
+    if (!listed.count(name)) {
+      return absl::DataLossError(absl::StrCat(name, " is not listed in ", kManifestFile,
+                                              " (changed or added after the export)"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<torch::ScalarType> ArtifactDType(const std::string& dir) {
   ASSIGN_OR_RETURN(nlohmann::json j, ReadJson(dir + "/" + kQuantConfigFile, kQuantConfigFile));
   ASSIGN_OR_RETURN(QuantConfig q, ParseQuantConfig(j));
@@ -365,11 +395,15 @@ absl::StatusOr<ArtifactSummary> VerifyArtifact(const std::string& dir) {
   const std::string model_label = ModelFileLabel(s.quant);
   ASSIGN_OR_RETURN(auto checkpoint, model::Checkpoint::Open(dir));
   RETURN_IF_ERROR(CheckTensors(*checkpoint, ExpectedModelTensors(c, s.quant), model_label));
+  std::vector<const model::Checkpoint*> read = {checkpoint.get()};
+  std::unique_ptr<model::Checkpoint> prefix;
   if (s.quant.has_prefix) {
-    ASSIGN_OR_RETURN(auto prefix, model::Checkpoint::Open(dir + "/" + kPrefixFile));
+    ASSIGN_OR_RETURN(prefix, model::Checkpoint::Open(dir + "/" + kPrefixFile));
     RETURN_IF_ERROR(CheckTensors(*prefix, ExpectedPrefixTensors(c, s.quant), kPrefixFile));
+    read.push_back(prefix.get());
   }
   RETURN_IF_ERROR(CheckChecksums(dir, s.manifest, &s.total_bytes));
+  RETURN_IF_ERROR(CheckReadFilesAreListed(dir, s.manifest, read, model_label));
   return s;
 }
 
