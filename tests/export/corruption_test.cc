@@ -242,6 +242,9 @@ TEST_F(CorruptionTest, OnlyAFolderHoldingJustAnExportIsReplaced) {
   commit = CommitArtifact(StagingDirFor(target), target);
   EXPECT_TRUE(commit.ok()) << commit;
   EXPECT_TRUE(IsReplaceableArtifactDir(target));
+  // Exchanged in one step, the earlier export removed: nothing left beside it.
+  EXPECT_FALSE(fs::exists(StagingDirFor(target)));
+  EXPECT_FALSE(fs::exists(StagingDirFor(target) + ".old"));
 }
 
 // A folder with a manifest.json but no quant_config.json is a damaged export, and the commands

@@ -1,7 +1,11 @@
 #include "worker/export/artifact_writer.h"
 
+#include <fcntl.h>
+#include <stdio.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <functional>
 #include <set>
@@ -418,6 +422,18 @@ absl::Status CommitArtifact(const std::string& staging_dir, const std::string& f
                        " exists and is not an earlier export; it is left alone (the "
                        "export stays in ",
                        staging_dir, ")"));
+    }
+    // One atomic exchange: at every moment final_dir is the earlier export or the new one
+    // (two renames left a window in which a kill lost final_dir). The staging name then holds
+    // the earlier export, which is removed.
+    if (::renameat2(AT_FDCWD, staging_dir.c_str(), AT_FDCWD, final_dir.c_str(), RENAME_EXCHANGE) ==
+        0) {
+      fs::remove_all(staging_dir, error);
+      return absl::OkStatus();
+    }
+    if (errno != EINVAL && errno != ENOSYS) {  // other than "this file system cannot"
+      return absl::InternalError(absl::StrCat("export: exchanging ", staging_dir, " and ",
+                                              final_dir, ": ", std::strerror(errno)));
     }
     old = absl::StrCat(StagingDirFor(final_dir), ".old");
     fs::rename(final_dir, old, error);

@@ -49,9 +49,10 @@ absl::StatusOr<std::vector<WrittenFile>> WriteArtifactFiles(
 absl::Status WriteManifest(const std::string& staging_dir, nlohmann::json manifest,
                            const std::vector<WrittenFile>& files);
 
-// Renames `staging_dir` to `final_dir`. An earlier export at `final_dir` (a folder with a
-// quant_config.json) or an empty folder is replaced; any other existing path is left alone
-// (FAILED_PRECONDITION).
+// Renames `staging_dir` to `final_dir`. An earlier export at `final_dir` (a folder holding only
+// what its manifest lists, IsReplaceableArtifactDir) or an empty folder is replaced, in one
+// atomic exchange where the file system allows it (so a kill never leaves final_dir missing);
+// any other existing path is left alone (FAILED_PRECONDITION).
 absl::Status CommitArtifact(const std::string& staging_dir, const std::string& final_dir);
 
 // The staging name of `final_dir`: "<final_dir>.tmp-<pid>".
