@@ -1,9 +1,11 @@
 #!/usr/bin/python3
-"""Checks deploy/: YAML and JSON parse, and every quantd metric named in the alert rules and
-the Grafana dashboard is one the code exports (so dashboards never silently go blank)."""
+"""Checks deploy/: YAML and JSON parse, shell scripts parse (bash -n), and every quantd metric
+named in the alert rules and the Grafana dashboard is one the code exports (so dashboards never
+silently go blank)."""
 import json
 import pathlib
 import re
+import subprocess
 import sys
 
 import yaml
@@ -21,6 +23,11 @@ for path in sorted(deploy.rglob("*.yml")) + sorted(deploy.rglob("*.yaml")):
         documents.append((path, list(yaml.safe_load_all(path.read_text()))))
     except yaml.YAMLError as error:
         failures.append(f"{path}: not valid YAML: {error}")
+scripts = sorted(deploy.rglob("*.sbatch")) + sorted(deploy.rglob("*.sh"))
+for path in scripts:
+    parsed = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True)
+    if parsed.returncode != 0:
+        failures.append(f"{path}: bash cannot parse it: {parsed.stderr.strip()}")
 dashboard_path = deploy / "grafana" / "quantd-dashboard.json"
 dashboard = json.loads(dashboard_path.read_text())
 
@@ -46,5 +53,5 @@ if failures:
     print("\n".join(failures))
     print(f"0 passed, {len(failures)} failed")
     sys.exit(1)
-print(f"{len(documents)} YAML files, {len(dashboard['panels'])} dashboard panels, "
-      f"{checked} metric references checked")
+print(f"{len(documents)} YAML files, {len(scripts)} shell scripts, "
+      f"{len(dashboard['panels'])} dashboard panels, {checked} metric references checked")
