@@ -201,8 +201,10 @@ TEST(ZeroShotCommandTest, ErrorsAreReported) {
   auto missing = Call(RunZeroShot, {"--model", kModel, "--tasks", "piqa=/nonexistent.jsonl"});
   EXPECT_EQ(missing.code, 1);
   EXPECT_THAT(missing.err, HasSubstr("task piqa: cannot open /nonexistent.jsonl"));
+  // A list that does not parse is a usage error named by the flag.
   auto bad_list = Call(RunZeroShot, {"--model", kModel, "--tasks", "a=x.jsonl,a=y.jsonl"});
-  EXPECT_EQ(bad_list.code, 1);
+  EXPECT_EQ(bad_list.code, 2);
+  EXPECT_THAT(bad_list.err, HasSubstr("--tasks: entry 2"));
   EXPECT_THAT(bad_list.err, HasSubstr("repeats the task name"));
   EXPECT_EQ(Call(RunZeroShot, {"--model", kModel}).code, 2);
   EXPECT_EQ(Call(RunZeroShot, {"--model", kModel, "--tasks", "x", "--batch-size", "0"}).code, 2);

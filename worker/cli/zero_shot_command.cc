@@ -1,7 +1,9 @@
 #include <ostream>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_format.h"
 #include "nlohmann/json.hpp"
+#include "proto/spec/eval_tasks.h"
 #include "worker/cli/commands.h"
 #include "worker/cli/model_flags.h"
 #include "worker/eval/multiple_choice.h"
@@ -27,6 +29,14 @@ absl::Status ZeroShot(const std::vector<std::string>& argv, std::ostream& out, b
   bool json = false;
   if (auto s = OutputFormatFromArgs(*args, &json); !s.ok()) return s;
   if (auto options = LoadOptionsFromArgs(*args); !options.ok()) return options.status();
+  // The list's own mistakes are usage errors, named by the flag (the files are read later).
+  if (auto parsed = ParseEvalTasks(*task_list); !parsed.ok()) {
+    std::string message(parsed.status().message());
+    if (absl::StartsWith(message, "eval.eval_tasks")) {
+      message.replace(0, std::string("eval.eval_tasks").size(), "--tasks");
+    }
+    return absl::InvalidArgumentError(message);
+  }
   *usage = false;
 
   auto tokenizer = model::LoadTokenizer(*model_dir);
