@@ -146,9 +146,10 @@ void SteLinear::Bake() {
   if (input_scale.defined()) input_scale = input_scale.detach().clamp_min(kMinScale);
   baked = OrThrow(kernels::FakeQuantizeSte(weight.detach(), weight_config, weight_scales))
               .to(weight_dtype);
-  // The fp32 master is done with: keep the weight in the model's dtype, so that finished
-  // blocks do not hold twice a 16-bit model's memory until they are converted.
-  weight = weight.detach().to(weight_dtype);
+  // The fp32 master is done with. The weight becomes the baked one (one tensor, in the model's
+  // dtype), so a finished block holds no extra copy, and a checkpoint of it restores exactly:
+  // baking a baked weight again gives the same grid points (its rounding is far below s / 2).
+  weight = baked;
 }
 
 BlockInstaller MakeSteBlockInstaller(const SteBlockOptions& options) {

@@ -63,7 +63,7 @@ class SteLinear : public model::LinearLayer {
   // Bakes the quantized weight; Forward() no longer builds an autograd graph for it.
   void Bake();
 
-  // [out, in] fp32 master (trainable when weight_lr > 0); in weight_dtype after Bake().
+  // [out, in] fp32 master (trainable when weight_lr > 0); after Bake(), the baked weight.
   torch::Tensor weight;
   torch::ScalarType weight_dtype = torch::kFloat32;  // the replaced layer's; Bake() returns to it
   torch::Tensor weight_scales;  // [out, 1] or [out, in / group] fp32, trainable
