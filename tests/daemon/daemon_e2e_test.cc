@@ -7,6 +7,8 @@
 
 #include "gtest/gtest.h"
 #include "tests/server/harness.h"
+#include "tests/server/quantd_fixture.h"
+#include "tests/server/test_worker_link.h"
 #include "worker/daemon/worker_daemon.h"
 
 namespace quantd {
@@ -17,57 +19,27 @@ using testing::Watcher;
 
 constexpr absl::Duration kWait = absl::Seconds(30);
 
-class DaemonE2eTest : public ::testing::Test {
+class DaemonE2eTest : public testing::QuantdFixture {
  protected:
   void SetUp() override {
-    dir_ = ::testing::TempDir() + "/quantd_daemon_e2e_" + std::to_string(getpid());
-    std::string command = "rm -rf '" + dir_ + "' && mkdir -p '" + dir_ + "'";
-    ASSERT_EQ(std::system(command.c_str()), 0);
-    std::ofstream(dir_ + "/tokens") << "alice-token alice user\nworker-token workers worker\n";
-  }
-  void TearDown() override {
-    if (HasFailure()) {
-      std::ifstream log(dir_ + "/quantd.log");
-      std::cerr << "---- quantd.log ----\n" << log.rdbuf() << "\n";
-    }
-    process_.reset();
-    std::string command = "rm -rf '" + dir_ + "'";
-    (void)std::system(command.c_str());
+    ASSERT_NO_FATAL_FAILURE(MakeScratch("quantd_daemon_e2e", testing::kAliceAndWorkerTokens));
   }
   void StartQuantd(std::vector<std::string> extra) {
-    std::vector<std::string> args = {"--db=" + dir_ + "/quantd.db",
-                                     "--tokens_file=" + dir_ + "/tokens", "--store_sync=normal",
-                                     "--shutdown_grace=1s"};
-    args.insert(args.end(), extra.begin(), extra.end());
-    auto process = QuantdProcess::Start(testing::QuantdBinary(), args, dir_ + "/quantd.log");
-    ASSERT_TRUE(process.ok()) << process.status();
-    process_ = std::move(*process);
+    extra.insert(extra.begin(), "--store_sync=normal");
+    StartQuantdProcess(extra);
   }
   // A daemon whose jobs run the fake job `mode` (see tests/runner/fake_job_main.cc).
   daemon::DaemonOptions Options(const std::string& worker_id, const std::string& mode) {
     daemon::DaemonOptions options;
-    options.link.scheduler_address = process_->address();
-    options.link.token = "worker-token";
-    options.link.worker_id = worker_id;
+    options.link = testing::TestWorkerLink(process_->address(), worker_id);
+    options.link.heartbeat_interval = link::LinkOptions().heartbeat_interval;
     options.link.hostname = "node1";
     options.link.version = "test";
-    options.link.devices = [] {
-      v1::Device device;
-      device.set_id("cuda:0");
-      device.set_total_memory_bytes(80LL << 30);
-      device.set_free_memory_bytes(80LL << 30);
-      return std::vector<v1::Device>{device};
-    };
-    options.link.min_backoff = std::chrono::milliseconds(20);
-    options.link.max_backoff = std::chrono::milliseconds(200);
     options.work_dir = dir_ + "/" + worker_id;
     options.job_command = {FAKE_JOB_PATH, mode, "0"};
     options.cancel_grace = std::chrono::milliseconds(5000);
     return options;
   }
-
-  std::string dir_;
-  std::unique_ptr<QuantdProcess> process_;
 };
 
 // What `quantd-worker connect` does on SIGTERM: the running job is handed back to the scheduler,

@@ -12,6 +12,7 @@
 #include "gtest/gtest.h"
 #include "server/core/job_state.h"
 #include "tests/server/harness.h"
+#include "tests/server/quantd_fixture.h"
 
 namespace quantd {
 namespace {
@@ -23,40 +24,31 @@ using testing::Watcher;
 
 constexpr absl::Duration kWait = absl::Seconds(20);
 
-class IntegrationTest : public ::testing::Test {
+class IntegrationTest : public testing::QuantdFixture {
  protected:
   void SetUp() override {
-    dir_ = ::testing::TempDir() + "/quantd_it_" + std::to_string(getpid()) + "_" +
-           ::testing::UnitTest::GetInstance()->current_test_info()->name();
-    std::string command = "rm -rf '" + dir_ + "' && mkdir -p '" + dir_ + "'";
-    ASSERT_EQ(std::system(command.c_str()), 0);
-    std::ofstream tokens(dir_ + "/tokens");
-    tokens << "# token name role\n"
-              "alice-token alice user\n"
-              "bob-token bob user\n"
-              "root-token root admin\n"
-              "worker-token workers worker\n";
-  }
-  void TearDown() override {
-    if (HasFailure()) {
-      std::ifstream log(dir_ + "/quantd.log");
-      std::cerr << "---- quantd.log ----\n" << log.rdbuf() << "\n";
-    }
-    process_.reset();
-    std::string command = "rm -rf '" + dir_ + "'";
-    (void)std::system(command.c_str());
+    ASSERT_NO_FATAL_FAILURE(MakeScratch("quantd_it",
+                                        "# token name role\n"
+                                        "alice-token alice user\n"
+                                        "bob-token bob user\n"
+                                        "root-token root admin\n"
+                                        "worker-token workers worker\n"));
   }
 
   void StartQuantd(std::vector<std::string> extra = {}) {
-    std::vector<std::string> args = {"--db=" + dir_ + "/quantd.db",
-                                     "--tokens_file=" + dir_ + "/tokens", "--store_sync=normal",
-                                     "--shutdown_grace=1s"};
-    args.insert(args.end(), extra.begin(), extra.end());
-    auto process = QuantdProcess::Start(testing::QuantdBinary(), args, dir_ + "/quantd.log");
-    ASSERT_TRUE(process.ok()) << process.status();
-    process_ = std::move(*process);
+    extra.insert(extra.begin(), "--store_sync=normal");
+    StartQuantdProcess(extra);
+    if (process_ == nullptr) return;
     channel_ = grpc::CreateChannel(process_->address(), grpc::InsecureChannelCredentials());
     stub_ = v1::QuantizeService::NewStub(channel_);
+  }
+
+  // Submits a job as alice that `worker` takes and reports two events of, acknowledged.
+  void SubmitAndStart(FakeWorker& worker, v1::Job* job) {
+    ASSERT_TRUE(Submit("alice-token", testing::MinimalSpec(), job).ok());
+    ASSERT_TRUE(worker.TakeAssignment(kWait).has_value());
+    ASSERT_TRUE(worker.SendEvents(job->job_id(), 1, 2));
+    ASSERT_TRUE(worker.WaitAck(job->job_id(), 2, kWait));
   }
 
   grpc::Status Submit(const std::string& token, const v1::JobSpec& spec, v1::Job* job,
@@ -108,8 +100,6 @@ class IntegrationTest : public ::testing::Test {
     }
   }
 
-  std::string dir_;
-  std::unique_ptr<QuantdProcess> process_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::QuantizeService::Stub> stub_;
 };
@@ -178,10 +168,7 @@ TEST_F(IntegrationTest, CancelRunningJobWaitsForTheWorker) {
   StartQuantd();
   auto worker = Worker("w1");
   v1::Job job;
-  ASSERT_TRUE(Submit("alice-token", testing::MinimalSpec(), &job).ok());
-  ASSERT_TRUE(worker->TakeAssignment(kWait).has_value());
-  ASSERT_TRUE(worker->SendEvents(job.job_id(), 1, 2));
-  ASSERT_TRUE(worker->WaitAck(job.job_id(), 2, kWait));
+  ASSERT_NO_FATAL_FAILURE(SubmitAndStart(*worker, &job));
   Watcher watcher(process_->address(), "alice-token", job.job_id(), 0);
 
   v1::Job cancelling;
@@ -793,10 +780,7 @@ TEST_F(IntegrationTest, WatchAfterTheLastEventIsOutOfRange) {
   StartQuantd();
   auto worker = Worker("w1");
   v1::Job job;
-  ASSERT_TRUE(Submit("alice-token", testing::MinimalSpec(), &job).ok());
-  ASSERT_TRUE(worker->TakeAssignment(kWait).has_value());
-  ASSERT_TRUE(worker->SendEvents(job.job_id(), 1, 2));
-  ASSERT_TRUE(worker->WaitAck(job.job_id(), 2, kWait));  // QUEUED, ASSIGNED, RUNNING + 2: 5
+  ASSERT_NO_FATAL_FAILURE(SubmitAndStart(*worker, &job));  // QUEUED, ASSIGNED, RUNNING + 2: 5
 
   Watcher beyond(process_->address(), "alice-token", job.job_id(), 6);
   auto status = beyond.WaitDone(kWait);

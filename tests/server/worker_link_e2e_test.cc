@@ -3,6 +3,7 @@
 // port, re-attach with resend, and the finish.
 #include <unistd.h>
 
+#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <set>
@@ -10,6 +11,8 @@
 
 #include "gtest/gtest.h"
 #include "tests/server/harness.h"
+#include "tests/server/quantd_fixture.h"
+#include "tests/server/test_worker_link.h"
 #include "worker/link/event_outbox.h"
 #include "worker/link/scheduler_link.h"
 
@@ -21,54 +24,23 @@ using testing::Watcher;
 
 constexpr absl::Duration kWait = absl::Seconds(30);
 
-class WorkerLinkE2eTest : public ::testing::Test {
+class WorkerLinkE2eTest : public testing::QuantdFixture {
  protected:
   void SetUp() override {
-    dir_ = ::testing::TempDir() + "/quantd_link_e2e_" + std::to_string(getpid());
-    std::string command = "rm -rf '" + dir_ + "' && mkdir -p '" + dir_ + "/spill'";
-    ASSERT_EQ(std::system(command.c_str()), 0);
-    std::ofstream(dir_ + "/tokens") << "alice-token alice user\nworker-token workers worker\n";
+    ASSERT_NO_FATAL_FAILURE(MakeScratch("quantd_link_e2e", testing::kAliceAndWorkerTokens));
+    std::filesystem::create_directories(dir_ + "/spill");
     port_ = testing::FreePort();
     ASSERT_NE(port_, 0);
   }
-  void TearDown() override {
-    if (HasFailure()) {
-      std::ifstream log(dir_ + "/quantd.log");
-      std::cerr << "---- quantd.log ----\n" << log.rdbuf() << "\n";
-    }
-    process_.reset();
-    std::string command = "rm -rf '" + dir_ + "'";
-    (void)std::system(command.c_str());
-  }
   // `log`: the file (in dir_) that gets quantd's stderr.
   void StartQuantd(const std::string& log = "quantd.log") {
-    auto process =
-        QuantdProcess::Start(testing::QuantdBinary(),
-                             {"--db=" + dir_ + "/quantd.db", "--tokens_file=" + dir_ + "/tokens",
-                              "--listen=127.0.0.1:" + std::to_string(port_), "--shutdown_grace=1s"},
-                             dir_ + "/" + log);
-    ASSERT_TRUE(process.ok()) << process.status();
-    process_ = std::move(*process);
+    StartQuantdProcess({"--listen=127.0.0.1:" + std::to_string(port_)}, log);
   }
   std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
 
-  // Worker node1-gpu0 with one 80 GiB device, fast reconnects and heartbeats.
+  // Worker node1-gpu0 of testing::TestWorkerLink.
   link::LinkOptions WorkerOptions() const {
-    link::LinkOptions options;
-    options.scheduler_address = address();
-    options.token = "worker-token";
-    options.worker_id = "node1-gpu0";
-    options.devices = [] {
-      v1::Device device;
-      device.set_id("cuda:0");
-      device.set_total_memory_bytes(80LL << 30);
-      device.set_free_memory_bytes(80LL << 30);
-      return std::vector<v1::Device>{device};
-    };
-    options.min_backoff = std::chrono::milliseconds(20);
-    options.max_backoff = std::chrono::milliseconds(200);
-    options.heartbeat_interval = std::chrono::milliseconds(500);
-    return options;
+    return testing::TestWorkerLink(address(), "node1-gpu0");
   }
 
   // Adds `count` loss events for `job` to the outbox.
@@ -81,9 +53,7 @@ class WorkerLinkE2eTest : public ::testing::Test {
     }
   }
 
-  std::string dir_;
   int port_ = 0;
-  std::unique_ptr<QuantdProcess> process_;
 };
 
 TEST_F(WorkerLinkE2eTest, EventsSurviveSchedulerKillAndFinishArrives) {
@@ -293,17 +263,8 @@ TEST_F(WorkerLinkE2eTest, RecordedFinishesAreNotReportedAgainAfterReconnect) {
 TEST_F(WorkerLinkE2eTest, RejectedTokenIsReportedOnBothSides) {
   StartQuantd();
   link::EventOutbox outbox(100, dir_ + "/spill");
-  link::LinkOptions options;
-  options.scheduler_address = address();
+  link::LinkOptions options = WorkerOptions();
   options.token = "not-a-worker-token";
-  options.worker_id = "node1-gpu0";
-  options.devices = [] {
-    v1::Device device;
-    device.set_id("cuda:0");
-    return std::vector<v1::Device>{device};
-  };
-  options.min_backoff = std::chrono::milliseconds(20);
-  options.max_backoff = std::chrono::milliseconds(200);
   absl::Mutex mu;
   std::vector<grpc::Status> ends;
   link::LinkCallbacks callbacks;
