@@ -10,9 +10,10 @@
 namespace quantd {
 namespace {
 
-absl::Status EntryError(size_t index, absl::string_view entry, absl::string_view problem) {
+absl::Status EntryError(absl::string_view label, size_t index, absl::string_view entry,
+                        absl::string_view problem) {
   return absl::InvalidArgumentError(
-      absl::StrCat("eval.eval_tasks: entry ", index + 1, " (\"", entry, "\") ", problem));
+      absl::StrCat(label, ": entry ", index + 1, " (\"", entry, "\") ", problem));
 }
 
 bool IsNameCharacter(char c) {
@@ -28,14 +29,15 @@ std::string NameFromPath(absl::string_view path) {
 
 }  // namespace
 
-absl::StatusOr<std::vector<EvalTaskFile>> ParseEvalTasks(absl::string_view text) {
+absl::StatusOr<std::vector<EvalTaskFile>> ParseEvalTasks(absl::string_view text,
+                                                         absl::string_view label) {
   std::vector<EvalTaskFile> tasks;
   if (absl::StripAsciiWhitespace(text).empty()) return tasks;
   std::set<std::string> names;
   const std::vector<absl::string_view> entries = absl::StrSplit(text, ',');
   for (size_t i = 0; i < entries.size(); ++i) {
     const absl::string_view entry = absl::StripAsciiWhitespace(entries[i]);
-    if (entry.empty()) return EntryError(i, entry, "is empty (a stray comma?)");
+    if (entry.empty()) return EntryError(label, i, entry, "is empty (a stray comma?)");
     EvalTaskFile task;
     const size_t equals = entry.find('=');
     if (equals == absl::string_view::npos) {
@@ -45,17 +47,17 @@ absl::StatusOr<std::vector<EvalTaskFile>> ParseEvalTasks(absl::string_view text)
       task.name = std::string(absl::StripAsciiWhitespace(entry.substr(0, equals)));
       task.path = std::string(absl::StripAsciiWhitespace(entry.substr(equals + 1)));
     }
-    if (task.path.empty()) return EntryError(i, entry, "has no file path");
-    if (task.name.empty()) return EntryError(i, entry, "has no task name");
+    if (task.path.empty()) return EntryError(label, i, entry, "has no file path");
+    if (task.name.empty()) return EntryError(label, i, entry, "has no task name");
     for (char c : task.name) {
       if (!IsNameCharacter(c)) {
-        return EntryError(i, entry,
+        return EntryError(label, i, entry,
                           absl::StrCat("has the task name \"", task.name,
                                        "\"; names are letters, digits, '_', '-' and '.'"));
       }
     }
     if (!names.insert(task.name).second) {
-      return EntryError(i, entry,
+      return EntryError(label, i, entry,
                         absl::StrCat("repeats the task name \"", task.name,
                                      "\"; give one of them another name with name=path"));
     }

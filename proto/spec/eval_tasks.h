@@ -18,9 +18,10 @@ struct EvalTaskFile {
 };
 
 // An empty or all-blank text is no task. INVALID_ARGUMENT, with a message that starts with
-// "eval.eval_tasks", for an empty entry, an empty path, a name outside [A-Za-z0-9_.-] or a
-// name used twice.
-absl::StatusOr<std::vector<EvalTaskFile>> ParseEvalTasks(absl::string_view text);
+// `label` (the field or flag the text came from), for an empty entry, an empty path, a name
+// outside [A-Za-z0-9_.-] or a name used twice.
+absl::StatusOr<std::vector<EvalTaskFile>> ParseEvalTasks(
+    absl::string_view text, absl::string_view label = "eval.eval_tasks");
 
 }  // namespace quantd
 

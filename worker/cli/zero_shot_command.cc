@@ -1,6 +1,5 @@
 #include <ostream>
 
-#include "absl/strings/match.h"
 #include "absl/strings/str_format.h"
 #include "nlohmann/json.hpp"
 #include "proto/spec/eval_tasks.h"
@@ -30,13 +29,7 @@ absl::Status ZeroShot(const std::vector<std::string>& argv, std::ostream& out, b
   if (auto s = OutputFormatFromArgs(*args, &json); !s.ok()) return s;
   if (auto options = LoadOptionsFromArgs(*args); !options.ok()) return options.status();
   // The list's own mistakes are usage errors, named by the flag (the files are read later).
-  if (auto parsed = ParseEvalTasks(*task_list); !parsed.ok()) {
-    std::string message(parsed.status().message());
-    if (absl::StartsWith(message, "eval.eval_tasks")) {
-      message.replace(0, std::string("eval.eval_tasks").size(), "--tasks");
-    }
-    return absl::InvalidArgumentError(message);
-  }
+  if (auto parsed = ParseEvalTasks(*task_list, "--tasks"); !parsed.ok()) return parsed.status();
   *usage = false;
 
   auto tokenizer = model::LoadTokenizer(*model_dir);
