@@ -273,9 +273,11 @@ absl::StatusOr<torch::Tensor> MseSearchScalesTorchOps(const torch::Tensor& x,
   const double qmin = QuantMin(config.bits);
   const float qmax = static_cast<float>(QuantMax(config.bits));
   const int steps = std::max(1, static_cast<int>(search.max_shrink * search.grid));
-  // ratio · max / qmax in fp32 as the kernel computes it; 1 for an all-zero segment.
+  // ratio · max / qmax in fp32 as the kernel computes it; 1 for an all-zero segment. qmax is a
+  // tensor: CUDA divides by a host scalar as a multiplication by its reciprocal, one ulp off the
+  // kernel's quotient in about half the segments (seen on an H100).
   auto scale_for = [qmax](const torch::Tensor& max_abs, const torch::Tensor& ratio) {
-    const torch::Tensor s = max_abs * ratio / qmax;
+    const torch::Tensor s = max_abs * ratio / torch::full_like(max_abs, qmax);
     return torch::where(s > 0, s, torch::ones_like(s));
   };
   torch::Tensor scales = torch::empty({count}, segments.options());
