@@ -10,7 +10,8 @@
 # Environment: PYTHON (default python3, the interpreter that has torch), QUANTD_GPU_DEPS (where
 # the packages are unpacked, default /tmp/quantd-deps), QUANTD_GPU_BUILD (default build-gpu),
 # QUANTD_GPU_ARCH (CUDA architectures, default: the visible device's, else "80;90"),
-# QUANTD_GPU_LOGS (folder for the logs, default the build folder), BUILD_TIMEOUT (seconds).
+# QUANTD_GPU_LOGS (folder for the logs, default the build folder), BUILD_TIMEOUT (seconds),
+# QUANTD_GPU_TARGETS (build only these targets, e.g. one test after a fix).
 # scripts/gpu/env.sh holds the environment the built programs need; build.sh sources it.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -83,7 +84,10 @@ fi
 
 step "build ($(nproc) jobs)"
 # -k 0: one file that does not compile does not hide the others' errors.
-timeout "${BUILD_TIMEOUT:-1800}" cmake --build "$BUILD_DIR" -j "$(nproc)" -- -k 0 \
+# QUANTD_GPU_TARGETS (space-separated) builds only those targets, for a quick recheck.
+# shellcheck disable=SC2086
+timeout "${BUILD_TIMEOUT:-1800}" cmake --build "$BUILD_DIR" -j "$(nproc)" \
+  ${QUANTD_GPU_TARGETS:+--target $QUANTD_GPU_TARGETS} -- -k 0 \
   >"$LOGS/build.log" 2>&1
 build_status=$?
 tail -3 "$LOGS/build.log"
