@@ -168,9 +168,10 @@ bool CacheFits(const torch::Tensor& cache, int64_t order, const torch::Tensor& x
 // Online rotations with a base up to this order run as one matmul with the dense matrix.
 constexpr int64_t kDenseOnlineUpTo = 2048;
 // Rows whose base is at least this order go through HadamardTransformSplit: the fused kernels'
-// k multiply-adds per element cost more than the split's matmul there. H100: fused 22 % of copy
-// at k = 108 and 13 % at 172 in fp32, 11 % and 7 % in bf16, against 44–63 % (fp32) and 23–30 %
-// (bf16) at 20 and 28 (kernels/cuda/PERFORMANCE.md).
+// k multiply-adds per element cost more than the split's matmul there. H100
+// (online_hadamard_bench, kernels/cuda/PERFORMANCE.md): split/fused time 0.78 and 0.74 in fp32
+// and 0.23 and 0.24 in bf16 at k = 108 and 172; at 20 and 28, 1.18–1.52 in fp32 (fused wins) and
+// 0.79–0.97 in bf16 (a small gain, left fused: the split rounds 16-bit rows twice).
 constexpr int64_t kSplitMinBase = 64;
 
 // Where HadamardTransformSplit is expected to beat the fused kernel: bases of order ≥
