@@ -244,11 +244,10 @@ TEST(RunJobTest, SeqlenBeyondTheModelsPositionsIsWarnedAbout) {
   }
 }
 
-// A model whose numbers overflow (finite weights, infinite logits) gives NaN perplexities: the job
-// still reports them, and says in a warning that they are not results.
-TEST(RunJobTest, NonFinitePerplexityIsWarnedAbout) {
+// Writes stories260K to `dir` with one weight scaled so that its sums overflow: finite weights,
+// infinite activations, NaN perplexities.
+void WriteOverflowingModel(const std::string& dir) {
   const std::string source = SharedData("models/stories260K");
-  const std::string dir = ::testing::TempDir() + "/run-job-overflow";
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
   for (const char* file : {"config.json", "tokenizer.model"}) {
@@ -268,7 +267,15 @@ TEST(RunJobTest, NonFinitePerplexityIsWarnedAbout) {
                        std::string(static_cast<const char*>(w.data_ptr()), w.nbytes())});
   }
   model::testing::WriteFile(dir + "/model.safetensors", model::testing::BuildSafetensors(tensors));
+}
+
+// Without quantization the job still reports NaN perplexities, and says in a warning that they
+// are not results.
+TEST(RunJobTest, NonFinitePerplexityIsWarnedAbout) {
+  const std::string dir = ::testing::TempDir() + "/run-job-overflow";
+  WriteOverflowingModel(dir);
   v1::JobSpec spec = SmallSpec(dir, 16, 16, 16);
+  spec.clear_rotation();  // nothing quantized: only the fp figures
   spec.mutable_eval()->clear_compare();
   spec.mutable_prefix()->set_enabled(false);
   CollectingSink sink;
@@ -282,6 +289,28 @@ TEST(RunJobTest, NonFinitePerplexityIsWarnedAbout) {
                         event.log().message().find(std::string(kPpl) + "fp is ") == 0);
   }
   EXPECT_TRUE(warned);
+  std::filesystem::remove_all(dir);
+}
+
+// A quantized model that computes NaN is no result: the job fails (NUMERICAL), says why, and
+// exports nothing.
+TEST(RunJobTest, AQuantizedModelComputingNanFailsAndIsNotExported) {
+  const std::string dir = ::testing::TempDir() + "/run-job-overflow-quantized";
+  WriteOverflowingModel(dir);
+  v1::JobSpec spec = SmallSpec(dir, 8, 8, 8);
+  spec.mutable_prefix()->set_enabled(false);
+  spec.set_output_dir(dir + "/export");
+  CollectingSink sink;
+  CancellationToken cancel;
+  auto outcome = RunJob(spec, {}, sink, cancel);
+  EXPECT_EQ(outcome.reason, v1::FAILURE_REASON_NUMERICAL) << outcome.status;
+  const std::string message(outcome.status.message());
+  EXPECT_NE(message.find("the quantized model's perplexity on tinystories-valid-subset.txt is nan, "
+                         "and the unquantized model's too: the model itself overflows in float32"),
+            std::string::npos)
+      << message;
+  EXPECT_FALSE(std::filesystem::exists(dir + "/export"));
+  EXPECT_EQ(sink.metrics.count(std::string(kPpl) + "rtn"), 0u);  // no compared variant after it
   std::filesystem::remove_all(dir);
 }
 

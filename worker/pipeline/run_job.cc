@@ -94,6 +94,31 @@ std::string DatasetName(const std::string& path) {
   return std::filesystem::path(path).filename().string();
 }
 
+// The job's result is its quantized model: one whose perplexity on a dataset is NaN or Inf
+// computes nothing usable, so it is not exported and the job fails (NUMERICAL). The message says
+// whether the unquantized model did the same (then the compute dtype overflows).
+template <typename Metrics>
+absl::Status CheckQuantizedPerplexities(const Metrics& metrics,
+                                        const std::vector<std::string>& datasets,
+                                        const std::string& dtype) {
+  for (const std::string& path : datasets) {
+    const std::string measure = "ppl/" + DatasetName(path) + "/";
+    auto quantized = metrics.find(measure + "quantized");
+    if (quantized == metrics.end() || std::isfinite(quantized->second)) continue;
+    auto fp = metrics.find(measure + "fp");
+    const bool fp_too = fp != metrics.end() && !std::isfinite(fp->second);
+    return absl::InternalError(absl::StrCat(
+        "the quantized model's perplexity on ", DatasetName(path), " is ", quantized->second,
+        fp_too ? absl::StrCat(", and the unquantized model's too: the model itself overflows in ",
+                              dtype.empty() ? "float32" : dtype,
+                              dtype == "float16" ? " (bfloat16 has float32's range)" : "")
+               : std::string(": the quantization is too coarse for this model (raise the bits, "
+                             "or enable rotation and the prefix)"),
+        "; nothing was exported"));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 RunJobOutcome RunJob(const v1::JobSpec& original, const RunJobOptions& options, EventSink& sink,
@@ -483,6 +508,12 @@ RunJobOutcome RunJob(const v1::JobSpec& original, const RunJobOptions& options, 
     auto status = evaluate(*built->model, built->prefix ? &*built->prefix : nullptr, variants[v],
                            trains ? start + (end - start) * 0.8 : mid, end);
     if (!status.ok()) return user_error_or(status);
+    if (variants[v] == "quantized") {
+      if (absl::Status finite = CheckQuantizedPerplexities(metrics, datasets, spec.model().dtype());
+          !finite.ok()) {
+        return Failed(v1::FAILURE_REASON_NUMERICAL, finite);
+      }
+    }
     if (variants[v] == "quantized" && artifact.requested()) {
       (void)EmitPhase(sink, v1::PHASE_EXPORT, "writing and re-checking " + spec.output_dir());
       exporter::ArtifactModel contents;
