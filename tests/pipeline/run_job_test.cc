@@ -13,10 +13,9 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "tests/common/overflowing_model.h"
 #include "tests/common/stories_job.h"
 #include "tests/common/story_cloze.h"
-#include "tests/model/safetensors_writer.h"
-#include "worker/model/checkpoint.h"
 #include "worker/quant/outlier_variant.h"
 
 namespace quantd::pipeline {
@@ -244,51 +243,37 @@ TEST(RunJobTest, SeqlenBeyondTheModelsPositionsIsWarnedAbout) {
   }
 }
 
-// Writes stories260K to `dir` with one weight scaled so that its sums overflow: finite weights,
-// infinite activations, NaN perplexities.
-void WriteOverflowingModel(const std::string& dir) {
-  const std::string source = SharedData("models/stories260K");
-  std::filesystem::remove_all(dir);
-  std::filesystem::create_directories(dir);
-  for (const char* file : {"config.json", "tokenizer.model"}) {
-    std::filesystem::copy_file(source + "/" + file, dir + "/" + file);
-  }
-  auto checkpoint = model::Checkpoint::Open(source);
-  ASSERT_TRUE(checkpoint.ok());
-  std::vector<model::testing::RawTensor> tensors;
-  for (const auto& name : (*checkpoint)->TensorNames()) {
-    auto t = (*checkpoint)->Load(name, torch::kFloat32);
-    ASSERT_TRUE(t.ok());
-    torch::Tensor w = t->contiguous();
-    if (name == "model.layers.0.mlp.down_proj.weight") {
-      w = w / w.abs().max() * 3e38;  // finite, but its sums overflow
-    }
-    tensors.push_back({name, "F32", w.sizes().vec(),
-                       std::string(static_cast<const char*>(w.data_ptr()), w.nbytes())});
-  }
-  model::testing::WriteFile(dir + "/model.safetensors", model::testing::BuildSafetensors(tensors));
-}
-
-// Without quantization the job still reports NaN perplexities, and says in a warning that they
-// are not results.
+// Without quantization the job still reports NaN perplexities and accuracies (not a
+// chance-level score from an argmax over NaN), and says in a warning that they are not results.
 TEST(RunJobTest, NonFinitePerplexityIsWarnedAbout) {
   const std::string dir = ::testing::TempDir() + "/run-job-overflow";
-  WriteOverflowingModel(dir);
+  test_data::WriteOverflowingModel(dir);
+  const std::string tasks = dir + "/cloze.jsonl";
+  ASSERT_EQ(testing::WriteStoryCloze(SharedData("text/tinystories-valid-subset.txt"), tasks, 8), 8);
   v1::JobSpec spec = SmallSpec(dir, 16, 16, 16);
   spec.clear_rotation();  // nothing quantized: only the fp figures
   spec.mutable_eval()->clear_compare();
+  spec.mutable_eval()->set_eval_tasks("cloze=" + tasks);
   spec.mutable_prefix()->set_enabled(false);
   CollectingSink sink;
   CancellationToken cancel;
   auto outcome = RunJob(spec, {}, sink, cancel);
   ASSERT_TRUE(outcome.status.ok()) << outcome.status;
-  EXPECT_FALSE(std::isfinite(outcome.result.metrics().at(std::string(kPpl) + "fp")));
-  bool warned = false;
+  const auto& metrics = outcome.result.metrics();
+  EXPECT_FALSE(std::isfinite(metrics.at(std::string(kPpl) + "fp")));
+  EXPECT_TRUE(std::isnan(metrics.at("acc/cloze/fp")));
+  EXPECT_TRUE(std::isnan(metrics.at("acc_norm/cloze/fp")));
+  std::vector<std::string> warnings;
   for (const auto& event : sink.events) {
-    warned = warned || (event.has_log() && event.log().level() == "warning" &&
-                        event.log().message().find(std::string(kPpl) + "fp is ") == 0);
+    if (event.has_log() && event.log().level() == "warning") {
+      warnings.push_back(event.log().message());
+    }
   }
-  EXPECT_TRUE(warned);
+  for (const std::string& metric : {std::string(kPpl) + "fp", std::string("acc/cloze/fp")}) {
+    EXPECT_TRUE(std::any_of(warnings.begin(), warnings.end(), [&](const std::string& w) {
+      return w.find(metric + " is ") == 0;
+    })) << metric;
+  }
   std::filesystem::remove_all(dir);
 }
 
@@ -296,7 +281,7 @@ TEST(RunJobTest, NonFinitePerplexityIsWarnedAbout) {
 // exports nothing.
 TEST(RunJobTest, AQuantizedModelComputingNanFailsAndIsNotExported) {
   const std::string dir = ::testing::TempDir() + "/run-job-overflow-quantized";
-  WriteOverflowingModel(dir);
+  test_data::WriteOverflowingModel(dir);
   v1::JobSpec spec = SmallSpec(dir, 8, 8, 8);
   spec.mutable_prefix()->set_enabled(false);
   spec.set_output_dir(dir + "/export");

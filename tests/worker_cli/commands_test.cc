@@ -13,6 +13,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "tests/common/overflowing_model.h"
 #include "tests/common/story_cloze.h"
 
 namespace quantd::cli {
@@ -156,6 +157,34 @@ TEST(PerplexityCommandTest, ErrorsAreReported) {
       Call(RunPerplexity, {"--model", kModel, "--text", kTiny, "--seqlen", "100000000"});
   EXPECT_EQ(too_long.code, 1);
   EXPECT_THAT(too_long.err, HasSubstr("no full window"));
+}
+
+// A model that computes NaN: the figures are printed, and the command fails, saying why.
+TEST(PerplexityCommandTest, NonFinitePerplexityIsAFailure) {
+  const std::string dir = std::string(QUANTD_BINARY_DIR) + "/tests/worker_cli/overflowing";
+  test_data::WriteOverflowingModel(dir);
+  auto run = Call(RunPerplexity, {"--model", dir, "--text", kTiny, "--seqlen", "128",
+                                  "--max-windows", "2", "--documents", "blank-line"});
+  EXPECT_EQ(run.code, 1);
+  EXPECT_THAT(run.out, HasSubstr("perplexity: "));
+  EXPECT_THAT(run.err, HasSubstr("the model computes NaN or Inf on this text (an overflow in "
+                                 "float32?)"));
+  std::filesystem::remove_all(dir);
+}
+
+// NaN scores are no accuracy: the table says nan (not the 25 % an argmax over NaN gives), and
+// the command fails naming the task.
+TEST(ZeroShotCommandTest, NonFiniteScoresAreAFailure) {
+  const std::string dir = std::string(QUANTD_BINARY_DIR) + "/tests/worker_cli/overflowing-zs";
+  test_data::WriteOverflowingModel(dir);
+  ASSERT_EQ(testing::WriteStoryCloze(kTiny, dir + "/cloze.jsonl", 8), 8);
+  auto run = Call(RunZeroShot,
+                  {"--model", dir, "--tasks", "cloze=" + dir + "/cloze.jsonl", "--output", "json"});
+  EXPECT_EQ(run.code, 1);
+  auto j = nlohmann::json::parse(run.out);
+  EXPECT_TRUE(j["tasks"][0]["acc"].is_null());  // JSON has no NaN
+  EXPECT_THAT(run.err, HasSubstr("NaN or Inf log-likelihoods in cloze (8 of 8 examples)"));
+  std::filesystem::remove_all(dir);
 }
 
 TEST(ZeroShotCommandTest, ScoresEveryTaskAsJsonAndAsATable) {

@@ -1,12 +1,15 @@
+#include <cmath>
 #include <cstdio>
 #include <memory>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "nlohmann/json.hpp"
 #include "worker/cli/commands.h"
 #include "worker/cli/model_flags.h"
 #include "worker/eval/perplexity.h"
 #include "worker/eval/token_stream.h"
+#include "worker/model/dtype_names.h"
 #include "worker/model/tokenizer.h"
 
 namespace quantd::cli {
@@ -88,6 +91,12 @@ absl::Status Perplexity(const std::vector<std::string>& argv, std::ostream& out,
         "tokens: %d\nwindows: %d x %d\npredictions: %d\nmean nll: %.6f\nperplexity: %.4f\n",
         tokens->size(), result->windows, *seqlen, result->predictions, result->mean_nll,
         result->perplexity);
+  }
+  if (!std::isfinite(result->perplexity)) {
+    return absl::InternalError(
+        absl::StrCat("the perplexity is ", result->perplexity,
+                     ": the model computes NaN or Inf on this text (an overflow in ",
+                     model::DTypeName(llama->model->dtype()), "?)"));
   }
   return absl::OkStatus();
 }

@@ -1,11 +1,14 @@
 #include <ostream>
+#include <string>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "nlohmann/json.hpp"
 #include "proto/spec/eval_tasks.h"
 #include "worker/cli/commands.h"
 #include "worker/cli/model_flags.h"
 #include "worker/eval/multiple_choice.h"
+#include "worker/model/dtype_names.h"
 #include "worker/model/tokenizer.h"
 
 namespace quantd::cli {
@@ -49,9 +52,14 @@ absl::Status ZeroShot(const std::vector<std::string>& argv, std::ostream& out, b
     out << absl::StrFormat("%-16s %-10s %8s %9s %7s %9s\n", "task", "layout", "examples", "acc",
                            "+/-", "acc_norm");
   }
+  std::string non_finite;  // "task (N examples)" for each task with NaN/Inf scores
   for (const auto& task : *tasks) {
     auto scored = eval::EvaluateMultipleChoice(*llama->model, task, options);
     if (!scored.ok()) return scored.status();
+    if (scored->non_finite_examples > 0) {
+      absl::StrAppend(&non_finite, non_finite.empty() ? "" : ", ", task.name, " (",
+                      scored->non_finite_examples, " of ", scored->examples, " examples)");
+    }
     const bool with_norm = eval::ReportsAccNorm(task.layout);
     nlohmann::json row = {{"name", task.name},
                           {"layout", task.layout},
@@ -75,6 +83,12 @@ absl::Status ZeroShot(const std::vector<std::string>& argv, std::ostream& out, b
                            {"tasks", results}})
                .dump()
         << "\n";
+  }
+  if (!non_finite.empty()) {
+    return absl::InternalError(
+        absl::StrCat("NaN or Inf log-likelihoods in ", non_finite,
+                     ": the model computes non-finite values (an overflow in ",
+                     model::DTypeName(llama->model->dtype()), "?), so those accuracies are NaN"));
   }
   return absl::OkStatus();
 }

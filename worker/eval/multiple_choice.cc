@@ -217,6 +217,9 @@ absl::StatusOr<MultipleChoiceResult> EvaluateMultipleChoice(
   int64_t right = 0, right_norm = 0;
   for (size_t e = 0; e < task.choices.size(); ++e) {
     const auto& sums = out.loglikelihoods[e];
+    if (!std::all_of(sums.begin(), sums.end(), [](double v) { return std::isfinite(v); })) {
+      ++out.non_finite_examples;
+    }
     std::vector<double> normalised(sums.size());
     for (size_t c = 0; c < sums.size(); ++c) {
       normalised[c] = sums[c] / std::max(1.0, task.choice_lengths[e][c]);
@@ -230,6 +233,9 @@ absl::StatusOr<MultipleChoiceResult> EvaluateMultipleChoice(
   out.accuracy_norm = right_norm / n;
   out.accuracy_stderr =
       out.examples > 1 ? std::sqrt(out.accuracy * (1 - out.accuracy) / (n - 1)) : 0.0;
+  if (out.non_finite_examples > 0) {
+    out.accuracy = out.accuracy_norm = out.accuracy_stderr = std::nan("");
+  }
   return out;
 }
 

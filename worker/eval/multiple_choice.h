@@ -72,6 +72,9 @@ struct MultipleChoiceResult {
   double accuracy_norm = 0;
   double accuracy_stderr = 0;                       // sqrt(acc (1 - acc) / (n - 1))
   std::vector<std::vector<double>> loglikelihoods;  // [example][choice], nats
+  // Examples with a NaN or Inf log-likelihood (a model that overflows). When there are any, the
+  // three accuracies are NaN: an argmax over NaN would read as a real, chance-level score.
+  int64_t non_finite_examples = 0;
 };
 
 // Runs without autograd, the longest requests first, right-padded batches (causal attention

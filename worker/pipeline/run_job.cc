@@ -94,21 +94,23 @@ std::string DatasetName(const std::string& path) {
   return std::filesystem::path(path).filename().string();
 }
 
-// The job's result is its quantized model: one whose perplexity on a dataset is NaN or Inf
-// computes nothing usable, so it is not exported and the job fails (NUMERICAL). The message says
-// whether the unquantized model did the same (then the compute dtype overflows).
+// The job's result is its quantized model: one whose perplexity or zero-shot accuracy is NaN or
+// Inf computes nothing usable, so it is not exported and the job fails (NUMERICAL). The message
+// says whether the unquantized model did the same (then the model overflows in its dtype).
 template <typename Metrics>
-absl::Status CheckQuantizedPerplexities(const Metrics& metrics,
-                                        const std::vector<std::string>& datasets,
-                                        const std::string& dtype) {
-  for (const std::string& path : datasets) {
-    const std::string measure = "ppl/" + DatasetName(path) + "/";
-    auto quantized = metrics.find(measure + "quantized");
-    if (quantized == metrics.end() || std::isfinite(quantized->second)) continue;
-    auto fp = metrics.find(measure + "fp");
+absl::Status CheckQuantizedFigures(const Metrics& metrics, const std::string& dtype) {
+  constexpr absl::string_view kSuffix = "/quantized";
+  for (const auto& [name, value] : metrics) {
+    const bool ppl = absl::StartsWith(name, "ppl/");
+    if (std::isfinite(value) || !absl::EndsWith(name, kSuffix) ||
+        !(ppl || absl::StartsWith(name, "acc/"))) {
+      continue;
+    }
+    const std::string measured = name.substr(4, name.size() - 4 - kSuffix.size());
+    auto fp = metrics.find(name.substr(0, name.size() - kSuffix.size()) + "/fp");
     const bool fp_too = fp != metrics.end() && !std::isfinite(fp->second);
     return absl::InternalError(absl::StrCat(
-        "the quantized model's perplexity on ", DatasetName(path), " is ", quantized->second,
+        "the quantized model's ", ppl ? "perplexity" : "accuracy", " on ", measured, " is ", value,
         fp_too ? absl::StrCat(", and the unquantized model's too: the model itself overflows in ",
                               dtype.empty() ? "float32" : dtype,
                               dtype == "float16" ? " (bfloat16 has float32's range)" : "")
@@ -218,10 +220,11 @@ RunJobOutcome RunJob(const v1::JobSpec& original, const RunJobOptions& options, 
   auto metric = [&](const std::string& name, double value) {
     metrics[name] = value;
     (void)EmitMetric(sink, name, value);
-    if (!std::isfinite(value) && absl::StartsWith(name, "ppl/")) {
+    if (!std::isfinite(value) &&
+        (absl::StartsWith(name, "ppl/") || absl::StartsWith(name, "acc/"))) {
       (void)EmitLog(sink, "warning",
                     absl::StrCat(name, " is ", value,
-                                 ": the model computes non-finite values on this text (an "
+                                 ": the model computes non-finite values on this data (an "
                                  "overflow in the compute dtype, or a quantization too coarse)"));
     }
   };
@@ -509,7 +512,7 @@ RunJobOutcome RunJob(const v1::JobSpec& original, const RunJobOptions& options, 
                            trains ? start + (end - start) * 0.8 : mid, end);
     if (!status.ok()) return user_error_or(status);
     if (variants[v] == "quantized") {
-      if (absl::Status finite = CheckQuantizedPerplexities(metrics, datasets, spec.model().dtype());
+      if (absl::Status finite = CheckQuantizedFigures(metrics, spec.model().dtype());
           !finite.ok()) {
         return Failed(v1::FAILURE_REASON_NUMERICAL, finite);
       }
