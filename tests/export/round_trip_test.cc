@@ -22,9 +22,11 @@ class NullSink : public EventSink {
  public:
   absl::Status Emit(const v1::JobEvent& event) override {
     if (event.has_phase_change()) phases.push_back(event.phase_change().phase());
+    if (event.has_artifact()) artifacts.push_back(event.artifact());
     return absl::OkStatus();
   }
   std::vector<v1::Phase> phases;
+  std::vector<v1::Artifact> artifacts;
 };
 
 // Runs the job on `device`, then checks the folder and the perplexity of a new process on the
@@ -43,6 +45,15 @@ v1::JobResult RunAndReload(const v1::JobSpec& spec, const std::string& device = 
   EXPECT_NE(std::find(sink.phases.begin(), sink.phases.end(), v1::PHASE_EXPORT), sink.phases.end());
   const std::string dir = outcome.result.artifact_path();
   EXPECT_EQ(std::filesystem::path(dir), std::filesystem::absolute(spec.output_dir()));
+  // One event announces the committed export, with its size.
+  EXPECT_EQ(sink.artifacts.size(), 1u);
+  if (!sink.artifacts.empty()) {
+    EXPECT_EQ(sink.artifacts[0].kind(), "quantized_model");
+    EXPECT_EQ(sink.artifacts[0].path(), dir);
+    EXPECT_EQ(sink.artifacts[0].size_bytes(),
+              static_cast<int64_t>(outcome.result.metrics().at("export/bytes")));
+    EXPECT_GT(sink.artifacts[0].size_bytes(), 0);
+  }
   for (const char* file : {"model.safetensors", "quant_config.json", "manifest.json", "config.json",
                            "tokenizer.model"}) {
     EXPECT_TRUE(std::filesystem::is_regular_file(dir + "/" + file)) << file;

@@ -83,6 +83,14 @@ TEST(GenerateCommandTest, UsageAndLoadErrors) {
   EXPECT_THAT(bad_dir.err, HasSubstr("/nonexistent/model"));
 }
 
+// inspect takes the folder as its argument (or --model): without one it says what it expects.
+TEST(InspectCommandTest, AMissingFolderIsAUsageError) {
+  auto run = Call(RunInspect, {});
+  EXPECT_EQ(run.code, 2);
+  EXPECT_THAT(run.err, HasSubstr("expected EXPORT_DIR (or --model DIR)"));
+  EXPECT_THAT(run.err, HasSubstr("usage: quantd-worker inspect EXPORT_DIR|--model DIR"));
+}
+
 // --help is the first thing a user tries: every command answers it with its usage and exit 0.
 TEST(CommandHelpTest, EveryCommandAnswersHelp) {
   for (const char* command : {"generate", "perplexity", "zero-shot", "inspect"}) {

@@ -18,9 +18,8 @@ absl::Status Inspect(const std::vector<std::string>& given, std::ostream& out, b
   auto args = Args::Parse(argv, {"model", "output"});
   if (!args.ok()) return args.status();
   if (dir.empty()) {
-    auto model = args->Require("model");
-    if (!model.ok()) return model.status();
-    dir = *model;
+    dir = args->Get("model", "");
+    if (dir.empty()) return absl::InvalidArgumentError("expected EXPORT_DIR (or --model DIR)");
   }
   bool json = false;
   if (auto s = OutputFormatFromArgs(*args, &json); !s.ok()) return s;
@@ -34,7 +33,8 @@ absl::Status Inspect(const std::vector<std::string>& given, std::ostream& out, b
 }  // namespace
 
 int RunInspect(const std::vector<std::string>& args, std::ostream& out, std::ostream& err) {
-  return RunCommandBody("inspect", "EXPORT_DIR [--output text|json]", Inspect, args, out, err);
+  return RunCommandBody("inspect", "EXPORT_DIR|--model DIR [--output text|json]", Inspect, args,
+                        out, err);
 }
 
 }  // namespace quantd::cli

@@ -536,6 +536,11 @@ RunJobOutcome RunJob(const v1::JobSpec& original, const RunJobOptions& options, 
     auto path = artifact.Commit(metrics);
     if (!path.ok()) return Failed(v1::FAILURE_REASON_INTERNAL, path.status());
     outcome.result.set_artifact_path(*path);
+    v1::JobEvent committed;
+    committed.mutable_artifact()->set_kind("quantized_model");
+    committed.mutable_artifact()->set_path(*path);
+    committed.mutable_artifact()->set_size_bytes(static_cast<int64_t>(metrics["export/bytes"]));
+    (void)sink.Emit(committed);
   } else if (artifact.requested()) {
     (void)EmitLog(sink, "warning", "output_dir is set but nothing was quantized: no export");
   }
