@@ -17,6 +17,28 @@ std::string StripPrefix(const std::string& name, const std::string& prefix) {
 
 }  // namespace
 
+std::string Printable(const std::string& text, bool keep_newlines) {
+  std::string out;
+  out.reserve(text.size());
+  for (size_t i = 0; i < text.size(); ++i) {
+    const unsigned char c = static_cast<unsigned char>(text[i]);
+    const unsigned char next = i + 1 < text.size() ? static_cast<unsigned char>(text[i + 1]) : 0;
+    if (c == '\t' || (c == '\n' && keep_newlines)) {
+      out += static_cast<char>(c);
+    } else if (c == '\n') {
+      out += "\\n";
+    } else if (c < 0x20 || c == 0x7f) {
+      out += absl::StrFormat("\\x%02x", c);
+    } else if (c == 0xc2 && next >= 0x80 && next <= 0x9f) {  // U+0080..U+009F
+      out += absl::StrFormat("\\u%04x", next);
+      ++i;
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out;
+}
+
 std::string ShortName(v1::JobState state) {
   return StripPrefix(v1::JobState_Name(state), "JOB_STATE_");
 }
@@ -93,7 +115,7 @@ std::string FormatEventLine(const v1::JobEvent& event) {
       absl::StrAppend(&line, "(empty event)");
       break;
   }
-  return line;
+  return Printable(line);
 }
 
 }  // namespace quantd::format

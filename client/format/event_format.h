@@ -16,7 +16,14 @@ std::string ShortName(v1::Phase phase);
 std::string ShortName(v1::FailureReason reason);
 
 // One human line per event, e.g. "#12 loss train_prefix epoch 0 step 3 train 1.2345 ...".
+// Printable: text from users and workers cannot reach the terminal as control characters.
 std::string FormatEventLine(const v1::JobEvent& event);
+
+// `text` safe to print on a terminal: control characters (C0, DEL, and C1 written as UTF-8),
+// which could move the cursor, clear the screen or retitle the window, are shown as "\x1b"
+// style escapes (tabs stay); a newline becomes "\n" unless `keep_newlines`. Other bytes are
+// unchanged.
+std::string Printable(const std::string& text, bool keep_newlines = false);
 
 }  // namespace quantd::format
 

@@ -463,10 +463,10 @@ int RunLogs(const Args& args, std::ostream& out, std::ostream& err) {
           if (session->format == OutputFormat::kJson) {
             out << ToJson(event, /*pretty=*/false) << "\n";
           } else if (event.has_log()) {
-            out << event.log().level() << " " << event.log().message() << "\n";
+            out << format::Printable(event.log().level() + " " + event.log().message()) << "\n";
           } else {
             out << "error " << ShortName(event.state_change().failure().reason()) << ": "
-                << event.state_change().failure().message() << "\n";
+                << format::Printable(event.state_change().failure().message()) << "\n";
           }
           out.flush();
         }

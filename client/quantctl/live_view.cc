@@ -57,7 +57,8 @@ std::string LiveView::MetricsTable(const std::map<std::string, double>& metrics)
   std::map<std::pair<size_t, std::string>, std::map<std::string, double>> rows;
   std::vector<std::string> variants;
   std::vector<std::pair<std::string, double>> others;
-  for (const auto& [name, value] : metrics) {
+  for (const auto& [raw_name, value] : metrics) {
+    const std::string name = format::Printable(raw_name);  // names come from workers
     const std::vector<std::string> parts = absl::StrSplit(name, '/');
     const auto measure = std::find(kMeasures.begin(), kMeasures.end(), parts[0]);
     if (parts.size() == 3 && measure != kMeasures.end()) {
@@ -159,23 +160,24 @@ void LiveView::Redraw(bool force) {
   if (!force && now - last_draw_ < std::chrono::milliseconds(100)) return;
   last_draw_ = now;
   std::vector<std::string> lines;
-  lines.push_back(absl::StrFormat("\x1b[1m%s\x1b[0m  %s  phase %s  (%d events)", job_id_,
-                                  format::ShortName(state_), format::ShortName(phase_), events_));
+  lines.push_back(absl::StrFormat("\x1b[1m%s\x1b[0m  %s  phase %s  (%d events)",
+                                  format::Printable(job_id_), format::ShortName(state_),
+                                  format::ShortName(phase_), events_));
   const int bar_width = std::max(10, width_ - 30);
   const int filled = static_cast<int>(progress_.fraction() * bar_width + 0.5);
   std::string bar;
   for (int i = 0; i < bar_width; ++i) bar += i < filled ? "█" : "░";
   lines.push_back(absl::StrFormat("%s %5.1f%%  eta %s", bar, 100 * progress_.fraction(),
                                   Duration(progress_.eta_seconds())));
-  if (!progress_.detail().empty()) lines.push_back("  " + progress_.detail());
+  if (!progress_.detail().empty()) lines.push_back("  " + format::Printable(progress_.detail()));
   if (!losses_.empty()) {
-    std::string loss = absl::StrFormat("loss %s step %d: %.6g", loss_series_, last_loss_.step(),
-                                       last_loss_.loss());
+    std::string loss = absl::StrFormat("loss %s step %d: %.6g", format::Printable(loss_series_),
+                                       last_loss_.step(), last_loss_.loss());
     std::vector<std::pair<std::string, double>> parts(last_loss_.components().begin(),
                                                       last_loss_.components().end());
     std::sort(parts.begin(), parts.end());
     for (const auto& [name, value] : parts)
-      absl::StrAppend(&loss, absl::StrFormat("  %s %.4g", name, value));
+      absl::StrAppend(&loss, absl::StrFormat("  %s %.4g", format::Printable(name), value));
     if (last_loss_.learning_rate() > 0) {
       absl::StrAppend(&loss, absl::StrFormat("  lr %.3g", last_loss_.learning_rate()));
     }

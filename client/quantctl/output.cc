@@ -71,8 +71,11 @@ std::string FormatJobTable(const std::vector<v1::Job>& jobs) {
                     reason.empty() ? "-" : reason});
   }
   std::vector<size_t> widths(rows[0].size(), 0);
-  for (const auto& row : rows) {
-    for (size_t i = 0; i < row.size(); ++i) widths[i] = std::max(widths[i], row[i].size());
+  for (auto& row : rows) {
+    for (size_t i = 0; i < row.size(); ++i) {
+      row[i] = format::Printable(row[i]);  // names and reasons come from users and workers
+      widths[i] = std::max(widths[i], row[i].size());
+    }
   }
   std::string out;
   for (const auto& row : rows) {

@@ -1,7 +1,9 @@
 #include "client/quantctl/live_view.h"
 
+#include <algorithm>
 #include <sstream>
 
+#include "client/quantctl/output.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -70,6 +72,63 @@ TEST(LiveViewTest, ShowsStateProgressLossAndFinalTable) {
   EXPECT_THAT(screen, HasSubstr(" 50.0%  eta 2m05s"));
   EXPECT_THAT(screen, HasSubstr("loss train_prefix step 3: 0.25  outlier 0.2"));
   EXPECT_THAT(screen, HasSubstr("4.1170"));
+}
+
+// Job names, reasons, log lines and metric names come from other users and from workers: none
+// of their control characters reaches the terminal (an escape could retitle the window, clear
+// the screen or fake output), in any text quantctl prints.
+TEST(TerminalSafetyTest, TextFromUsersAndWorkersCannotDriveTheTerminal) {
+  const std::string hostile =
+      "\x1b]0;owned\x07\x1b[2J\x1b[Hfake\nline\xc2\x9b"
+      "2J";
+  auto safe = [](const std::string& text) {
+    return text.find('\x1b') == std::string::npos && text.find('\x07') == std::string::npos &&
+           text.find("\xc2\x9b") == std::string::npos;
+  };
+  v1::Job job;
+  job.set_job_id("j-000001");
+  job.set_state(v1::JOB_STATE_FAILED);
+  job.mutable_spec()->mutable_model()->set_name(hostile);
+  job.mutable_failure()->set_message(hostile);
+  const std::string table = FormatJobTable({job});
+  EXPECT_TRUE(safe(table)) << table;
+  EXPECT_THAT(table, HasSubstr("\\x1b]0;owned\\x07\\x1b[2J"));
+  EXPECT_EQ(std::count(table.begin(), table.end(), '\n'), 2);  // header and one row
+  for (OutputFormat output : {OutputFormat::kJson, OutputFormat::kYaml}) {
+    EXPECT_TRUE(safe(FormatMessage(job, output))) << FormatMessage(job, output);
+  }
+
+  v1::JobEvent log;
+  log.mutable_log()->set_level("info");
+  log.mutable_log()->set_message(hostile);
+  const std::string line = FormatEventLine(log);
+  EXPECT_TRUE(safe(line)) << line;
+  EXPECT_EQ(line.find('\n'), std::string::npos);
+
+  std::ostringstream screen;
+  LiveView view(screen, hostile, 80);
+  v1::JobEvent progress;
+  progress.mutable_progress()->set_fraction(0.5);
+  progress.mutable_progress()->set_detail(hostile);
+  view.Update(progress);
+  view.Update(log);
+  v1::JobEvent metric;
+  metric.mutable_metric()->set_name("ppl/" + hostile + "/fp");
+  metric.mutable_metric()->set_value(5);
+  view.Update(metric);
+  view.Finish();
+  // The view's own escapes (bold, cursor up, clear below) are the only ones on the screen.
+  std::string own_escapes_removed = screen.str();
+  for (const std::string own : {"\x1b[1m", "\x1b[0m", "\x1b[J"}) {
+    for (size_t at; (at = own_escapes_removed.find(own)) != std::string::npos;) {
+      own_escapes_removed.erase(at, own.size());
+    }
+  }
+  for (size_t at; (at = own_escapes_removed.find("\x1b[")) != std::string::npos &&
+                  at + 3 < own_escapes_removed.size() && own_escapes_removed[at + 3] == 'F';) {
+    own_escapes_removed.erase(at, 4);  // "\x1b[NF": cursor up N lines (N < 10 here)
+  }
+  EXPECT_TRUE(safe(own_escapes_removed)) << own_escapes_removed;
 }
 
 }  // namespace
