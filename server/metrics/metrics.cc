@@ -1,5 +1,6 @@
 #include "server/metrics/metrics.h"
 
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -156,7 +157,10 @@ void Metrics::SetSnapshotSource(std::function<GaugeSnapshot()> source) {
 
 absl::Status Metrics::Serve(const std::string& address) {
   try {
-    exposer_ = std::make_unique<prometheus::Exposer>(address);
+    // civetweb's options; the address-only constructor leaves 2 threads and a 30 s timeout.
+    exposer_ = std::make_unique<prometheus::Exposer>(std::vector<std::string>{
+        "listening_ports", address, "num_threads", std::to_string(kHttpThreads),
+        "request_timeout_ms", std::to_string(absl::ToInt64Milliseconds(kHttpRequestTimeout))});
   } catch (const std::exception& e) {
     return absl::UnavailableError("metrics: cannot listen on " + address + ": " + e.what());
   }

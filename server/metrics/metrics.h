@@ -39,8 +39,12 @@ class Metrics : public SchedulerObserver {
   // Where scrape-time gauges come from; set once before serving. Must be thread-safe.
   void SetSnapshotSource(std::function<GaugeSnapshot()> source);
 
-  // Starts the HTTP endpoint on `address` ("0.0.0.0:9090"; port 0 picks one).
+  // Starts the HTTP endpoint on `address` ("0.0.0.0:9090"; port 0 picks one) with
+  // kHttpThreads threads; a connection that sends no complete request within
+  // kHttpRequestTimeout is dropped, so slow or half-open clients cannot block scrapes.
   absl::Status Serve(const std::string& address);
+  static constexpr int kHttpThreads = 8;
+  static constexpr absl::Duration kHttpRequestTimeout = absl::Seconds(5);
   // The port Serve() bound, 0 when not serving.
   int port() const;
 

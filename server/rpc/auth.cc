@@ -79,7 +79,7 @@ absl::StatusOr<Caller> Authenticator::AuthenticateUser(
   absl::StatusOr<const Principal*> principal = Lookup(context);
   if (!principal.ok()) return principal.status();
   if ((*principal)->role == Role::kWorker) {
-    return absl::UnauthenticatedError("a worker token cannot call QuantizeService");
+    return absl::PermissionDeniedError("a worker token cannot call QuantizeService");
   }
   return Caller{(*principal)->name, (*principal)->role == Role::kAdmin};
 }
@@ -90,7 +90,7 @@ absl::StatusOr<std::string> Authenticator::AuthenticateWorker(
   absl::StatusOr<const Principal*> principal = Lookup(context);
   if (!principal.ok()) return principal.status();
   if ((*principal)->role != Role::kWorker) {
-    return absl::UnauthenticatedError("WorkerService needs a worker token");
+    return absl::PermissionDeniedError("WorkerService needs a worker token");
   }
   return (*principal)->name;
 }

@@ -48,9 +48,11 @@ class Authenticator {
   explicit Authenticator(std::optional<TokenTable> tokens) : tokens_(std::move(tokens)) {}
 
   bool enabled() const { return tokens_.has_value(); }
-  // UNAUTHENTICATED for a missing, malformed or unknown token, or a worker token.
+  // UNAUTHENTICATED for a missing, malformed or unknown token; PERMISSION_DENIED for a
+  // worker token (known, but not allowed to call QuantizeService).
   absl::StatusOr<Caller> AuthenticateUser(const grpc::ServerContextBase& context) const;
-  // The worker token's name; UNAUTHENTICATED unless it is a worker token.
+  // The worker token's name. UNAUTHENTICATED for a missing, malformed or unknown token;
+  // PERMISSION_DENIED for a user or admin token.
   absl::StatusOr<std::string> AuthenticateWorker(const grpc::ServerContextBase& context) const;
 
  private:

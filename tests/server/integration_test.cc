@@ -1,5 +1,8 @@
 // quantd over real gRPC on loopback: a real quantd process, scripted fake workers and
 // watchers. Waits are on events with deadlines.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -618,8 +621,10 @@ TEST_F(IntegrationTest, AuthenticationAndOwnership) {
             grpc::StatusCode::UNAUTHENTICATED);
   EXPECT_EQ(Submit("wrong-token", testing::MinimalSpec(), &job).error_code(),
             grpc::StatusCode::UNAUTHENTICATED);
-  EXPECT_EQ(Submit("worker-token", testing::MinimalSpec(), &job).error_code(),
-            grpc::StatusCode::UNAUTHENTICATED);
+  // A known token without the permission is PERMISSION_DENIED, and the message says why.
+  grpc::Status worker_as_user = Submit("worker-token", testing::MinimalSpec(), &job);
+  EXPECT_EQ(worker_as_user.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(worker_as_user.error_message(), "a worker token cannot call QuantizeService");
   ASSERT_TRUE(Submit("alice-token", testing::MinimalSpec(), &job).ok());
 
   v1::Job seen;
@@ -642,10 +647,40 @@ TEST_F(IntegrationTest, AuthenticationAndOwnership) {
   EXPECT_EQ(stub_->ListJobs(testing::Context("bob-token").get(), list, &listed).error_code(),
             grpc::StatusCode::PERMISSION_DENIED);
 
-  // Workers need a worker token.
+  // Workers need a worker token: a user's is known but not allowed, an unknown one is unknown.
   FakeWorker intruder(process_->address(), "alice-token", "w-bad");
   intruder.Connect();
-  EXPECT_EQ(intruder.Finish(kWait).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  grpc::Status user_as_worker = intruder.Finish(kWait);
+  EXPECT_EQ(user_as_worker.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(user_as_worker.error_message(), "WorkerService needs a worker token");
+  FakeWorker stranger(process_->address(), "wrong-token", "w-bad");
+  stranger.Connect();
+  EXPECT_EQ(stranger.Finish(kWait).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+}
+
+// Two half-open HTTP requests used to hold both of civetweb's threads for its 30 s timeout.
+TEST_F(IntegrationTest, HalfOpenMetricsRequestsDoNotBlockScrapes) {
+  StartQuantd();
+  std::vector<int> half_open;
+  for (int i = 0; i < 3; ++i) {
+    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    ASSERT_GE(fd, 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_port = htons(static_cast<uint16_t>(process_->metrics_port()));
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+    const std::string partial = "GET /metrics HTTP/1.1\r\n";  // no blank line: never ends
+    ASSERT_EQ(write(fd, partial.data(), partial.size()), static_cast<ssize_t>(partial.size()));
+    half_open.push_back(fd);
+  }
+  const absl::Time start = absl::Now();
+  auto scraped = testing::HttpGet(process_->metrics_port(), "/metrics");  // 5 s read timeout
+  const absl::Duration took = absl::Now() - start;
+  for (int fd : half_open) close(fd);
+  ASSERT_TRUE(scraped.ok()) << scraped.status() << " after " << took;
+  EXPECT_THAT(*scraped, HasSubstr("quantd_workers_connected"));
+  EXPECT_LT(took, absl::Seconds(3));
 }
 
 TEST_F(IntegrationTest, BadRequestsGetTheRightCodes) {
