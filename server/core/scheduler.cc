@@ -10,6 +10,7 @@
 #include "proto/common/status_macros.h"
 #include "server/core/failure.h"
 #include "server/core/job_state.h"
+#include "server/core/limits.h"
 #include "server/core/time_util.h"
 #include "spdlog/spdlog.h"
 
@@ -80,6 +81,10 @@ Scheduler::JobEntry* Scheduler::Find(const std::string& job_id) {
 absl::StatusOr<Scheduler::JobEntry*> Scheduler::FindVisible(const Caller& caller,
                                                             const std::string& job_id) {
   if (job_id.empty()) return absl::InvalidArgumentError("job_id: required");
+  if (job_id.size() > kMaxJobIdLength) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("job_id: ", job_id.size(), " bytes, the limit is ", kMaxJobIdLength));
+  }
   JobEntry* entry = Find(job_id);
   if (entry == nullptr) return absl::NotFoundError(absl::StrCat("job ", job_id, " not found"));
   if (!caller.admin && entry->stored.job.owner() != caller.name) {
@@ -132,11 +137,27 @@ void Scheduler::ReportStale(WorkerMessageKind kind, const JobEntry& entry,
                      : kind == WorkerMessageKind::kFinished ? "JobFinished"
                      : kind == WorkerMessageKind::kRejected ? "AssignmentRejected"
                                                             : "Hello running job";
-  spdlog::warn(
-      "job {}: dropped a stale {} from worker {}: attempt {}, the current attempt is {} ({} on "
-      "worker {})",
-      job.job_id(), what, worker_id, attempt, job.attempt(), StateName(job.state()),
-      job.worker_id().empty() ? "-" : job.worker_id());
+  const std::string job_worker = job.worker_id().empty() ? "-" : job.worker_id();
+  // A running job named in a Hello is not dropped but stopped on that worker.
+  const char* outcome = kind == WorkerMessageKind::kHello ? "; told the worker to stop it" : "";
+  if (attempt != job.attempt()) {
+    spdlog::warn(
+        "job {}: dropped a stale {} from worker {}: attempt {}, the current attempt is {} ({} on "
+        "worker {}){}",
+        job.job_id(), what, worker_id, attempt, job.attempt(), StateName(job.state()), job_worker,
+        outcome);
+  } else if (!IsActive(job.state())) {
+    spdlog::warn("job {}: dropped a {} from worker {}: attempt {} already ended ({}){}",
+                 job.job_id(), what, worker_id, attempt, StateName(job.state()), outcome);
+  } else if (job.worker_id() != worker_id) {
+    spdlog::warn("job {}: dropped a {} from worker {}: attempt {} is {} on worker {}, not on {}{}",
+                 job.job_id(), what, worker_id, attempt, StateName(job.state()), job_worker,
+                 worker_id, outcome);
+  } else {
+    spdlog::warn(
+        "job {}: dropped a {} from worker {}: attempt {} ({}) is not among that worker's jobs{}",
+        job.job_id(), what, worker_id, attempt, StateName(job.state()), outcome);
+  }
   if (observer_ != nullptr) observer_->OnStaleWorkerMessage(kind);
 }
 

@@ -12,13 +12,13 @@
 #include "proto/spec/validate.h"
 #include "server/core/failure.h"
 #include "server/core/job_state.h"
+#include "server/core/limits.h"
 #include "server/core/scheduler.h"
 #include "server/core/time_util.h"
 
 namespace quantd {
 namespace {
 
-constexpr size_t kMaxRequestIdLength = 128;
 constexpr int kDefaultPageSize = 50;
 constexpr int kMaxPageSize = 1000;
 
@@ -43,6 +43,12 @@ void Scheduler::Submit(const Caller& caller, v1::JobSpec spec, const std::string
   if (request_id.size() > kMaxRequestIdLength) {
     done(absl::InvalidArgumentError(
         absl::StrCat("request_id: at most ", kMaxRequestIdLength, " characters")));
+    return;
+  }
+  if (const size_t spec_bytes = spec.ByteSizeLong(); spec_bytes > kMaxSpecBytes) {
+    done(absl::InvalidArgumentError(absl::StrCat("spec: ", spec_bytes,
+                                                 " bytes serialized, the limit is ", kMaxSpecBytes,
+                                                 " (a real spec is under 2 KiB)")));
     return;
   }
   ApplyDefaults(&spec);
@@ -128,6 +134,12 @@ absl::StatusOr<ListResult> Scheduler::ListJobs(const Caller& caller, const ListQ
   if (!query.page_token.empty()) {
     ASSIGN_OR_RETURN(before, DecodePageToken(query.page_token));
   }
+  for (const v1::JobState state : query.states) {
+    if (!v1::JobState_IsValid(state)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("states: ", static_cast<int>(state), " is not a JobState"));
+    }
+  }
   const std::set<v1::JobState> states(query.states.begin(), query.states.end());
 
   absl::MutexLock lock(&mu_);
@@ -149,6 +161,11 @@ absl::StatusOr<ListResult> Scheduler::ListJobs(const Caller& caller, const ListQ
 
 void Scheduler::CancelJob(const Caller& caller, const std::string& job_id,
                           const std::string& reason, Callback<v1::Job> done) {
+  if (reason.size() > kMaxCancelReasonBytes) {
+    done(absl::InvalidArgumentError(
+        absl::StrCat("reason: ", reason.size(), " bytes, the limit is ", kMaxCancelReasonBytes)));
+    return;
+  }
   absl::MutexLock lock(&mu_);
   absl::StatusOr<JobEntry*> found = FindVisible(caller, job_id);
   if (!found.ok()) {

@@ -1,5 +1,6 @@
 // Part of Scheduler (see scheduler.h): its side of the worker protocol.
 #include <algorithm>
+#include <cmath>
 #include <set>
 #include <string>
 #include <vector>
@@ -8,22 +9,108 @@
 #include "proto/common/status_macros.h"
 #include "server/core/failure.h"
 #include "server/core/job_state.h"
+#include "server/core/limits.h"
 #include "server/core/scheduler.h"
+#include "spdlog/spdlog.h"
 
 namespace quantd {
 
-absl::Status Scheduler::ConnectWorker(const v1::Hello& hello, WorkerLink* link) {
+namespace {
+
+// INVALID_ARGUMENT naming `field` (e.g. "hello.devices") unless `devices` is a usable set.
+absl::Status ValidateDevices(const google::protobuf::RepeatedPtrField<v1::Device>& devices,
+                             const std::string& field) {
+  if (devices.size() > kMaxWorkerDevices) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ": ", devices.size(), " devices, the limit is ", kMaxWorkerDevices));
+  }
+  std::set<std::string> ids;
+  for (const v1::Device& device : devices) {
+    if (device.id().empty())
+      return absl::InvalidArgumentError(absl::StrCat(field, ".id: required"));
+    if (!ids.insert(device.id()).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ".id: \"", device.id(), "\" appears more than once"));
+    }
+    if (device.total_memory_bytes() < 0 || device.free_memory_bytes() < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ": device \"", device.id(), "\" has negative memory (total ",
+                       device.total_memory_bytes(), ", free ", device.free_memory_bytes(), ")"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateHello(const v1::Hello& hello) {
   if (hello.worker_id().empty()) return absl::InvalidArgumentError("hello.worker_id: required");
+  if (hello.worker_id().size() > kMaxWorkerIdLength) {
+    return absl::InvalidArgumentError(absl::StrCat("hello.worker_id: ", hello.worker_id().size(),
+                                                   " bytes, the limit is ", kMaxWorkerIdLength));
+  }
   if (hello.devices_size() == 0) {
     return absl::InvalidArgumentError("hello.devices: at least one device is required");
   }
-  for (const v1::Device& device : hello.devices()) {
-    if (device.id().empty()) return absl::InvalidArgumentError("hello.devices.id: required");
+  if (hello.max_jobs() < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("hello.max_jobs: must be >= 0 (0 = 1), got ", hello.max_jobs()));
   }
+  return ValidateDevices(hello.devices(), "hello.devices");
+}
+
+// Makes a worker's event fit to store: a progress fraction outside 0..1 is clamped (a
+// non-finite one keeps the job's current fraction), a non-finite or negative ETA becomes
+// -1 (unknown). Returns why the event must be dropped instead (no kind, or a phase that is
+// not a Phase value), or "" when it may be stored.
+std::string SanitizeWorkerEvent(const v1::Job& job, v1::JobEvent& event) {
+  switch (event.kind_case()) {
+    case v1::JobEvent::KIND_NOT_SET:
+      return "an event without a kind";
+    case v1::JobEvent::kPhaseChange:
+      if (!v1::Phase_IsValid(event.phase_change().phase())) {
+        return absl::StrCat("phase_change.phase ", event.phase_change().phase(), " is not a Phase");
+      }
+      return "";
+    case v1::JobEvent::kLoss:
+      if (!v1::Phase_IsValid(event.loss().phase())) {
+        return absl::StrCat("loss.phase ", event.loss().phase(), " is not a Phase");
+      }
+      return "";
+    case v1::JobEvent::kProgress: {
+      v1::Progress& progress = *event.mutable_progress();
+      if (!std::isfinite(progress.fraction())) {
+        progress.set_fraction(job.progress().fraction());
+      } else {
+        progress.set_fraction(std::clamp(progress.fraction(), 0.0, 1.0));
+      }
+      if (!std::isfinite(progress.eta_seconds()) || progress.eta_seconds() < 0) {
+        progress.set_eta_seconds(-1);
+      }
+      return "";
+    }
+    default:
+      return "";
+  }
+}
+
+std::string PeerOrUnknown(const WorkerLink& link) {
+  std::string peer = link.peer();
+  return peer.empty() ? "an unknown address" : peer;
+}
+
+}  // namespace
+
+absl::Status Scheduler::ConnectWorker(const v1::Hello& hello, WorkerLink* link) {
+  RETURN_IF_ERROR(ValidateHello(hello));
   absl::MutexLock lock(&mu_);
   const absl::Time now = clock_->Now();
   WorkerEntry& worker = workers_[hello.worker_id()];
   if (worker.link != nullptr && worker.link != link) {
+    // Legitimate after a reconnect the old stream did not notice yet; otherwise two workers
+    // share a worker_id (or someone poses as one).
+    spdlog::warn(
+        "worker {}: a new connection from {} replaces the live one from {} (a reconnect, or "
+        "two workers with the same id)",
+        hello.worker_id(), PeerOrUnknown(*link), PeerOrUnknown(*worker.link));
     worker.link->Close(absl::AbortedError("replaced by a newer connection of the same worker"));
   }
   worker.link = link;
@@ -94,6 +181,9 @@ void Scheduler::DisconnectWorker(const std::string& worker_id, WorkerLink* link)
 
 absl::Status Scheduler::Heartbeat(const std::string& worker_id, WorkerLink* link,
                                   const v1::Heartbeat& heartbeat) {
+  if (heartbeat.devices_size() > 0) {
+    RETURN_IF_ERROR(ValidateDevices(heartbeat.devices(), "heartbeat.devices"));
+  }
   absl::MutexLock lock(&mu_);
   ASSIGN_OR_RETURN(WorkerEntry * worker, FindWorker(worker_id, link));
   const absl::Time now = clock_->Now();
@@ -112,6 +202,12 @@ absl::Status Scheduler::Heartbeat(const std::string& worker_id, WorkerLink* link
 
 void Scheduler::IngestEvents(const std::string& worker_id, WorkerLink* link,
                              const v1::JobEvents& events, Callback<int64_t> done) {
+  const int64_t first = events.first_worker_sequence();
+  if (first < 0 || first > kMaxWorkerSequence) {
+    return done(absl::InvalidArgumentError(absl::StrCat("events.first_worker_sequence: ", first,
+                                                        " is out of range (1..", kMaxWorkerSequence,
+                                                        ", or 0 = after the stored one)")));
+  }
   absl::MutexLock lock(&mu_);
   absl::StatusOr<WorkerEntry*> worker = FindWorker(worker_id, link);
   if (!worker.ok()) return done(worker.status());
@@ -119,7 +215,6 @@ void Scheduler::IngestEvents(const std::string& worker_id, WorkerLink* link,
   if (entry != nullptr && IsStale(*entry, worker_id, events.has_attempt(), events.attempt())) {
     ReportStale(WorkerMessageKind::kEvents, *entry, worker_id, events.attempt());
     // Acknowledged (EventsAck echoes the attempt) so that the worker stops resending them.
-    const int64_t first = events.first_worker_sequence();
     return done(first > 0 ? first + events.events_size() - 1 : 0);
   }
   if (entry == nullptr || entry->stored.job.worker_id() != worker_id ||
@@ -127,12 +222,23 @@ void Scheduler::IngestEvents(const std::string& worker_id, WorkerLink* link,
     return done(absl::FailedPreconditionError(
         absl::StrCat("job ", events.job_id(), " is not running on worker ", worker_id)));
   }
+  const int64_t next_expected = entry->stored.worker_sequence + 1;
+  if (first > next_expected + kMaxWorkerSequenceGap) {
+    return done(absl::InvalidArgumentError(absl::StrCat(
+        "events.first_worker_sequence: ", first, " for job ", events.job_id(),
+        " jumps past the next expected ", next_expected, " by more than ", kMaxWorkerSequenceGap)));
+  }
+  if (first > next_expected) {
+    spdlog::warn("job {}: worker {} sent events from worker sequence {}; {}..{} never arrived",
+                 events.job_id(), worker_id, first, next_expected, first - 1);
+  }
   (*worker)->last_seen = clock_->Now();
   (*worker)->lost_at = (*worker)->last_seen + options_.worker_lost_after;
   v1::Job& job = entry->stored.job;
-  int64_t worker_sequence = events.first_worker_sequence() > 0 ? events.first_worker_sequence()
-                                                               : entry->stored.worker_sequence + 1;
+  int64_t worker_sequence = first > 0 ? first : next_expected;
   int64_t stored = 0;
+  int dropped = 0;
+  std::string first_drop_reason;
   for (const v1::JobEvent& incoming : events.events()) {
     const int64_t this_sequence = worker_sequence++;
     if (this_sequence <= entry->stored.worker_sequence) continue;  // resent after reconnect
@@ -144,6 +250,11 @@ void Scheduler::IngestEvents(const std::string& worker_id, WorkerLink* link,
     }
     if (incoming.has_state_change()) continue;  // states belong to the scheduler
     v1::JobEvent event = incoming;
+    // Counted as received (acknowledged), never stored.
+    if (std::string why = SanitizeWorkerEvent(job, event); !why.empty()) {
+      if (dropped++ == 0) first_drop_reason = std::move(why);
+      continue;
+    }
     event.clear_sequence();
     switch (event.kind_case()) {
       case v1::JobEvent::kPhaseChange:
@@ -160,6 +271,11 @@ void Scheduler::IngestEvents(const std::string& worker_id, WorkerLink* link,
     }
     AppendEvent(*entry, std::move(event));
     ++stored;
+  }
+  if (dropped > 0) {
+    // One line per batch, however many of its events were malformed.
+    spdlog::warn("job {}: dropped {} malformed event(s) from worker {} (first: {})",
+                 events.job_id(), dropped, worker_id, first_drop_reason);
   }
   if (observer_ != nullptr && stored > 0) observer_->OnEventsIngested(stored);
   const int64_t ack = entry->stored.worker_sequence;

@@ -6,6 +6,8 @@
 #ifndef QUANTD_SERVER_CORE_WORKER_LINK_H_
 #define QUANTD_SERVER_CORE_WORKER_LINK_H_
 
+#include <string>
+
 #include "absl/status/status.h"
 #include "quantd/v1/worker_service.pb.h"
 
@@ -18,6 +20,9 @@ class WorkerLink {
   // Ends the connection with `status` (e.g. the worker missed its heartbeats or another
   // connection took its place). The scheduler forgets the link after calling this.
   virtual void Close(const absl::Status& status) = 0;
+  // The worker's address as the transport sees it (e.g. "ipv4:10.0.0.7:51234"), for logs;
+  // empty when unknown.
+  virtual std::string peer() const { return ""; }
 };
 
 }  // namespace quantd

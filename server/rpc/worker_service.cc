@@ -25,9 +25,9 @@ constexpr int kMaxPendingIngests = 32;
 // after Detach() it drops everything.
 class Outbox : public WorkerLink {
  public:
-  // `read_target` is the reactor's message that StartRead fills.
-  Outbox(ConnectReactorBase* reactor, v1::WorkerMessage* read_target)
-      : reactor_(reactor), read_target_(read_target) {}
+  // `read_target` is the reactor's message that StartRead fills; `peer` the worker's address.
+  Outbox(ConnectReactorBase* reactor, v1::WorkerMessage* read_target, std::string peer)
+      : reactor_(reactor), read_target_(read_target), peer_(std::move(peer)) {}
 
   void BeginIngest() {
     absl::MutexLock lock(&mu_);
@@ -58,6 +58,8 @@ class Outbox : public WorkerLink {
   }
 
   void Close(const absl::Status& status) override { Finish(ToGrpcStatus(status)); }
+
+  std::string peer() const override { return peer_; }
 
   // Ends the stream after the write in flight, dropping queued messages.
   void Finish(const grpc::Status& status) {
@@ -98,6 +100,7 @@ class Outbox : public WorkerLink {
   absl::Mutex mu_;
   ConnectReactorBase* reactor_ ABSL_GUARDED_BY(mu_);
   v1::WorkerMessage* const read_target_;
+  const std::string peer_;
   int pending_ingests_ ABSL_GUARDED_BY(mu_) = 0;
   bool read_paused_ ABSL_GUARDED_BY(mu_) = false;
   std::deque<v1::SchedulerMessage> queue_ ABSL_GUARDED_BY(mu_);
@@ -107,8 +110,9 @@ class Outbox : public WorkerLink {
 
 class ConnectReactor : public ConnectReactorBase {
  public:
-  ConnectReactor(Scheduler* scheduler, absl::Status auth)
-      : scheduler_(scheduler), outbox_(std::make_shared<Outbox>(this, &incoming_)) {
+  ConnectReactor(Scheduler* scheduler, absl::Status auth, std::string peer)
+      : scheduler_(scheduler),
+        outbox_(std::make_shared<Outbox>(this, &incoming_, std::move(peer))) {
     if (!auth.ok()) {
       outbox_->Close(auth);
       return;
@@ -142,7 +146,7 @@ class ConnectReactor : public ConnectReactorBase {
   void OnDone() override {
     if (!worker_id_.empty()) {
       scheduler_->DisconnectWorker(worker_id_, outbox_.get());
-      spdlog::info("worker {} disconnected", worker_id_);
+      spdlog::info("worker {} disconnected (was connected from {})", worker_id_, outbox_->peer());
     }
     outbox_->Detach();
     delete this;
@@ -157,8 +161,9 @@ class ConnectReactor : public ConnectReactorBase {
       absl::Status status = scheduler_->ConnectWorker(message.hello(), outbox_.get());
       if (!status.ok()) return status;
       worker_id_ = message.hello().worker_id();
-      spdlog::info("worker {} connected ({} devices, {} running jobs)", worker_id_,
-                   message.hello().devices_size(), message.hello().running_jobs_size());
+      spdlog::info("worker {} connected ({} devices, {} running jobs) from {}", worker_id_,
+                   message.hello().devices_size(), message.hello().running_jobs_size(),
+                   outbox_->peer());
       return absl::OkStatus();
     }
     switch (message.kind_case()) {
@@ -168,6 +173,7 @@ class ConnectReactor : public ConnectReactorBase {
         return scheduler_->Heartbeat(worker_id_, outbox_.get(), message.heartbeat());
       case v1::WorkerMessage::kEvents: {
         std::shared_ptr<Outbox> outbox = outbox_;
+        const std::string worker_id = worker_id_;
         const std::string job_id = message.events().job_id();
         const std::optional<int32_t> attempt =
             message.events().has_attempt() ? std::optional<int32_t>(message.events().attempt())
@@ -175,7 +181,7 @@ class ConnectReactor : public ConnectReactorBase {
         outbox->BeginIngest();
         scheduler_->IngestEvents(
             worker_id_, outbox_.get(), message.events(),
-            [outbox, job_id, attempt](absl::StatusOr<int64_t> ack) {
+            [outbox, worker_id, job_id, attempt](absl::StatusOr<int64_t> ack) {
               outbox->EndIngest();
               v1::SchedulerMessage reply;
               if (ack.ok()) {
@@ -186,6 +192,12 @@ class ConnectReactor : public ConnectReactorBase {
                 // Not this worker's job (any more): tell it to stop.
                 reply.mutable_cancellation()->set_job_id(job_id);
                 reply.mutable_cancellation()->set_reason(std::string(ack.status().message()));
+              } else if (absl::IsInvalidArgument(ack.status())) {
+                // A batch no worker sends (e.g. an absurd worker sequence): acknowledging it
+                // would hide the fault, ignoring it would leave the worker waiting.
+                spdlog::warn("worker {}: {}", worker_id, ack.status().ToString());
+                outbox->Close(ack.status());
+                return;
               } else {
                 return;
               }
@@ -239,7 +251,7 @@ grpc::ServerBidiReactor<v1::WorkerMessage, v1::SchedulerMessage>* WorkerServiceI
     spdlog::warn("refused a worker connection from {}: {}", context->peer(),
                  std::string(auth.message()));
   }
-  return new ConnectReactor(scheduler_, std::move(auth));
+  return new ConnectReactor(scheduler_, std::move(auth), context->peer());
 }
 
 }  // namespace quantd

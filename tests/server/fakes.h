@@ -111,6 +111,7 @@ class RecordingLink : public WorkerLink {
  public:
   void Send(const v1::SchedulerMessage& message) override { sent.push_back(message); }
   void Close(const absl::Status& status) override { closed = status; }
+  std::string peer() const override { return peer_address; }
 
   std::vector<v1::Assignment> Assignments() const {
     std::vector<v1::Assignment> out;
@@ -129,6 +130,7 @@ class RecordingLink : public WorkerLink {
 
   std::vector<v1::SchedulerMessage> sent;
   absl::Status closed = absl::OkStatus();
+  std::string peer_address;
 };
 
 }  // namespace quantd::testing

@@ -658,6 +658,73 @@ TEST_F(IntegrationTest, AuthenticationAndOwnership) {
   EXPECT_EQ(stranger.Finish(kWait).error_code(), grpc::StatusCode::UNAUTHENTICATED);
 }
 
+// A 15 MB spec, a 100 kB job id (whose NOT_FOUND echo broke gRPC's metadata limit) and
+// unknown states are INVALID_ARGUMENT, over real gRPC.
+TEST_F(IntegrationTest, OversizedAndUnknownArgumentsAreInvalid) {
+  StartQuantd();
+  v1::JobSpec big = testing::MinimalSpec();
+  for (int i = 0; i < 100000; ++i) {
+    (*big.mutable_labels())["label-" + std::to_string(i)] = "value";
+  }
+  v1::Job job;
+  grpc::Status status = Submit("alice-token", big, &job);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("the limit is 16384"));
+
+  const std::string long_id(100000, 'j');
+  v1::Job seen;
+  status = Get("alice-token", long_id, &seen);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << status.error_message();
+  EXPECT_THAT(status.error_message(), HasSubstr("job_id"));
+  EXPECT_EQ(Cancel("alice-token", long_id, &seen).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  Watcher watcher(process_->address(), "alice-token", long_id, 0);
+  auto watched = watcher.WaitDone(kWait);
+  ASSERT_TRUE(watched.has_value());
+  EXPECT_EQ(watched->error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  v1::GetJobMetricsRequest metrics_request;
+  metrics_request.set_job_id(long_id);
+  v1::JobMetrics metrics;
+  EXPECT_EQ(stub_->GetJobMetrics(testing::Context("alice-token").get(), metrics_request, &metrics)
+                .error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+
+  ASSERT_TRUE(Submit("alice-token", testing::MinimalSpec(), &job).ok());
+  v1::CancelJobRequest cancel;
+  cancel.set_job_id(job.job_id());
+  cancel.set_reason(std::string(2000, 'r'));
+  EXPECT_EQ(stub_->CancelJob(testing::Context("alice-token").get(), cancel, &seen).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+
+  v1::ListJobsRequest list;
+  list.add_states(static_cast<v1::JobState>(99));
+  v1::ListJobsResponse listed;
+  status = stub_->ListJobs(testing::Context("alice-token").get(), list, &listed);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("99"));
+}
+
+// A worker sequence near INT64_MAX overflowed quantd's counter, after which every batch of
+// the job was acknowledged and silently dropped. Now the stream is ended with the reason.
+TEST_F(IntegrationTest, AbsurdWorkerSequenceEndsTheStream) {
+  StartQuantd();
+  auto worker = Worker("w1");
+  v1::Job job;
+  SubmitAndStart(*worker, &job);
+  auto log_line = [](int64_t, v1::JobEvent* event) { event->mutable_log()->set_message("x"); };
+  ASSERT_TRUE(worker->SendEvents(job.job_id(), INT64_MAX - 1, 1, log_line));
+  grpc::Status status = worker->Finish(kWait);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("first_worker_sequence"));
+  // The job's events are the ones before, and the worker's resend goes on from there.
+  auto again = std::make_unique<FakeWorker>(process_->address(), "worker-token", "w1");
+  v1::RunningJob running;
+  running.set_job_id(job.job_id());
+  running.set_acked_sequence(2);
+  again->Connect({running});
+  ASSERT_TRUE(again->SendEvents(job.job_id(), 3, 2));
+  EXPECT_TRUE(again->WaitAck(job.job_id(), 4, kWait));
+}
+
 // Two half-open HTTP requests used to hold both of civetweb's threads for its 30 s timeout.
 TEST_F(IntegrationTest, HalfOpenMetricsRequestsDoNotBlockScrapes) {
   StartQuantd();

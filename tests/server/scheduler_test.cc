@@ -1,13 +1,19 @@
 // Drives the scheduler core with a fake clock, an in-memory store and recording workers.
 #include "server/core/scheduler.h"
 
+#include <cmath>
+#include <limits>
 #include <map>
 #include <memory>
 #include <optional>
+#include <sstream>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/core/job_state.h"
+#include "server/core/limits.h"
+#include "spdlog/sinks/ostream_sink.h"
+#include "spdlog/spdlog.h"
 #include "tests/server/fakes.h"
 
 namespace quantd {
@@ -50,6 +56,23 @@ class StaleCounter : public SchedulerObserver {
  private:
   mutable absl::Mutex mu_;
   std::map<WorkerMessageKind, int> counts_;
+};
+
+// Collects what spdlog's default logger writes while it lives.
+class LogCapture {
+ public:
+  LogCapture() : previous_(spdlog::default_logger()) {
+    auto logger = std::make_shared<spdlog::logger>(
+        "capture", std::make_shared<spdlog::sinks::ostream_sink_mt>(text_));
+    logger->set_level(spdlog::level::debug);
+    spdlog::set_default_logger(logger);
+  }
+  ~LogCapture() { spdlog::set_default_logger(previous_); }
+  std::string text() const { return text_.str(); }
+
+ private:
+  std::shared_ptr<spdlog::logger> previous_;
+  std::ostringstream text_;
 };
 
 class SchedulerTest : public ::testing::Test {
@@ -115,8 +138,8 @@ class SchedulerTest : public ::testing::Test {
     if (attempt.has_value()) events.set_attempt(*attempt);
     for (int i = 0; i < count; ++i) {
       v1::LossPoint* loss = events.add_events()->mutable_loss();
-      loss->set_step(first + i);
-      loss->set_loss(1.0 / (first + i));
+      loss->set_step(i);  // not first + i: tests send sequences near INT64_MAX
+      loss->set_loss(1.0 / (i + 1));
     }
     absl::StatusOr<int64_t> out = absl::UnknownError("callback not called");
     scheduler_->IngestEvents(worker, link, events,
@@ -767,6 +790,274 @@ TEST_F(SchedulerTest, MessagesWithoutAttemptAreHandledAsBefore) {
   // Without the job on the worker, a finish without attempt is still an error.
   EXPECT_EQ(Finish("w1", link, job, v1::JOB_STATE_SUCCEEDED).code(),
             absl::StatusCode::kFailedPrecondition);
+}
+
+// ---- limits on what users send (a 15 MB spec made quantd hold ~1.6 GB) ----
+
+TEST_F(SchedulerTest, SpecOverTheSizeLimitIsRefusedNamingSizeAndLimit) {
+  v1::JobSpec big = ValidSpec();
+  (*big.mutable_labels())["note"] = std::string(kMaxSpecBytes, 'x');
+  auto refused = Submit("alice", big);
+  ASSERT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(refused.status().message()),
+              HasSubstr(absl::StrCat("spec: ", big.ByteSizeLong(), " bytes")));
+  EXPECT_THAT(std::string(refused.status().message()), HasSubstr(std::to_string(kMaxSpecBytes)));
+  v1::JobSpec many = ValidSpec();
+  for (int i = 0; i < 10000; ++i) many.mutable_eval()->add_ppl_datasets("/data/x.txt");
+  EXPECT_EQ(Submit("alice", many).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(scheduler_->ListJobs(Caller{"root", true}, ListQuery())->jobs.size(), 0u);
+  // A large but sane spec still goes in.
+  v1::JobSpec fine = ValidSpec();
+  (*fine.mutable_labels())["note"] = std::string(kMaxSpecBytes / 2, 'x');
+  EXPECT_TRUE(Submit("alice", fine).ok());
+}
+
+TEST_F(SchedulerTest, LongCancelReasonIsRefusedAndTheJobStays) {
+  const std::string job = SubmitOk("alice");
+  absl::StatusOr<v1::Job> out = absl::UnknownError("callback not called");
+  scheduler_->CancelJob(Caller{"alice", false}, job, std::string(kMaxCancelReasonBytes + 1, 'r'),
+                        [&](absl::StatusOr<v1::Job> r) { out = std::move(r); });
+  ASSERT_EQ(out.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(out.status().message()), HasSubstr("reason"));
+  EXPECT_EQ(Get(job).state(), v1::JOB_STATE_QUEUED);
+  scheduler_->CancelJob(Caller{"alice", false}, job, std::string(kMaxCancelReasonBytes, 'r'),
+                        [&](absl::StatusOr<v1::Job> r) { out = std::move(r); });
+  EXPECT_TRUE(out.ok()) << out.status();
+}
+
+TEST_F(SchedulerTest, OverlongJobIdIsInvalidAndNotEchoed) {
+  SubmitOk("alice");
+  const std::string id = "j-" + std::string(100000, '9');
+  const Caller alice{"alice", false};
+  absl::Status get = scheduler_->GetJob(alice, id).status();
+  EXPECT_EQ(get.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_LT(get.message().size(), 200u);
+  EXPECT_EQ(scheduler_->GetJobMetrics(alice, id).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Cancel("alice", id).status().code(), absl::StatusCode::kInvalidArgument);
+  // At the limit it is an id like any other: not found.
+  EXPECT_EQ(scheduler_->GetJob(alice, std::string(kMaxJobIdLength, 'j')).status().code(),
+            absl::StatusCode::kNotFound);
+}
+
+TEST_F(SchedulerTest, ListJobsWithAnUnknownStateIsInvalidNamingIt) {
+  SubmitOk("alice");
+  ListQuery query;
+  query.states = {v1::JOB_STATE_QUEUED, static_cast<v1::JobState>(99)};
+  auto listed = scheduler_->ListJobs(Caller{"alice", false}, query);
+  ASSERT_EQ(listed.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(listed.status().message()), HasSubstr("99"));
+  query.states = {static_cast<v1::JobState>(-5)};
+  EXPECT_THAT(std::string(scheduler_->ListJobs(Caller{"alice", false}, query).status().message()),
+              HasSubstr("-5"));
+}
+
+// ---- Hello and heartbeat devices ----
+
+TEST_F(SchedulerTest, HelloWithBadDevicesOrMaxJobsIsInvalid) {
+  auto hello_with = [](int devices) {
+    v1::Hello hello;
+    hello.set_worker_id("w");
+    for (int i = 0; i < devices; ++i) {
+      v1::Device* device = hello.add_devices();
+      device->set_id(std::to_string(i));
+      device->set_total_memory_bytes(80 * kGiB);
+      device->set_free_memory_bytes(80 * kGiB);
+    }
+    return hello;
+  };
+  auto refusal = [&](const v1::Hello& hello) {
+    RecordingLink link;
+    absl::Status status = scheduler_->ConnectWorker(hello, &link);
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_TRUE(link.sent.empty());
+    return std::string(status.message());
+  };
+  v1::Hello duplicate = hello_with(2);
+  duplicate.mutable_devices(1)->set_id("0");
+  EXPECT_THAT(refusal(duplicate), HasSubstr("\"0\" appears more than once"));
+  v1::Hello negative = hello_with(1);
+  negative.mutable_devices(0)->set_free_memory_bytes(-1);
+  EXPECT_THAT(refusal(negative), HasSubstr("negative memory"));
+  negative.mutable_devices(0)->set_free_memory_bytes(0);
+  negative.mutable_devices(0)->set_total_memory_bytes(-8);
+  EXPECT_THAT(refusal(negative), HasSubstr("negative memory"));
+  v1::Hello minus_jobs = hello_with(1);
+  minus_jobs.set_max_jobs(-3);
+  EXPECT_THAT(refusal(minus_jobs), HasSubstr("hello.max_jobs"));
+  EXPECT_THAT(refusal(hello_with(kMaxWorkerDevices + 1)),
+              HasSubstr(std::to_string(kMaxWorkerDevices)));
+  v1::Hello long_id = hello_with(1);
+  long_id.set_worker_id(std::string(kMaxWorkerIdLength + 1, 'w'));
+  EXPECT_THAT(refusal(long_id), HasSubstr("hello.worker_id"));
+  EXPECT_EQ(scheduler_->Stats().workers_connected, 0);
+
+  // max_jobs 0 means 1; the largest device count is fine.
+  RecordingLink link;
+  ASSERT_TRUE(scheduler_->ConnectWorker(hello_with(kMaxWorkerDevices), &link).ok());
+  SubmitOk("alice");
+  SubmitOk("alice");
+  EXPECT_EQ(link.Assignments().size(), 1u);
+}
+
+TEST_F(SchedulerTest, HeartbeatWithDuplicateDevicesIsInvalidAndKeepsTheOldOnes) {
+  RecordingLink* link = Connect("w1", 2);
+  v1::Heartbeat heartbeat;
+  for (int i = 0; i < 2; ++i) {
+    v1::Device* device = heartbeat.add_devices();
+    device->set_id("cuda:0");
+    device->set_total_memory_bytes(80 * kGiB);
+    device->set_free_memory_bytes(80 * kGiB);
+  }
+  EXPECT_EQ(scheduler_->Heartbeat("w1", link, heartbeat).code(),
+            absl::StatusCode::kInvalidArgument);
+  v1::JobSpec two = ValidSpec();
+  two.mutable_resources()->set_device_count(2);
+  const std::string job = SubmitOk("alice", two);
+  ASSERT_EQ(link->Assignments().size(), 1u);
+  EXPECT_THAT(link->Assignments()[0].device_ids(),
+              ::testing::UnorderedElementsAre("cuda:0", "cuda:1"));
+}
+
+// ---- worker sequences (2^63-2 made the counter overflow and every later batch vanish) ----
+
+TEST_F(SchedulerTest, OutOfRangeWorkerSequencesAreInvalidAndStoreNothing) {
+  const std::string job = SubmitOk("alice");
+  RecordingLink* link = Connect("w1");
+  ASSERT_EQ(*Events("w1", link, job, 2, 1), 2);
+  const int64_t last_sequence = Get(job).last_sequence();
+  const int64_t max = std::numeric_limits<int64_t>::max();
+  for (int64_t first : {max - 1, max, int64_t{-1}, std::numeric_limits<int64_t>::min(),
+                        3 + kMaxWorkerSequenceGap + 1}) {
+    auto ack = Events("w1", link, job, 3, first);
+    EXPECT_EQ(ack.status().code(), absl::StatusCode::kInvalidArgument) << first;
+    EXPECT_THAT(std::string(ack.status().message()), HasSubstr("first_worker_sequence"));
+  }
+  EXPECT_EQ(Get(job).last_sequence(), last_sequence);
+  // The legitimate flows still work: a resend, the next batch, a legacy batch (0).
+  EXPECT_EQ(*Events("w1", link, job, 3, 1), 3);
+  EXPECT_EQ(*Events("w1", link, job, 1, 4), 4);
+  EXPECT_EQ(*Events("w1", link, job, 1, 0), 5);
+  EXPECT_EQ(Get(job).last_sequence(), last_sequence + 3);
+}
+
+TEST_F(SchedulerTest, GapWithinTheLimitIsAcceptedAndLogged) {
+  const std::string job = SubmitOk("alice");
+  RecordingLink* link = Connect("w1");
+  ASSERT_TRUE(Events("w1", link, job, 2, 1).ok());
+  LogCapture log;
+  // Events 3..9 were acknowledged once but lost by the store (e.g. --store_sync=normal).
+  EXPECT_EQ(*Events("w1", link, job, 2, 10), 11);
+  EXPECT_THAT(log.text(), HasSubstr("3..9 never arrived"));
+  EXPECT_EQ(*Events("w1", link, job, 1, 12), 12);
+}
+
+TEST_F(SchedulerTest, StaleEventsWithAHugeSequenceAreInvalidNotOverflowed) {
+  const std::string job = SubmitOk("alice");
+  RecordingLink* link = RequeueOntoTheSameWorker(job);
+  auto ack = Events("w1", link, job, 3, std::numeric_limits<int64_t>::max() - 1, 0);
+  EXPECT_EQ(ack.status().code(), absl::StatusCode::kInvalidArgument);
+  ack = Events("w1", link, job, 3, kMaxWorkerSequence, 0);
+  ASSERT_TRUE(ack.ok());
+  EXPECT_EQ(*ack, kMaxWorkerSequence + 2);
+}
+
+// ---- worker payloads ----
+
+TEST_F(SchedulerTest, MalformedWorkerEventsAreDroppedAndProgressIsSanitised) {
+  const std::string job = SubmitOk("alice");
+  RecordingLink* link = Connect("w1");
+  ASSERT_TRUE(Events("w1", link, job, 1, 1).ok());
+  const int64_t before = Get(job).last_sequence();
+  auto send = [&](int64_t first, const std::vector<v1::JobEvent>& list) {
+    v1::JobEvents events;
+    events.set_job_id(job);
+    events.set_first_worker_sequence(first);
+    for (const auto& event : list) *events.add_events() = event;
+    absl::StatusOr<int64_t> out = absl::UnknownError("callback not called");
+    scheduler_->IngestEvents("w1", link, events,
+                             [&](absl::StatusOr<int64_t> r) { out = std::move(r); });
+    return out;
+  };
+  auto progress = [](double fraction, double eta) {
+    v1::JobEvent event;
+    event.mutable_progress()->set_fraction(fraction);
+    event.mutable_progress()->set_eta_seconds(eta);
+    return event;
+  };
+  v1::JobEvent empty;
+  v1::JobEvent bad_phase;
+  bad_phase.mutable_phase_change()->set_phase(static_cast<v1::Phase>(999));
+  v1::JobEvent bad_loss_phase;
+  bad_loss_phase.mutable_loss()->set_phase(static_cast<v1::Phase>(-4));
+  v1::JobEvent good_phase;
+  good_phase.mutable_phase_change()->set_phase(v1::PHASE_CALIBRATE);
+
+  LogCapture log;
+  // Dropped events are acknowledged (the worker must not resend them), not stored.
+  EXPECT_EQ(*send(2, {empty, bad_phase, bad_loss_phase, good_phase, progress(0.25, 30)}), 6);
+  EXPECT_THAT(log.text(), HasSubstr("dropped 3 malformed event(s) from worker w1"));
+  EXPECT_THAT(log.text(), HasSubstr("without a kind"));
+  EXPECT_EQ(Get(job).last_sequence(), before + 2);
+  EXPECT_EQ(Get(job).phase(), v1::PHASE_CALIBRATE);
+
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  const double inf = std::numeric_limits<double>::infinity();
+  ASSERT_TRUE(send(7, {progress(nan, nan)}).ok());
+  EXPECT_DOUBLE_EQ(Get(job).progress().fraction(), 0.25);  // kept
+  EXPECT_EQ(Get(job).progress().eta_seconds(), -1);
+  ASSERT_TRUE(send(8, {progress(1e308, inf)}).ok());
+  EXPECT_DOUBLE_EQ(Get(job).progress().fraction(), 1.0);
+  EXPECT_EQ(Get(job).progress().eta_seconds(), -1);
+  ASSERT_TRUE(send(9, {progress(-5, -inf)}).ok());
+  EXPECT_DOUBLE_EQ(Get(job).progress().fraction(), 0.0);
+  EXPECT_EQ(Get(job).progress().eta_seconds(), -1);
+  ASSERT_TRUE(send(10, {progress(0.5, -7)}).ok());
+  EXPECT_DOUBLE_EQ(Get(job).progress().fraction(), 0.5);
+  EXPECT_EQ(Get(job).progress().eta_seconds(), -1);
+  // The stored events carry the sanitised values too.
+  for (const auto& event : store_.AllEvents(job)) {
+    if (!event.has_progress()) continue;
+    EXPECT_TRUE(std::isfinite(event.progress().fraction()));
+    EXPECT_GE(event.progress().fraction(), 0.0);
+    EXPECT_LE(event.progress().fraction(), 1.0);
+    EXPECT_TRUE(std::isfinite(event.progress().eta_seconds()));
+  }
+  ExpectContiguous(job);
+}
+
+// ---- logs that name what happened ----
+
+TEST_F(SchedulerTest, ReplacedLiveConnectionIsLoggedWithBothAddresses) {
+  RecordingLink* first = Connect("w1");
+  first->peer_address = "ipv4:10.0.0.1:5000";
+  v1::Hello hello;
+  hello.set_worker_id("w1");
+  v1::Device* device = hello.add_devices();
+  device->set_id("cuda:0");
+  RecordingLink second;
+  second.peer_address = "ipv4:10.0.0.2:6000";
+  LogCapture log;
+  ASSERT_TRUE(scheduler_->ConnectWorker(hello, &second).ok());
+  EXPECT_EQ(first->closed.code(), absl::StatusCode::kAborted);
+  EXPECT_THAT(log.text(), HasSubstr("worker w1: a new connection from ipv4:10.0.0.2:6000 "
+                                    "replaces the live one from ipv4:10.0.0.1:5000"));
+  scheduler_->DisconnectWorker("w1", &second);
+}
+
+TEST_F(SchedulerTest, HelloNamingAJobRunningOnAnotherWorkerSaysSo) {
+  const std::string job = SubmitOk("alice");
+  RecordingLink* good = Connect("good-w1");
+  ASSERT_TRUE(Events("good-w1", good, job, 1, 1, 0).ok());
+  v1::RunningJob claimed;
+  claimed.set_job_id(job);
+  claimed.set_attempt(0);
+  LogCapture log;
+  RecordingLink* bad = Connect("bad-w1", 1, 80, 1, {claimed});
+  ASSERT_EQ(bad->sent[0].welcome().stop_jobs_size(), 1);
+  EXPECT_THAT(log.text(), HasSubstr("attempt 0 is RUNNING on worker good-w1, not on bad-w1"));
+  EXPECT_THAT(log.text(), ::testing::Not(HasSubstr("stale")));
+  EXPECT_EQ(Get(job).state(), v1::JOB_STATE_RUNNING);
 }
 
 }  // namespace
