@@ -10,7 +10,8 @@
 // Durability: every change is written to the JobStore; callbacks (`done`) run after the
 // change is committed, and events reach the EventSink only after they are committed.
 //
-// Errors: INVALID_ARGUMENT (bad spec or request; the message names the field), NOT_FOUND
+// Errors: INVALID_ARGUMENT (bad spec or request, or one over a limit of limits.h; the
+// message names the field), NOT_FOUND
 // (unknown job), ALREADY_EXISTS (request_id reused with another spec), PERMISSION_DENIED
 // (another owner's job), FAILED_PRECONDITION (a worker speaks about a job it does not run).
 //
@@ -129,13 +130,20 @@ class Scheduler {
   // ---- workers ----
   // A worker said Hello on `link` (not owned; valid until DisconnectWorker(link) returns or
   // the scheduler calls link->Close). Sends Welcome, then assignments, through `link`.
+  // INVALID_ARGUMENT for a Hello without worker_id or devices, with repeated or empty device
+  // ids, negative memory, max_jobs < 0, or over a limit of limits.h. A live link of the same
+  // worker is closed (ABORTED) and replaced, with a warning naming both peers.
   absl::Status ConnectWorker(const v1::Hello& hello, WorkerLink* link);
   // The stream of `link` ended. Its jobs wait `worker_lost_after` for a re-attach.
   void DisconnectWorker(const std::string& worker_id, WorkerLink* link);
+  // INVALID_ARGUMENT for devices a Hello could not have.
   absl::Status Heartbeat(const std::string& worker_id, WorkerLink* link,
                          const v1::Heartbeat& heartbeat);
   // Stores the events; `done` gets the worker sequence to acknowledge once committed (for
   // a stale attempt's events, at once: the last sequence of the batch, nothing stored).
+  // INVALID_ARGUMENT for a first_worker_sequence out of range (limits.h). Events without a
+  // kind or with an unknown phase are dropped but acknowledged; progress is clamped to
+  // 0..1 and a non-finite or negative ETA stored as -1.
   void IngestEvents(const std::string& worker_id, WorkerLink* link, const v1::JobEvents& events,
                     Callback<int64_t> done);
   // A CANCELLED finish of a job that is not CANCELLING (the worker stopped it, nobody
