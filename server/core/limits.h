@@ -21,7 +21,7 @@ inline constexpr size_t kMaxCancelReasonBytes = 1024;
 // cannot name a job, and echoing them in NOT_FOUND would bloat the error).
 inline constexpr size_t kMaxJobIdLength = 128;
 
-// Hello: worker_id, in bytes (every job the worker runs carries it).
+// Hello: worker_id and instance_id, in bytes (every job the worker runs carries the id).
 inline constexpr size_t kMaxWorkerIdLength = 128;
 // Hello and Heartbeat: devices of one worker. Every placement pass looks at each of them.
 inline constexpr int kMaxWorkerDevices = 1024;

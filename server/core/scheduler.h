@@ -131,8 +131,13 @@ class Scheduler {
   // A worker said Hello on `link` (not owned; valid until DisconnectWorker(link) returns or
   // the scheduler calls link->Close). Sends Welcome, then assignments, through `link`.
   // INVALID_ARGUMENT for a Hello without worker_id or devices, with repeated or empty device
-  // ids, negative memory, max_jobs < 0, or over a limit of limits.h. A live link of the same
-  // worker is closed (ABORTED) and replaced, with a warning naming both peers.
+  // ids, negative memory, max_jobs < 0, or over a limit of limits.h (worker_id and
+  // instance_id: kMaxWorkerIdLength). A link of the same worker_id is closed (ABORTED) and
+  // replaced, with a warning naming both peers, when the Hellos' instance_ids are equal or
+  // either is empty (the same process reconnecting), or when that link has not been heard
+  // from within worker_lost_after. Otherwise another process uses the id: ALREADY_EXISTS
+  // ("worker id w1 is in use by another live worker (from <peer>)"), logged as an error,
+  // and the connected worker and its jobs are untouched.
   absl::Status ConnectWorker(const v1::Hello& hello, WorkerLink* link);
   // The stream of `link` ended. Its jobs wait `worker_lost_after` for a re-attach.
   void DisconnectWorker(const std::string& worker_id, WorkerLink* link);

@@ -50,6 +50,11 @@ absl::Status ValidateHello(const v1::Hello& hello) {
   if (hello.devices_size() == 0) {
     return absl::InvalidArgumentError("hello.devices: at least one device is required");
   }
+  if (hello.instance_id().size() > kMaxWorkerIdLength) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("hello.instance_id: ", hello.instance_id().size(), " bytes, the limit is ",
+                     kMaxWorkerIdLength));
+  }
   if (hello.max_jobs() < 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("hello.max_jobs: must be >= 0 (0 = 1), got ", hello.max_jobs()));
@@ -105,8 +110,23 @@ absl::Status Scheduler::ConnectWorker(const v1::Hello& hello, WorkerLink* link) 
   const absl::Time now = clock_->Now();
   WorkerEntry& worker = workers_[hello.worker_id()];
   if (worker.link != nullptr && worker.link != link) {
-    // Legitimate after a reconnect the old stream did not notice yet; otherwise two workers
-    // share a worker_id (or someone poses as one).
+    const std::string& old_instance = worker.hello.instance_id();
+    const bool same_process =
+        old_instance.empty() || hello.instance_id().empty() || old_instance == hello.instance_id();
+    if (!same_process && now < worker.lost_at) {
+      // Two worker processes configured with the same id: replacing would make them take
+      // turns (each reconnects at once) and lose the running jobs on every turn.
+      spdlog::error(
+          "worker {}: refused a connection from {} (instance {}): the id is in use by the live "
+          "worker from {} (instance {}); two workers share a --worker_id",
+          hello.worker_id(), PeerOrUnknown(*link), hello.instance_id(), PeerOrUnknown(*worker.link),
+          old_instance);
+      return absl::AlreadyExistsError(absl::StrCat("worker id ", hello.worker_id(),
+                                                   " is in use by another live worker (from ",
+                                                   PeerOrUnknown(*worker.link), ")"));
+    }
+    // Legitimate after a reconnect the old stream did not notice yet (or after the old
+    // connection went silent past the loss timeout); otherwise someone poses as the worker.
     spdlog::warn(
         "worker {}: a new connection from {} replaces the live one from {} (a reconnect, or "
         "two workers with the same id)",

@@ -1045,6 +1045,74 @@ TEST_F(SchedulerTest, ReplacedLiveConnectionIsLoggedWithBothAddresses) {
   scheduler_->DisconnectWorker("w1", &second);
 }
 
+// Two worker processes started with the same --worker_id: replacing the live one made them
+// take turns (each reconnected at once) and lost the running job on every turn.
+TEST_F(SchedulerTest, SameWorkerIdFromAnotherLiveProcessIsRefused) {
+  const std::string job = SubmitOk("alice");
+  v1::Hello hello;
+  hello.set_worker_id("w1");
+  hello.set_instance_id("process-a");
+  hello.add_devices()->set_id("cuda:0");
+  RecordingLink first;
+  first.peer_address = "ipv4:10.0.0.1:5000";
+  ASSERT_TRUE(scheduler_->ConnectWorker(hello, &first).ok());
+  ASSERT_EQ(first.Assignments().size(), 1u);
+  ASSERT_TRUE(Events("w1", &first, job, 2, 1).ok());
+
+  hello.set_instance_id("process-b");
+  RecordingLink second;
+  second.peer_address = "ipv4:10.0.0.2:6000";
+  {
+    LogCapture log;
+    for (int i = 0; i < 3; ++i) {
+      const absl::Status refused = scheduler_->ConnectWorker(hello, &second);
+      EXPECT_EQ(refused.code(), absl::StatusCode::kAlreadyExists);
+      EXPECT_EQ(refused.message(),
+                "worker id w1 is in use by another live worker (from ipv4:10.0.0.1:5000)");
+    }
+    EXPECT_THAT(log.text(), HasSubstr("[error]"));
+    EXPECT_THAT(log.text(), HasSubstr("worker w1: refused a connection from ipv4:10.0.0.2:6000"));
+  }
+  EXPECT_TRUE(first.closed.ok()) << first.closed;
+  EXPECT_TRUE(second.sent.empty());
+  clock_.Advance(absl::Seconds(2));
+  ASSERT_TRUE(scheduler_->Heartbeat("w1", &first, v1::Heartbeat()).ok());
+  scheduler_->Tick();
+  EXPECT_EQ(Get(job).state(), v1::JOB_STATE_RUNNING);
+  EXPECT_EQ(Get(job).attempt(), 0);
+  ASSERT_TRUE(Finish("w1", &first, job, v1::JOB_STATE_SUCCEEDED).ok());
+  EXPECT_EQ(Get(job).state(), v1::JOB_STATE_SUCCEEDED);
+  scheduler_->DisconnectWorker("w1", &first);
+}
+
+// The same process reconnecting (same instance_id) still replaces its old stream, and so does
+// another process once the connected one has been silent past the loss timeout.
+TEST_F(SchedulerTest, SameWorkerIdReplacesWhenSameProcessOrOldOneSilent) {
+  v1::Hello hello;
+  hello.set_worker_id("w1");
+  hello.set_instance_id("process-a");
+  hello.add_devices()->set_id("cuda:0");
+  RecordingLink first;
+  ASSERT_TRUE(scheduler_->ConnectWorker(hello, &first).ok());
+  RecordingLink second;
+  ASSERT_TRUE(scheduler_->ConnectWorker(hello, &second).ok());
+  EXPECT_EQ(first.closed.code(), absl::StatusCode::kAborted);
+
+  hello.set_instance_id("process-b");
+  RecordingLink third;
+  clock_.Advance(absl::Seconds(2));
+  EXPECT_EQ(scheduler_->ConnectWorker(hello, &third).code(), absl::StatusCode::kAlreadyExists);
+  clock_.Advance(absl::Seconds(2));  // 4 s > worker_lost_after, before any Tick
+  ASSERT_TRUE(scheduler_->ConnectWorker(hello, &third).ok());
+  EXPECT_EQ(second.closed.code(), absl::StatusCode::kAborted);
+
+  hello.clear_instance_id();  // a worker older than instance_id
+  RecordingLink fourth;
+  ASSERT_TRUE(scheduler_->ConnectWorker(hello, &fourth).ok());
+  EXPECT_EQ(third.closed.code(), absl::StatusCode::kAborted);
+  scheduler_->DisconnectWorker("w1", &fourth);
+}
+
 TEST_F(SchedulerTest, HelloNamingAJobRunningOnAnotherWorkerSaysSo) {
   const std::string job = SubmitOk("alice");
   RecordingLink* good = Connect("good-w1");

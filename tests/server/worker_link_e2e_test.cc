@@ -29,6 +29,7 @@ class WorkerLinkE2eTest : public testing::QuantdFixture {
   void SetUp() override {
     ASSERT_NO_FATAL_FAILURE(MakeScratch("quantd_link_e2e", testing::kAliceAndWorkerTokens));
     std::filesystem::create_directories(dir_ + "/spill");
+    std::filesystem::create_directories(dir_ + "/spill2");
     port_ = testing::FreePort();
     ASSERT_NE(port_, 0);
   }
@@ -293,6 +294,110 @@ TEST_F(WorkerLinkE2eTest, RejectedTokenIsReportedOnBothSides) {
   EXPECT_NE(log.str().find("refused a worker connection from"), std::string::npos) << log.str();
   EXPECT_NE(log.str().find("unknown token"), std::string::npos) << log.str();
   EXPECT_EQ(log.str().find("not-a-worker-token"), std::string::npos) << log.str();
+}
+
+// Two worker processes started with the same worker_id (two links with different
+// instance_ids): the second is refused with ALREADY_EXISTS and backs off; the first keeps
+// its stream and its running job. quantd used to let them replace each other ~19 times a
+// second, requeuing the job on every turn until it failed WORKER_LOST.
+TEST_F(WorkerLinkE2eTest, SecondWorkerWithTheSameIdIsRefusedAndTheJobRunsOn) {
+  StartQuantd();
+  absl::Mutex mu;
+  std::vector<std::string> assigned;
+  std::vector<grpc::Status> first_ends;
+  std::vector<grpc::Status> second_ends;
+  link::EventOutbox first_outbox(1000, dir_ + "/spill");
+  link::LinkOptions first_options = WorkerOptions();
+  first_options.instance_id = "process-a";
+  link::LinkCallbacks first_callbacks;
+  first_callbacks.on_assignment = [&](const v1::Assignment& assignment) {
+    absl::MutexLock lock(&mu);
+    assigned.push_back(assignment.job().job_id());
+  };
+  first_callbacks.running_jobs = [&] {
+    absl::MutexLock lock(&mu);
+    std::vector<v1::RunningJob> running;
+    for (const std::string& id : assigned) running.emplace_back().set_job_id(id);
+    return running;
+  };
+  first_callbacks.on_session_end = [&](const grpc::Status& status) {
+    absl::MutexLock lock(&mu);
+    first_ends.push_back(status);
+  };
+  link::SchedulerLink first(first_options, first_callbacks, &first_outbox);
+  first.Start();
+
+  auto stub = v1::QuantizeService::NewStub(
+      grpc::CreateChannel(address(), grpc::InsecureChannelCredentials()));
+  v1::SubmitJobRequest request;
+  *request.mutable_spec() = testing::MinimalSpec();
+  v1::SubmitJobResponse response;
+  ASSERT_TRUE(stub->SubmitJob(testing::Context("alice-token").get(), request, &response).ok());
+  const std::string job = response.job().job_id();
+  {
+    absl::MutexLock lock(&mu);
+    auto got = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) { return !assigned.empty(); };
+    ASSERT_TRUE(mu.AwaitWithTimeout(absl::Condition(&got), kWait)) << "no assignment";
+  }
+  AddLosses(first_outbox, job, 0, 1);
+  first.Notify();
+
+  link::EventOutbox second_outbox(1000, dir_ + "/spill2");
+  link::LinkOptions second_options = WorkerOptions();
+  second_options.instance_id = "process-b";
+  link::LinkCallbacks second_callbacks;
+  second_callbacks.on_session_end = [&](const grpc::Status& status) {
+    absl::MutexLock lock(&mu);
+    second_ends.push_back(status);
+  };
+  link::SchedulerLink second(second_options, second_callbacks, &second_outbox);
+  second.Start();
+  {
+    absl::MutexLock lock(&mu);
+    auto refused = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) { return second_ends.size() >= 3; };
+    ASSERT_TRUE(mu.AwaitWithTimeout(absl::Condition(&refused), kWait)) << "no refusals";
+  }
+  absl::SleepFor(absl::Seconds(1));
+  second.Stop();
+  {
+    absl::MutexLock lock(&mu);
+    for (const grpc::Status& status : second_ends) {
+      EXPECT_EQ(status.error_code(), grpc::StatusCode::ALREADY_EXISTS) << status.error_message();
+      EXPECT_EQ(status.error_message().rfind("worker id node1-gpu0 is in use by another live "
+                                             "worker (from ipv4:127.0.0.1:",
+                                             0),
+                0u)
+          << status.error_message();
+    }
+    EXPECT_TRUE(first_ends.empty()) << first_ends[0].error_message();
+  }
+  EXPECT_EQ(first.sessions(), 1);
+  EXPECT_TRUE(first.connected());
+  EXPECT_EQ(second.sessions(), 0);
+
+  v1::GetJobRequest get;
+  get.set_job_id(job);
+  v1::Job state;
+  ASSERT_TRUE(stub->GetJob(testing::Context("alice-token").get(), get, &state).ok());
+  EXPECT_EQ(state.state(), v1::JOB_STATE_RUNNING);
+  EXPECT_EQ(state.attempt(), 0);
+  EXPECT_EQ(state.worker_id(), "node1-gpu0");
+  v1::JobFinished finished;
+  finished.set_job_id(job);
+  finished.set_state(v1::JOB_STATE_SUCCEEDED);
+  Watcher watcher(address(), "alice-token", job, 0);
+  first.Finish(finished);
+  ASSERT_TRUE(watcher.WaitDone(kWait).has_value());
+  ASSERT_TRUE(stub->GetJob(testing::Context("alice-token").get(), get, &state).ok());
+  EXPECT_EQ(state.state(), v1::JOB_STATE_SUCCEEDED);
+  EXPECT_EQ(state.attempt(), 0);
+  first.Stop();
+
+  process_.reset();
+  const std::string log = ReadFile(dir_ + "/quantd.log");
+  EXPECT_NE(log.find("is in use by the live worker from"), std::string::npos) << log;
+  EXPECT_EQ(log.find("replaces the live one"), std::string::npos) << log;
+  EXPECT_EQ(log.find("reconnected without the job"), std::string::npos) << log;
 }
 
 }  // namespace

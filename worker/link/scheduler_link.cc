@@ -1,6 +1,7 @@
 #include "worker/link/scheduler_link.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <fstream>
 #include <random>
 #include <set>
@@ -26,10 +27,26 @@ std::shared_ptr<grpc::ChannelCredentials> Credentials(const std::string& ca_cert
   return grpc::SslCredentials(ssl);
 }
 
+// 128 random bits in hex, drawn once per process.
+const std::string& ProcessInstanceId() {
+  static const std::string* const id = [] {
+    std::random_device device;
+    std::string hex;
+    for (int i = 0; i < 4; ++i) {
+      char word[9];
+      std::snprintf(word, sizeof(word), "%08x", static_cast<unsigned>(device()));
+      hex += word;
+    }
+    return new std::string(hex);
+  }();
+  return *id;
+}
+
 }  // namespace
 
 SchedulerLink::SchedulerLink(LinkOptions options, LinkCallbacks callbacks, EventOutbox* outbox)
     : options_(std::move(options)),
+      instance_id_(options_.instance_id.empty() ? ProcessInstanceId() : options_.instance_id),
       callbacks_(std::move(callbacks)),
       outbox_(outbox),
       heartbeat_interval_(options_.heartbeat_interval) {
@@ -139,6 +156,7 @@ bool SchedulerLink::RunSession(bool* refused) {
 
   v1::Hello& hello = *hello_message.mutable_hello();
   hello.set_worker_id(options_.worker_id);
+  hello.set_instance_id(instance_id_);
   hello.set_hostname(options_.hostname);
   hello.set_version(options_.version);
   hello.set_max_jobs(options_.max_jobs);
@@ -359,6 +377,12 @@ bool SchedulerLink::RunSession(bool* refused) {
         "scheduler {} refused this worker: {} (check --token, --token_file or "
         "QUANTD_WORKER_TOKEN); retrying every {} ms",
         options_.scheduler_address, status.error_message(), options_.max_backoff.count());
+  } else if (status.error_code() == grpc::StatusCode::ALREADY_EXISTS) {
+    // Another worker process has this worker_id: a configuration error, not a network one.
+    spdlog::error(
+        "scheduler {} refused worker id {}: {} (give every worker its own --worker_id); "
+        "retrying with backoff",
+        options_.scheduler_address, options_.worker_id, status.error_message());
   } else if (!status.ok()) {
     spdlog::warn("scheduler stream ended: {} ({})", status.error_message(),
                  static_cast<int>(status.error_code()));

@@ -6,6 +6,8 @@
 // acknowledgements. When the stream breaks it reconnects with exponential backoff and
 // jitter; running jobs never stop because of it. A refused token (UNAUTHENTICATED,
 // PERMISSION_DENIED) is logged as an error on every try, and tries are max_backoff apart.
+// Every Hello carries the process's instance_id; a worker_id in use by another live worker
+// process (ALREADY_EXISTS) is logged as an error on every try, retried with growing backoff.
 //
 // A finish is sent once every event of its job is acknowledged, so that the next EventsAck
 // of the job (same attempt) acknowledges the finish itself: quantd sends one when the
@@ -49,6 +51,9 @@ struct LinkOptions {
   std::string token;
   std::string ca_cert_path;
   std::string worker_id;
+  // Hello.instance_id: tells this process's reconnects from another process with the same
+  // worker_id. Empty = one random id drawn per process (the same for every link in it).
+  std::string instance_id;
   std::string hostname;
   std::string version;
   int max_jobs = 1;
@@ -110,6 +115,7 @@ class SchedulerLink {
   bool RunSession(bool* refused);
 
   const LinkOptions options_;
+  const std::string instance_id_;
   const LinkCallbacks callbacks_;
   EventOutbox* const outbox_;
   std::unique_ptr<v1::WorkerService::Stub> stub_;
