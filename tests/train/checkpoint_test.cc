@@ -91,5 +91,35 @@ TEST(TrainCheckpointTest, UnreadableFilesAreSetAsideWithAWarning) {
   std::filesystem::remove_all(dir);
 }
 
+// A full disk (the .tmp is a link to /dev/full, whose writes fail with ENOSPC) is a clear
+// status, not a std::terminate from torch's writer; no .tmp is left and the earlier file stays.
+TEST(TrainCheckpointTest, FullDiskIsAStatusAndLeavesNoTemporaryFile) {
+  if (!std::filesystem::exists("/dev/full")) GTEST_SKIP() << "no /dev/full";
+  const std::string dir = ::testing::TempDir() + "/full_disk_checkpoint";
+  std::filesystem::remove_all(dir);
+  FinetuneCheckpoint c;
+  c.fingerprint = "abc";
+  c.next_block = 1;
+  c.block_states.push_back({{"w", torch::randn({64, 64})}});
+  c.block_stats.push_back({1, 2, 3, 0, 1, 1});
+  ASSERT_TRUE(SaveFinetuneCheckpoint(dir, c).ok());
+
+  const std::string tmp = dir + "/finetune.pt.tmp";
+  std::filesystem::create_symlink("/dev/full", tmp);
+  c.next_block = 2;
+  c.block_states.push_back({{"w", torch::randn({64, 64})}});
+  c.block_stats.push_back({1, 2, 3, 0, 1, 1});
+  const absl::Status status = SaveFinetuneCheckpoint(dir, c);
+  EXPECT_EQ(status.code(), absl::StatusCode::kResourceExhausted) << status;
+  EXPECT_NE(status.message().find(tmp), std::string::npos) << status;
+  EXPECT_NE(status.message().find("No space left on device"), std::string::npos) << status;
+  EXPECT_FALSE(std::filesystem::exists(std::filesystem::symlink_status(tmp)));
+
+  auto kept = LoadFinetuneCheckpoint(dir, "abc");
+  ASSERT_TRUE(kept.ok()) << kept.status();
+  ASSERT_TRUE(kept->has_value());
+  EXPECT_EQ((*kept)->next_block, 1);
+}
+
 }  // namespace
 }  // namespace quantd::train

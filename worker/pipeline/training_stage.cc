@@ -254,7 +254,11 @@ absl::StatusOr<TrainedVariant> BuildTrainedVariant(const TrainingInputs& in,
       if (!result.ok()) return sink_error.ok() ? result.status() : sink_error;
       trained = *std::move(result);
       if (!in.checkpoint_dir.empty()) {
-        RETURN_IF_ERROR(train::SavePrefixCheckpoint(in.checkpoint_dir, fingerprint, *trained));
+        if (auto s = train::SavePrefixCheckpoint(in.checkpoint_dir, fingerprint, *trained);
+            !s.ok()) {
+          log(absl::StrCat("warning: prefix checkpoint not saved (", s.message(),
+                           "); going on without it"));
+        }
       }
     }
     out.prefix_trained = true;

@@ -1,7 +1,12 @@
 #include "worker/train/checkpoint.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
@@ -42,18 +47,59 @@ std::vector<T> FromTensor(const torch::Tensor& t) {
   return out;
 }
 
+absl::Status WriteError(const std::string& what, const std::string& path, int error) {
+  const std::string message = absl::StrCat(what, " ", path, ": ", std::strerror(error));
+  if (error == ENOSPC || error == EDQUOT) return absl::ResourceExhaustedError(message);
+  return absl::InternalError(message);
+}
+
+// Writes the archive to <dir>/<name>.tmp with checked writes, then renames it. torch's own file
+// writer throws from its destructor when a write fails (ENOSPC), which aborts the process; here
+// the sink records the first error and keeps accepting, and the .tmp is removed on any failure.
 absl::Status SaveAtomically(const std::string& dir, const char* name,
                             torch::serialize::OutputArchive& archive) {
+  const std::string path = dir + "/" + name;
+  const std::string tmp = path + ".tmp";
+  std::error_code fs_error;
+  std::filesystem::create_directories(dir, fs_error);
+  if (fs_error) return WriteError("cannot create checkpoint directory", dir, fs_error.value());
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return WriteError("cannot write checkpoint", tmp, errno);
+  int write_errno = 0;
+  std::string encode_error;
   try {
-    std::filesystem::create_directories(dir);
-    const std::string path = dir + "/" + name;
-    const std::string tmp = path + ".tmp";
-    archive.save_to(tmp);
-    std::filesystem::rename(tmp, path);
-    return absl::OkStatus();
+    archive.save_to([&](const void* data, size_t n) -> size_t {
+      const char* p = static_cast<const char*>(data);
+      size_t left = data == nullptr || write_errno != 0 ? 0 : n;
+      while (left > 0) {
+        const ssize_t written = ::write(fd, p, left);
+        if (written < 0 && errno == EINTR) continue;
+        if (written <= 0) {
+          write_errno = written < 0 ? errno : EIO;
+          break;
+        }
+        p += written;
+        left -= static_cast<size_t>(written);
+      }
+      return n;
+    });
   } catch (const std::exception& e) {
-    return absl::InternalError(absl::StrCat("saving checkpoint ", dir, "/", name, ": ", e.what()));
+    encode_error = WithoutBacktrace(e.what());
   }
+  if (write_errno == 0 && encode_error.empty() && ::fsync(fd) != 0) write_errno = errno;
+  if (::close(fd) != 0 && write_errno == 0) write_errno = errno;
+  absl::Status status;
+  if (write_errno != 0) {
+    status = WriteError("cannot write checkpoint", tmp, write_errno);
+  } else if (!encode_error.empty()) {
+    status = absl::InternalError(absl::StrCat("saving checkpoint ", path, ": ", encode_error));
+  } else {
+    std::filesystem::rename(tmp, path, fs_error);
+    if (!fs_error) return absl::OkStatus();
+    status = WriteError(absl::StrCat("cannot rename ", tmp, " to"), path, fs_error.value());
+  }
+  std::filesystem::remove(tmp, fs_error);
+  return status;
 }
 
 // A checkpoint that cannot be read is a lost cache, not a reason to fail the job: it is moved

@@ -3,6 +3,9 @@
 //   <dir>/prefix.pt    the trainable prefix's result (after the prefix phase)
 //   <dir>/finetune.pt  every finished block's TrainableBlock::State() (after every block)
 // Files are written to a temporary name and renamed, so a crash never leaves a torn file.
+// Saving never throws or aborts: a failed write (a full disk) is RESOURCE_EXHAUSTED for ENOSPC
+// or EDQUOT, INTERNAL otherwise, naming the file and strerror; the temporary file is removed and
+// an earlier checkpoint of that name is kept.
 #ifndef QUANTD_WORKER_TRAIN_CHECKPOINT_H_
 #define QUANTD_WORKER_TRAIN_CHECKPOINT_H_
 

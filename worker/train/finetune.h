@@ -25,7 +25,8 @@
 // Checkpoints (checkpoint_dir non-empty): after every block, every finished block's State() is
 // saved with `fingerprint`; a later run with the same fingerprint re-installs and restores those
 // blocks, recomputes the cached activations (no training), and continues at the next block.
-// A checkpoint with another fingerprint is ignored with an on_log line.
+// A checkpoint with another fingerprint is ignored with an on_log line; one that cannot be saved
+// (e.g. a full disk) is an on_log warning and the run goes on (a rerun then resumes earlier).
 // Not thread-safe; uses the model exclusively while it runs.
 #ifndef QUANTD_WORKER_TRAIN_FINETUNE_H_
 #define QUANTD_WORKER_TRAIN_FINETUNE_H_
@@ -75,7 +76,7 @@ struct FinetuneResult {
 
 // Errors: INVALID_ARGUMENT (no windows, unequal lengths, epochs < 0, batch_size < 1, a prefix
 // with the wrong number of layers), the installer's errors, CANCELLED (checked before every
-// step), NumericalFailure, INTERNAL with context for LibTorch and checkpoint I/O failures.
+// step), NumericalFailure, INTERNAL with context for LibTorch failures.
 absl::StatusOr<FinetuneResult> FinetuneBlocks(model::LlamaModel& model,
                                               const model::KvCache* prefix,
                                               const std::vector<std::vector<int32_t>>& train,
