@@ -96,6 +96,15 @@ void SchedulerLink::Finish(const v1::JobFinished& finished) {
   wake_.notify_all();
 }
 
+void SchedulerLink::Reject(const v1::AssignmentRejected& rejected) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    rejections_.push_back(rejected);
+    work_ = true;
+  }
+  wake_.notify_all();
+}
+
 void SchedulerLink::SetDraining(bool draining) {
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -271,6 +280,7 @@ bool SchedulerLink::RunSession(bool* refused) {
   bool closing = false;  // Stop: last passes send what was queued
   while (healthy) {
     std::map<std::string, v1::JobFinished> finishes;
+    std::vector<v1::AssignmentRejected> rejections;
     bool draining = false;
     {
       std::unique_lock<std::mutex> lock(mu_);
@@ -302,7 +312,18 @@ bool SchedulerLink::RunSession(bool* refused) {
         lock.lock();
       }
       if (!welcomed) continue;
+      rejections.swap(rejections_);
     }
+    for (size_t i = 0; i < rejections.size() && healthy; ++i) {
+      v1::WorkerMessage message;
+      *message.mutable_rejected() = rejections[i];
+      if (!stream->Write(message)) {
+        healthy = false;
+        std::lock_guard<std::mutex> lock(mu_);
+        rejections_.insert(rejections_.begin(), rejections.begin() + i, rejections.end());
+      }
+    }
+    if (!healthy) break;
     bool more = false;
     for (const std::string& job_id : outbox_->jobs()) {
       auto it = sent.find(job_id);

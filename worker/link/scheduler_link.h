@@ -100,6 +100,9 @@ class SchedulerLink {
   void Notify();
   // The job ended; sent after its events. `finished.attempt` should be set.
   void Finish(const v1::JobFinished& finished);
+  // Refuses an assignment (`rejected.attempt` should be set): the scheduler queues the job for
+  // another worker. Sent once the stream is welcomed (kept across a broken stream until then).
+  void Reject(const v1::AssignmentRejected& rejected);
   // Heartbeats say "draining": the scheduler sends no new jobs. A heartbeat goes out at once,
   // before any finish reported after this call.
   void SetDraining(bool draining);
@@ -133,6 +136,7 @@ class SchedulerLink {
   std::map<std::string, v1::JobFinished> finishes_ ABSL_GUARDED_BY(mu_);
   // Finishes sent in this session and not acknowledged yet.
   std::set<std::string> finishes_sent_ ABSL_GUARDED_BY(mu_);
+  std::vector<v1::AssignmentRejected> rejections_ ABSL_GUARDED_BY(mu_);
   grpc::ClientContext* context_ ABSL_GUARDED_BY(mu_) = nullptr;
   std::thread thread_;
 };
