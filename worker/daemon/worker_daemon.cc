@@ -1,13 +1,46 @@
 #include "worker/daemon/worker_daemon.h"
 
-#include <filesystem>
-#include <fstream>
+#include <fcntl.h>
+#include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "proto/spec/spec_file.h"
 #include "spdlog/spdlog.h"
 
 namespace quantd::daemon {
+namespace {
+
+absl::Status CannotWrite(const std::string& path, int error) {
+  return absl::InternalError(absl::StrCat("cannot write ", path, ": ", std::strerror(error)));
+}
+
+// Replaces the file at `path` with `data`, checking every write and the close.
+absl::Status WriteFileChecked(const std::string& path, const std::string& data) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return CannotWrite(path, errno);
+  const char* p = data.data();
+  size_t left = data.size();
+  int error = 0;
+  while (left > 0 && error == 0) {
+    const ssize_t written = ::write(fd, p, left);
+    if (written < 0 && errno == EINTR) continue;
+    if (written <= 0) {
+      error = written < 0 ? errno : EIO;
+    } else {
+      p += written;
+      left -= static_cast<size_t>(written);
+    }
+  }
+  if (::close(fd) != 0 && error == 0) error = errno;
+  return error == 0 ? absl::OkStatus() : CannotWrite(path, error);
+}
+
+}  // namespace
 
 WorkerDaemon::WorkerDaemon(DaemonOptions options)
     : options_(std::move(options)),
@@ -117,12 +150,19 @@ void WorkerDaemon::OnAssignment(const v1::Assignment& assignment) {
 void WorkerDaemon::StartAssignmentLocked(const v1::Assignment& assignment) {
   const std::string job_id = assignment.job().job_id();
   const std::string dir = options_.work_dir + "/" + job_id;
+  const std::string job_path = dir + "/job.pb";
   std::error_code error;
   std::filesystem::create_directories(dir, error);
+  absl::Status prepared = error ? absl::InternalError(absl::StrCat("cannot create the job folder ",
+                                                                   dir, ": ", error.message()))
+                                : absl::OkStatus();
   // job.pb is what the job process reads; job.json is the same for people.
-  const std::string job_path = dir + "/job.pb";
-  std::ofstream(job_path, std::ios::binary) << assignment.SerializeAsString();
-  std::ofstream(dir + "/job.json") << ToJson(assignment, /*pretty=*/true);
+  if (prepared.ok()) prepared = WriteFileChecked(job_path, assignment.SerializeAsString());
+  if (prepared.ok()) prepared = WriteFileChecked(dir + "/job.json", ToJson(assignment, true));
+  if (!prepared.ok()) {
+    RejectLocked(job_id, assignment.job().attempt(), prepared);
+    return;
+  }
 
   runner::JobProcessOptions process_options;
   process_options.argv = options_.job_command;
@@ -141,6 +181,17 @@ void WorkerDaemon::StartAssignmentLocked(const v1::Assignment& assignment) {
   // The job's own thread forks the child: the child's parent-death signal is tied to the
   // forking thread, so it must live exactly as long as the job.
   job.thread = std::thread(&WorkerDaemon::RunJob, this, job_id, attempt, process_options);
+}
+
+void WorkerDaemon::RejectLocked(const std::string& job_id, int32_t attempt,
+                                const absl::Status& why) {
+  spdlog::error("job {}: rejected, this worker cannot run jobs: {}", job_id,
+                std::string(why.message()));
+  v1::AssignmentRejected rejected;
+  rejected.set_job_id(job_id);
+  rejected.set_attempt(attempt);
+  rejected.set_reason(absl::StrCat("cannot start the job process: ", why.message()));
+  link_->Reject(rejected);
 }
 
 void WorkerDaemon::OnCancel(const std::string& job_id) {
@@ -181,11 +232,7 @@ void WorkerDaemon::RunJob(const std::string& job_id, int32_t attempt,
   }
   runner::JobOutcome outcome;
   if (process == nullptr) {
-    spdlog::error("job {}: cannot start its process: {}", job_id, started.status().ToString());
-    outcome.state = v1::JOB_STATE_FAILED;
-    outcome.failure.set_reason(v1::FAILURE_REASON_INTERNAL);
-    outcome.failure.set_message("cannot start the job process: " +
-                                std::string(started.status().message()));
+    outcome.state = v1::JOB_STATE_FAILED;  // only shows in the log of an abandoned attempt
   } else {
     spdlog::info("job {}: started (pid {})", job_id, process->pid());
     metrics_.OnJobStarted(job_id);
@@ -214,6 +261,14 @@ void WorkerDaemon::RunJob(const std::string& job_id, int32_t attempt,
       if (next.has_value() && !stopping_) StartAssignmentLocked(*next);
       return;
     }
+    if (process == nullptr) {
+      // The log file, pipe or fork failed: this worker's trouble, not the job's.
+      RejectLocked(job_id, attempt, started.status());
+      outbox_.Forget(job_id);
+      finished_threads_.push_back(std::move(job.thread));
+      jobs_.erase(job_id);
+      return;
+    }
     if (outcome.state == v1::JOB_STATE_CANCELLED && stopping_ && !job.cancelled_by_scheduler) {
       outcome.failure.set_message("the worker is shutting down");
     }
@@ -229,6 +284,13 @@ void WorkerDaemon::RunJob(const std::string& job_id, int32_t attempt,
       event.mutable_log()->set_message(std::string(line));
       outbox_.Add(job_id, event);
     }
+  }
+  if (outcome.state == v1::JOB_STATE_SUCCEEDED) {
+    // Checkpoints only serve a rerun of an unfinished job; they are about the model's size.
+    const std::string train_dir = std::filesystem::path(log_path).parent_path() / "train";
+    std::error_code error;
+    std::filesystem::remove_all(train_dir, error);
+    if (error) spdlog::warn("job {}: cannot remove {}: {}", job_id, train_dir, error.message());
   }
   spdlog::info("job {}: ended {}", job_id, v1::JobState_Name(outcome.state));
   metrics_.OnJobFinished(job_id, outcome.state);

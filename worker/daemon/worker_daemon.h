@@ -4,7 +4,14 @@
 //
 // A job's files live in <work_dir>/<job_id>/: job.pb (the Assignment, binary), job.json (the
 // same for people), job.log (the child's output) and whatever the pipeline writes. The child is
-// started as job_command + ["--job", <job.json>, "--work_dir", <dir>] (+ "--event_fd=3").
+// started as job_command + ["--job", <job.pb>, "--work_dir", <dir>] (+ "--event_fd=3").
+// When that folder cannot be prepared (job.pb or job.json cannot be written: a full disk, a
+// work_dir replaced by a file) or the job process cannot be started (log file, pipe, fork), the
+// trouble is this worker's, not the job's: the assignment is rejected (AssignmentRejected with
+// the reason, e.g. "cannot write <dir>/job.pb: No space left on device"), an error is logged,
+// and the scheduler places the job on another worker.
+// After a job SUCCEEDED its training checkpoints (<dir>/train/) are removed; job.log, job.pb,
+// job.json and the other files stay. A failed or cancelled job keeps them for its next attempt.
 //
 // Thread-safety: Start/Stop from one thread; the rest is internal.
 #ifndef QUANTD_WORKER_DAEMON_WORKER_DAEMON_H_
@@ -76,6 +83,8 @@ class WorkerDaemon {
   void OnAssignment(const v1::Assignment& assignment);
   // Prepares the job's folder and starts its thread. Caller holds mu_.
   void StartAssignmentLocked(const v1::Assignment& assignment);
+  // Rejects the assignment for this worker's trouble `why` and logs an error. Caller holds mu_.
+  void RejectLocked(const std::string& job_id, int32_t attempt, const absl::Status& why);
   void OnCancel(const std::string& job_id);
   void OnStopJob(const std::string& job_id);
   // The job's thread: starts the child, forwards its events, reports the outcome.
