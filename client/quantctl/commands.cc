@@ -350,6 +350,9 @@ int RunSubmit(const Args& args, std::ostream& out, std::ostream& err) {
   if (!status.ok()) return Fail(err, status, "submit");
   if (session->format == OutputFormat::kTable) {
     out << response.job().job_id() << (response.deduplicated() ? " (existing job)" : "") << "\n";
+  } else if (session->format == OutputFormat::kJson && args.Has("watch")) {
+    // One JSON document per line, the reply first, then the events: a stream to parse by line.
+    out << ToJson(response, /*pretty=*/false) << "\n";
   } else {
     out << FormatMessage(response, session->format);
   }

@@ -2,6 +2,7 @@
 // sub-command, its exit codes, and its JSON output.
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -143,6 +144,19 @@ TEST_F(QuantctlE2ETest, WatchExitCodesFollowFailedAndCancelledJobs) {
   const CommandResult failing = Quantctl({"submit", bad_spec, "--watch"});
   EXPECT_EQ(failing.exit_code, 1) << failing.output;
   EXPECT_THAT(failing.output, HasSubstr("MODEL_LOAD"));
+  // With --output json the whole stream is JSON Lines: the submit reply, then the events.
+  const CommandResult json = Quantctl({"submit", bad_spec, "--watch", "--output", "json"});
+  EXPECT_EQ(json.exit_code, 1) << json.output;
+  std::istringstream lines(json.output);
+  int documents = 0;
+  for (std::string line; std::getline(lines, line);) {
+    const auto parsed = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    EXPECT_FALSE(parsed.is_discarded()) << "not one JSON document: " << line;
+    if (documents++ == 0) {
+      EXPECT_TRUE(parsed.contains("job")) << line;
+    }
+  }
+  EXPECT_GE(documents, 3);
 
   const CommandResult slow = Quantctl({"submit", spec_});
   const std::string job_id = FirstLine(slow.output);
