@@ -146,8 +146,8 @@ int main(int argc, char** argv) {
     return Fail("--heartbeat_interval must be at least 1s (Welcome carries whole seconds)");
   }
   options.scheduler.reattach_grace = absl::GetFlag(FLAGS_reattach_grace);
-  options.scheduler.on_store_failure = [](const absl::Status& status) {
-    spdlog::critical("store write failed, aborting so a restart recovers: {}", status.ToString());
+  options.scheduler.on_store_failure = [db = options.db_path](const absl::Status& status) {
+    spdlog::critical("{}", quantd::StoreFailureMessage(status, db));
     spdlog::default_logger()->flush();
     std::abort();
   };

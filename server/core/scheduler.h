@@ -72,7 +72,8 @@ struct SchedulerOptions {
   // After a restart, how long jobs that were running wait for their worker to re-attach.
   absl::Duration reattach_grace = absl::Seconds(60);
   // Called when the store fails to commit (the in-memory state is then ahead of the
-  // store). The quantd executable aborts, so that a restart recovers a consistent state.
+  // store). The quantd executable aborts, so that a restart recovers a consistent state
+  // (unless the database is damaged: see StoreFailureMessage in server/store).
   std::function<void(const absl::Status&)> on_store_failure;
 };
 

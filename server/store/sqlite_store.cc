@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "proto/common/status_macros.h"
 #include "server/core/time_util.h"
@@ -66,7 +67,20 @@ CREATE INDEX jobs_by_owner_state ON jobs (owner, state);
 static_assert(sizeof(kMigrations) / sizeof(kMigrations[0]) == SqliteStore::kSchemaVersion,
               "one migration per schema version");
 
+std::string RepairAdvice(const std::string& path) {
+  return absl::StrCat("Restore a backup, or copy what SQLite can still read into a new file: ",
+                      "sqlite3 ", path, " .recover | sqlite3 NEW.db, and start with --db=NEW.db");
+}
+
 }  // namespace
+
+std::string StoreFailureMessage(const absl::Status& status, const std::string& path) {
+  if (absl::IsDataLoss(status)) {
+    return absl::StrCat("store write failed, aborting: ", status.ToString(), ". The database ",
+                        path, " is damaged and a restart will not repair it. ", RepairAdvice(path));
+  }
+  return absl::StrCat("store write failed, aborting so a restart recovers: ", status.ToString());
+}
 
 struct SqliteStore::Statements {
   Statement upsert_job;
@@ -121,6 +135,7 @@ absl::Status SqliteStore::Lock() {
 
 absl::Status SqliteStore::OpenConnections() {
   ASSIGN_OR_RETURN(writer_, OpenConnection(options_.path, options_.synchronous_full));
+  RETURN_IF_ERROR(Check());
   RETURN_IF_ERROR(Migrate());
   statements_ = std::make_unique<Statements>();
   RETURN_IF_ERROR(statements_->upsert_job.Prepare(writer_, R"sql(
@@ -153,6 +168,25 @@ ON CONFLICT (worker_id) DO UPDATE SET hello = ?2, last_seen_ns = ?3, connected =
     readers_.push_back(std::move(reader));
   }
   return absl::OkStatus();
+}
+
+absl::Status SqliteStore::Check() {
+  Statement check;
+  RETURN_IF_ERROR(check.Prepare(writer_, "PRAGMA quick_check(1)"));
+  absl::Status status;
+  std::string problem;
+  if (check.Next(&status)) {
+    problem = check.Text(0);
+  } else {
+    problem = status.ok() ? "no result" : std::string(status.message());
+  }
+  check.Reset();
+  if (problem == "ok") return absl::OkStatus();
+  // "*** in database main ***\nPage 11: ..." reads better on one line, without the header.
+  problem = absl::StrReplaceAll(problem, {{"*** in database main ***\n", ""}, {"\n", "; "}});
+  return absl::DataLossError(absl::StrCat(
+      "store: the database ", options_.path, " is damaged (PRAGMA quick_check: ", problem,
+      "); quantd does not start on it. ", RepairAdvice(options_.path)));
 }
 
 absl::Status SqliteStore::Migrate() {

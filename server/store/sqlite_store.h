@@ -58,7 +58,12 @@ class SqliteStore : public JobStore {
 
   // Opens (creating or migrating) the database. FAILED_PRECONDITION when the file was
   // written by a newer schema or another store (another quantd) has it open, naming the file
-  // and that quantd's pid; INTERNAL on SQLite errors, with SQLite's message.
+  // and that quantd's pid. DATA_LOSS when the file is damaged: not a database, or `PRAGMA
+  // quick_check` (run on every open: ~15 ms warm, ~160 ms cold for 100k events, 12 MB) finds a
+  // problem; the message names the file, SQLite's first problem and the way out (a backup, or
+  // `sqlite3 OLD.db .recover | sqlite3 NEW.db`). INTERNAL on other SQLite errors, with SQLite's
+  // message and the file. A write that fails is DATA_LOSS when SQLite finds the database
+  // damaged (SQLITE_CORRUPT, SQLITE_NOTADB), INTERNAL otherwise.
   static absl::StatusOr<std::unique_ptr<SqliteStore>> Open(SqliteStoreOptions options);
   ~SqliteStore() override;
 
@@ -86,6 +91,7 @@ class SqliteStore : public JobStore {
   explicit SqliteStore(SqliteStoreOptions options);
   absl::Status Lock();
   absl::Status OpenConnections();
+  absl::Status Check();  // PRAGMA quick_check
   absl::Status Migrate();
   void WriterLoop();
   absl::Status ApplyGroup(const std::deque<Pending>& group, size_t begin, size_t end);
@@ -108,6 +114,13 @@ class SqliteStore : public JobStore {
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::thread writer_thread_;
 };
+
+// What quantd logs before it aborts on a failed store write (`status`, from Write) to the
+// database file `path`: "aborting so a restart recovers" when a restart can (the in-memory
+// state is ahead of the store and is rebuilt from it), but for DATA_LOSS (a damaged
+// database, which a restart would refuse to open) the way out instead: a backup, or
+// `sqlite3 <path> .recover | sqlite3 NEW.db`.
+std::string StoreFailureMessage(const absl::Status& status, const std::string& path);
 
 }  // namespace quantd
 

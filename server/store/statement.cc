@@ -6,16 +6,37 @@
 
 namespace quantd::store_internal {
 
+namespace {
+
+// "sqlite <file>: " (the database file of `db`), or "sqlite: " when it has none.
+std::string Prefix(sqlite3* db) {
+  const char* file = db == nullptr ? nullptr : sqlite3_db_filename(db, "main");
+  return file == nullptr || *file == '\0' ? std::string("sqlite: ")
+                                          : absl::StrCat("sqlite ", file, ": ");
+}
+
+absl::Status ErrorFor(int code, std::string message) {
+  const int primary = code & 0xff;
+  if (primary == SQLITE_CORRUPT || primary == SQLITE_NOTADB) {
+    return absl::DataLossError(std::move(message));
+  }
+  return absl::InternalError(std::move(message));
+}
+
+}  // namespace
+
 absl::Status SqliteError(sqlite3* db, const std::string& what) {
-  return absl::InternalError(
-      absl::StrCat("sqlite: ", what, ": ", db == nullptr ? "out of memory" : sqlite3_errmsg(db)));
+  if (db == nullptr) return absl::InternalError(absl::StrCat("sqlite: ", what, ": out of memory"));
+  return ErrorFor(sqlite3_errcode(db), absl::StrCat(Prefix(db), what, ": ", sqlite3_errmsg(db)));
 }
 
 absl::Status Exec(sqlite3* db, const std::string& sql) {
   char* message = nullptr;
-  if (sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &message) != SQLITE_OK) {
-    absl::Status status = absl::InternalError(absl::StrCat(
-        "sqlite: ", message == nullptr ? "error" : message, " in: ", sql.substr(0, 60)));
+  const int code = sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &message);
+  if (code != SQLITE_OK) {
+    absl::Status status =
+        ErrorFor(code, absl::StrCat(Prefix(db), message == nullptr ? "error" : message,
+                                    " in: ", sql.substr(0, 60)));
     sqlite3_free(message);
     return status;
   }

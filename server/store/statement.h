@@ -16,10 +16,11 @@ struct sqlite3_stmt;
 
 namespace quantd::store_internal {
 
-// INTERNAL error with SQLite's last message for `db`.
+// SQLite's last error on `db` as "sqlite <db file>: <what>: <message>": DATA_LOSS when it
+// is SQLITE_CORRUPT or SQLITE_NOTADB (a damaged database), INTERNAL otherwise.
 absl::Status SqliteError(sqlite3* db, const std::string& what);
 
-// Runs SQL that returns no rows.
+// Runs SQL that returns no rows. Errors as SqliteError's, "... <message> in: <sql>".
 absl::Status Exec(sqlite3* db, const std::string& sql);
 
 // Opens `path` read-write (created when missing) in WAL mode with a busy timeout.

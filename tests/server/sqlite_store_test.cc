@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <memory>
 
 #include "absl/synchronization/blocking_counter.h"
@@ -12,6 +13,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/core/scheduler.h"
+#include "server/store/statement.h"
 #include "tests/server/fakes.h"
 
 namespace quantd {
@@ -175,6 +177,114 @@ TEST_F(SqliteStoreTest, RefusesNewerSchema) {
   options.path = path_;
   auto store = SqliteStore::Open(options);
   EXPECT_EQ(store.status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+// Writes a store with `jobs` jobs (owners and states for the jobs_by_owner_state index) of
+// `events_per_job` events each, closes it, and overwrites the index's root page with
+// garbage, as `dd if=/dev/urandom of=DB bs=4096 seek=N count=1 conv=notrunc` would.
+void WriteAndDamage(const std::string& path, int jobs, int events_per_job) {
+  {
+    SqliteStoreOptions options;
+    options.path = path;
+    auto store = SqliteStore::Open(options);
+    ASSERT_TRUE(store.ok()) << store.status();
+    WriteBatch batch;
+    for (int i = 1; i <= jobs; ++i) {
+      StoredJob job;
+      job.job.set_job_id("j-" + std::to_string(i));
+      job.job.set_owner(i % 2 == 0 ? "alice" : "bob");
+      job.job.set_state(v1::JOB_STATE_QUEUED);
+      job.submit_order = i;
+      job.is_new = true;
+      batch.jobs.push_back(job);
+      for (int e = 1; e <= events_per_job; ++e) {
+        v1::JobEvent event;
+        event.set_job_id(job.job.job_id());
+        event.set_sequence(e);
+        event.mutable_loss()->set_loss(1.0 / e);
+        batch.events.push_back(event);
+      }
+    }
+    absl::Notification done;
+    (*store)->Write(std::move(batch), [&](absl::Status status) {
+      EXPECT_TRUE(status.ok()) << status;
+      done.Notify();
+    });
+    done.WaitForNotification();
+  }  // the last connection checkpoints the WAL into the file
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  sqlite3_stmt* stmt = nullptr;
+  ASSERT_EQ(sqlite3_prepare_v2(db,
+                               "SELECT rootpage, (SELECT page_size FROM pragma_page_size) FROM "
+                               "sqlite_master WHERE name = 'jobs_by_owner_state'",
+                               -1, &stmt, nullptr),
+            SQLITE_OK);
+  ASSERT_EQ(sqlite3_step(stmt), SQLITE_ROW);
+  const int64_t page = sqlite3_column_int64(stmt, 0);
+  const int64_t page_size = sqlite3_column_int64(stmt, 1);
+  sqlite3_finalize(stmt);
+  sqlite3_close(db);
+  ASSERT_GT(page, 1);
+  std::FILE* file = std::fopen(path.c_str(), "r+b");
+  ASSERT_NE(file, nullptr);
+  ASSERT_EQ(std::fseek(file, static_cast<long>((page - 1) * page_size), SEEK_SET), 0);
+  const std::string garbage(static_cast<size_t>(page_size), '\xab');
+  ASSERT_EQ(std::fwrite(garbage.data(), 1, garbage.size(), file), garbage.size());
+  std::fclose(file);
+}
+
+// A damaged index page: quantd used to start ("ready", reads work) and abort on the first
+// write with "aborting so a restart recovers", on every restart.
+TEST_F(SqliteStoreTest, DamagedDatabaseIsRefusedAtOpenWithTheWayOut) {
+  ASSERT_NO_FATAL_FAILURE(WriteAndDamage(path_, 20, 5));
+  SqliteStoreOptions options;
+  options.path = path_;
+  auto store = SqliteStore::Open(options);
+  ASSERT_EQ(store.status().code(), absl::StatusCode::kDataLoss) << store.status();
+  EXPECT_THAT(store.status().message(), HasSubstr("the database " + path_ + " is damaged"));
+  EXPECT_THAT(store.status().message(), HasSubstr("PRAGMA quick_check: Page "));
+  EXPECT_THAT(store.status().message(), HasSubstr("Restore a backup"));
+  EXPECT_THAT(store.status().message(),
+              HasSubstr("sqlite3 " + path_ + " .recover | sqlite3 NEW.db"));
+}
+
+TEST_F(SqliteStoreTest, FileThatIsNotADatabaseIsDataLossNamingTheFile) {
+  std::FILE* file = std::fopen(path_.c_str(), "wb");
+  ASSERT_NE(file, nullptr);
+  const std::string garbage(8192, 'x');
+  std::fwrite(garbage.data(), 1, garbage.size(), file);
+  std::fclose(file);
+  SqliteStoreOptions options;
+  options.path = path_;
+  auto store = SqliteStore::Open(options);
+  ASSERT_EQ(store.status().code(), absl::StatusCode::kDataLoss) << store.status();
+  // SQLite names the file by its absolute path.
+  EXPECT_THAT(store.status().message(),
+              HasSubstr("sqlite " + std::filesystem::absolute(path_).lexically_normal().string() +
+                        ": file is not a database"));
+}
+
+// A write that finds the damage is DATA_LOSS, and the abort message does not promise that a
+// restart recovers (a restart refuses the file).
+TEST_F(SqliteStoreTest, WriteToDamagedDatabaseIsDataLossAndNoRestartIsPromised) {
+  ASSERT_NO_FATAL_FAILURE(WriteAndDamage(path_, 20, 1));
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
+  const absl::Status status = store_internal::Exec(
+      db,
+      "INSERT INTO jobs (job_id, owner, state, priority, submit_order, worker_sequence, "
+      "device_ids, job) VALUES ('j-new', 'carol', 1, 0, 1000, 0, '', x'')");
+  sqlite3_close(db);
+  ASSERT_EQ(status.code(), absl::StatusCode::kDataLoss) << status;
+  EXPECT_THAT(status.message(),
+              HasSubstr("sqlite " + std::filesystem::absolute(path_).lexically_normal().string()));
+  const std::string message = StoreFailureMessage(status, path_);
+  EXPECT_THAT(message, ::testing::Not(HasSubstr("restart recovers")));
+  EXPECT_THAT(message, HasSubstr("a restart will not repair it"));
+  EXPECT_THAT(message, HasSubstr("sqlite3 " + path_ + " .recover | sqlite3 NEW.db"));
+  EXPECT_THAT(StoreFailureMessage(absl::InternalError("disk I/O error"), path_),
+              HasSubstr("aborting so a restart recovers"));
 }
 
 // Two quantd on one database would both write job numbers and sequences from their own
