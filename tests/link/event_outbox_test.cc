@@ -2,6 +2,7 @@
 
 #include <filesystem>
 
+#include "google/protobuf/util/time_util.h"
 #include "gtest/gtest.h"
 
 namespace quantd::link {
@@ -35,6 +36,30 @@ TEST(EventOutboxTest, KeepsEventsUntilAcknowledged) {
   EXPECT_EQ(outbox.acked("j1"), 5);
   EXPECT_TRUE(outbox.Pending("j1", 0, 10).empty());
   EXPECT_EQ(outbox.in_memory(), 0u);
+}
+
+// Events held while quantd is unreachable keep the time they were queued: quantd used to
+// stamp them when they arrived (all with the reconnect time).
+TEST(EventOutboxTest, StampsEventsWithoutTimeAndKeepsGivenTimes) {
+  EventOutbox outbox(1, ::testing::TempDir() + "/outbox_time");  // the 2nd and 3rd spill
+  const int64_t before = google::protobuf::util::TimeUtil::GetCurrentTime().seconds();
+  v1::JobEvent given = Step(2);
+  given.mutable_time()->set_seconds(1700000000);
+  given.mutable_time()->set_nanos(5);
+  outbox.Add("j1", Step(1));
+  outbox.Add("j1", given);
+  outbox.Add("j1", Step(3));
+  const int64_t after = google::protobuf::util::TimeUtil::GetCurrentTime().seconds();
+  const auto pending = outbox.Pending("j1", 0, 10);
+  ASSERT_EQ(pending.size(), 3u);
+  for (int i : {0, 2}) {
+    ASSERT_TRUE(pending[i].second.has_time()) << i;
+    EXPECT_GE(pending[i].second.time().seconds(), before);
+    EXPECT_LE(pending[i].second.time().seconds(), after);
+  }
+  EXPECT_EQ(pending[1].second.time().seconds(), 1700000000);
+  EXPECT_EQ(pending[1].second.time().nanos(), 5);
+  outbox.Forget("j1");
 }
 
 TEST(EventOutboxTest, ANewAttemptStartsAFreshQueue) {

@@ -68,6 +68,14 @@ TEST(JobProcessTest, SuccessForwardsEveryEventInOrderWithResult) {
   }
   EXPECT_DOUBLE_EQ(ran.outcome.result.metrics().at("ppl"), 4.117);
   EXPECT_TRUE(Gone(ran.pid));
+  // The child stamps each event when it emits it (JobEvent.time), in order.
+  for (size_t i = 0; i < ran.events.size(); ++i) {
+    ASSERT_TRUE(ran.events[i].has_time()) << i;
+    EXPECT_GT(ran.events[i].time().seconds(), 1700000000) << i;
+    if (i > 0) {
+      EXPECT_GE(ran.events[i].time().seconds(), ran.events[i - 1].time().seconds());
+    }
+  }
 }
 
 TEST(JobProcessTest, ReportedFailureKeepsTheChildsReason) {

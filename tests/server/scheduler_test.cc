@@ -1113,6 +1113,39 @@ TEST_F(SchedulerTest, SameWorkerIdReplacesWhenSameProcessOrOldOneSilent) {
   scheduler_->DisconnectWorker("w1", &fourth);
 }
 
+// JobEvent.time: when it happened, by the worker's clock. Events a worker held while quantd
+// was down keep their times; only events without one get quantd's receive time.
+TEST_F(SchedulerTest, WorkerEventTimesAreKeptAndOnlyMissingOnesStamped) {
+  const std::string job = SubmitOk("alice");
+  RecordingLink* link = Connect("w1");
+  clock_.Advance(absl::Seconds(40));
+  v1::JobEvents events;
+  events.set_job_id(job);
+  events.set_first_worker_sequence(1);
+  v1::JobEvent* held = events.add_events();
+  held->mutable_loss()->set_step(1);
+  held->mutable_time()->set_seconds(1700000000);
+  held->mutable_time()->set_nanos(123);
+  events.add_events()->mutable_loss()->set_step(2);  // an older worker: no time
+  absl::StatusOr<int64_t> acked = absl::UnknownError("callback not called");
+  scheduler_->IngestEvents("w1", link, events, [&](absl::StatusOr<int64_t> r) { acked = r; });
+  ASSERT_TRUE(acked.ok()) << acked.status();
+  std::vector<v1::JobEvent> losses;
+  for (const auto& event : store_.AllEvents(job)) {
+    if (event.has_loss()) losses.push_back(event);
+    // quantd's own events carry quantd's clock.
+    if (event.has_state_change()) {
+      EXPECT_TRUE(event.has_time());
+    }
+  }
+  ASSERT_EQ(losses.size(), 2u);
+  EXPECT_EQ(losses[0].time().seconds(), 1700000000);
+  EXPECT_EQ(losses[0].time().nanos(), 123);
+  EXPECT_EQ(absl::FromUnixSeconds(losses[1].time().seconds()) +
+                absl::Nanoseconds(losses[1].time().nanos()),
+            clock_.Now());
+}
+
 TEST_F(SchedulerTest, HelloNamingAJobRunningOnAnotherWorkerSaysSo) {
   const std::string job = SubmitOk("alice");
   RecordingLink* good = Connect("good-w1");

@@ -5,6 +5,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "google/protobuf/util/time_util.h"
 #include "worker/runner/event_pipe.h"
 
 namespace quantd::link {
@@ -29,7 +30,14 @@ std::optional<int32_t> EventOutbox::attempt(const std::string& job_id) const {
   return it == queues_.end() ? std::nullopt : it->second.attempt;
 }
 
-int64_t EventOutbox::Add(const std::string& job_id, const v1::JobEvent& event) {
+int64_t EventOutbox::Add(const std::string& job_id, const v1::JobEvent& given) {
+  v1::JobEvent stamped;
+  const bool stamp = !given.has_time();
+  if (stamp) {
+    stamped = given;
+    *stamped.mutable_time() = google::protobuf::util::TimeUtil::GetCurrentTime();
+  }
+  const v1::JobEvent& event = stamp ? stamped : given;
   std::lock_guard<std::mutex> lock(mu_);
   JobQueue& queue = queues_[job_id];
   const int64_t sequence = ++queue.last;

@@ -36,7 +36,9 @@ class EventOutbox {
   // The attempt given to StartAttempt; nullopt when none was (or the job was forgotten).
   std::optional<int32_t> attempt(const std::string& job_id) const;
 
-  // Queues `event` for `job_id`; returns its worker sequence.
+  // Queues `event` for `job_id`; returns its worker sequence. An event without `time` is
+  // stamped now (the job process stamps its own when it emits them), so that events held
+  // while the scheduler is unreachable keep the time they happened.
   int64_t Add(const std::string& job_id, const v1::JobEvent& event);
 
   // The scheduler stored every event of `job_id` up to `worker_sequence`.

@@ -2,6 +2,7 @@
 
 #include <signal.h>
 
+#include "google/protobuf/util/time_util.h"
 #include "worker/runner/event_pipe.h"
 #include "worker/runner/job_process.h"
 
@@ -17,6 +18,12 @@ extern "C" void CancelOnSignal(int) {
 }  // namespace
 
 absl::Status PipeEventSink::Emit(const v1::JobEvent& event) {
+  if (!event.has_time()) {
+    v1::JobEvent stamped = event;
+    *stamped.mutable_time() = google::protobuf::util::TimeUtil::GetCurrentTime();
+    std::lock_guard<std::mutex> lock(mutex_);
+    return WriteFramedEvent(fd_, stamped);
+  }
   std::lock_guard<std::mutex> lock(mutex_);
   return WriteFramedEvent(fd_, event);
 }

@@ -8,7 +8,9 @@
 
 namespace quantd::runner {
 
-// Writes framed events to the event fd. Thread-safe. Does not own the fd.
+// Writes framed events to the event fd. An event without `time` is stamped with the
+// current time as it is emitted (JobEvent.time: when it happened, by the worker's clock).
+// Thread-safe. Does not own the fd.
 class PipeEventSink : public EventSink {
  public:
   explicit PipeEventSink(int fd) : fd_(fd) {}
@@ -23,8 +25,7 @@ class PipeEventSink : public EventSink {
 void CancelOnTermination(CancellationToken* token);
 
 // Reports a failure as the child's last event and returns kChildFailed, the exit code.
-int ReportFailureAndExitCode(EventSink& sink, v1::FailureReason reason,
-                             const std::string& message);
+int ReportFailureAndExitCode(EventSink& sink, v1::FailureReason reason, const std::string& message);
 
 }  // namespace quantd::runner
 
