@@ -41,7 +41,9 @@ TEST(EventOutboxTest, KeepsEventsUntilAcknowledged) {
 // Events held while quantd is unreachable keep the time they were queued: quantd used to
 // stamp them when they arrived (all with the reconnect time).
 TEST(EventOutboxTest, StampsEventsWithoutTimeAndKeepsGivenTimes) {
-  EventOutbox outbox(1, ::testing::TempDir() + "/outbox_time");  // the 2nd and 3rd spill
+  const std::string spill = ::testing::TempDir() + "/outbox_time";
+  std::filesystem::remove_all(spill);  // an earlier run's spill file
+  EventOutbox outbox(1, spill);        // the 2nd and 3rd event spill
   const int64_t before = google::protobuf::util::TimeUtil::GetCurrentTime().seconds();
   v1::JobEvent given = Step(2);
   given.mutable_time()->set_seconds(1700000000);
