@@ -54,6 +54,18 @@ class WorkerLinkE2eTest : public testing::QuantdFixture {
     }
   }
 
+  // Submits testing::MinimalSpec() as alice over real gRPC; returns the job id ("" on failure,
+  // with a test failure recorded).
+  std::string SubmitMinimalJob() {
+    auto stub = v1::QuantizeService::NewStub(
+        grpc::CreateChannel(address(), grpc::InsecureChannelCredentials()));
+    v1::SubmitJobRequest request;
+    *request.mutable_spec() = testing::MinimalSpec();
+    v1::SubmitJobResponse response;
+    EXPECT_TRUE(stub->SubmitJob(testing::Context("alice-token").get(), request, &response).ok());
+    return response.job().job_id();
+  }
+
   int port_ = 0;
 };
 
@@ -79,13 +91,8 @@ TEST_F(WorkerLinkE2eTest, EventsSurviveSchedulerKillAndFinishArrives) {
   link::SchedulerLink worker(options, callbacks, &outbox);
   worker.Start();
 
-  auto stub = v1::QuantizeService::NewStub(
-      grpc::CreateChannel(address(), grpc::InsecureChannelCredentials()));
-  v1::SubmitJobRequest request;
-  *request.mutable_spec() = testing::MinimalSpec();
-  v1::SubmitJobResponse response;
-  ASSERT_TRUE(stub->SubmitJob(testing::Context("alice-token").get(), request, &response).ok());
-  const std::string job = response.job().job_id();
+  const std::string job = SubmitMinimalJob();
+  ASSERT_FALSE(job.empty());
   {
     absl::MutexLock lock(&mu);
     auto got = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) { return !assigned.empty(); };
@@ -166,21 +173,16 @@ TEST_F(WorkerLinkE2eTest, RecordedFinishesAreNotReportedAgainAfterReconnect) {
   };
   link::SchedulerLink worker(options, callbacks, &outbox);
   worker.Start();
-  auto stub = v1::QuantizeService::NewStub(
-      grpc::CreateChannel(address(), grpc::InsecureChannelCredentials()));
 
   // Submits a job and waits for its assignment; the job runs until Finish.
   auto run = [&](int number) -> std::string {
-    v1::SubmitJobRequest request;
-    *request.mutable_spec() = testing::MinimalSpec();
-    v1::SubmitJobResponse response;
-    EXPECT_TRUE(stub->SubmitJob(testing::Context("alice-token").get(), request, &response).ok());
+    const std::string job = SubmitMinimalJob();
     absl::MutexLock lock(&mu);
     auto got = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
       return static_cast<int>(assigned.size()) >= number;
     };
     EXPECT_TRUE(mu.AwaitWithTimeout(absl::Condition(&got), kWait)) << "no assignment";
-    return response.job().job_id();
+    return job;
   };
   auto finish = [&](const std::string& job) {
     {
@@ -327,13 +329,8 @@ TEST_F(WorkerLinkE2eTest, SecondWorkerWithTheSameIdIsRefusedAndTheJobRunsOn) {
   link::SchedulerLink first(first_options, first_callbacks, &first_outbox);
   first.Start();
 
-  auto stub = v1::QuantizeService::NewStub(
-      grpc::CreateChannel(address(), grpc::InsecureChannelCredentials()));
-  v1::SubmitJobRequest request;
-  *request.mutable_spec() = testing::MinimalSpec();
-  v1::SubmitJobResponse response;
-  ASSERT_TRUE(stub->SubmitJob(testing::Context("alice-token").get(), request, &response).ok());
-  const std::string job = response.job().job_id();
+  const std::string job = SubmitMinimalJob();
+  ASSERT_FALSE(job.empty());
   {
     absl::MutexLock lock(&mu);
     auto got = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) { return !assigned.empty(); };
@@ -375,6 +372,8 @@ TEST_F(WorkerLinkE2eTest, SecondWorkerWithTheSameIdIsRefusedAndTheJobRunsOn) {
   EXPECT_TRUE(first.connected());
   EXPECT_EQ(second.sessions(), 0);
 
+  auto stub = v1::QuantizeService::NewStub(
+      grpc::CreateChannel(address(), grpc::InsecureChannelCredentials()));
   v1::GetJobRequest get;
   get.set_job_id(job);
   v1::Job state;
