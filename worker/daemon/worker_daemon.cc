@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "proto/common/fd_write.h"
 #include "proto/spec/spec_file.h"
 #include "spdlog/spdlog.h"
 
@@ -23,19 +24,7 @@ absl::Status CannotWrite(const std::string& path, int error) {
 absl::Status WriteFileChecked(const std::string& path, const std::string& data) {
   const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return CannotWrite(path, errno);
-  const char* p = data.data();
-  size_t left = data.size();
-  int error = 0;
-  while (left > 0 && error == 0) {
-    const ssize_t written = ::write(fd, p, left);
-    if (written < 0 && errno == EINTR) continue;
-    if (written <= 0) {
-      error = written < 0 ? errno : EIO;
-    } else {
-      p += written;
-      left -= static_cast<size_t>(written);
-    }
-  }
+  int error = WriteAll(fd, data.data(), data.size());
   if (::close(fd) != 0 && error == 0) error = errno;
   return error == 0 ? absl::OkStatus() : CannotWrite(path, error);
 }

@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "nlohmann/json.hpp"
+#include "proto/common/fd_write.h"
 #include "proto/common/status_macros.h"
 
 namespace quantd::exporter {
@@ -22,15 +23,10 @@ absl::Status IoError(const std::string& path, const char* what) {
 }
 
 absl::Status WriteAll(int fd, const std::string& path, const void* data, uint64_t size) {
-  const auto* p = static_cast<const uint8_t*>(data);
-  while (size > 0) {
-    const ssize_t n = ::write(fd, p, size);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return IoError(path, "write failed");
-    p += n;
-    size -= static_cast<uint64_t>(n);
-  }
-  return absl::OkStatus();
+  const int error = quantd::WriteAll(fd, data, size);
+  if (error == 0) return absl::OkStatus();
+  errno = error;
+  return IoError(path, "write failed");
 }
 
 absl::Status SyncAndClose(int fd, const std::string& path) {

@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "proto/common/error_text.h"
+#include "proto/common/fd_write.h"
 
 namespace quantd::train {
 namespace {
@@ -69,19 +70,8 @@ absl::Status SaveAtomically(const std::string& dir, const char* name,
   std::string encode_error;
   try {
     archive.save_to([&](const void* data, size_t n) -> size_t {
-      const char* p = static_cast<const char*>(data);
-      size_t left = data == nullptr || write_errno != 0 ? 0 : n;
-      while (left > 0) {
-        const ssize_t written = ::write(fd, p, left);
-        if (written < 0 && errno == EINTR) continue;
-        if (written <= 0) {
-          write_errno = written < 0 ? errno : EIO;
-          break;
-        }
-        p += written;
-        left -= static_cast<size_t>(written);
-      }
-      return n;
+      if (data != nullptr && write_errno == 0) write_errno = WriteAll(fd, data, n);
+      return n;  // always: torch throws (from a destructor) on a short count
     });
   } catch (const std::exception& e) {
     encode_error = WithoutBacktrace(e.what());
