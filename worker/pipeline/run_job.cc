@@ -94,6 +94,11 @@ std::string DatasetName(const std::string& path) {
   return std::filesystem::path(path).filename().string();
 }
 
+// A perplexity or a zero-shot accuracy: the figures a NaN makes meaningless.
+bool IsResultMeasure(const std::string& metric) {
+  return absl::StartsWith(metric, "ppl/") || absl::StartsWith(metric, "acc/");
+}
+
 // The job's result is its quantized model: one whose perplexity or zero-shot accuracy is NaN or
 // Inf computes nothing usable, so it is not exported and the job fails (NUMERICAL). The message
 // says whether the unquantized model did the same (then the model overflows in its dtype).
@@ -101,11 +106,10 @@ template <typename Metrics>
 absl::Status CheckQuantizedFigures(const Metrics& metrics, const std::string& dtype) {
   constexpr absl::string_view kSuffix = "/quantized";
   for (const auto& [name, value] : metrics) {
-    const bool ppl = absl::StartsWith(name, "ppl/");
-    if (std::isfinite(value) || !absl::EndsWith(name, kSuffix) ||
-        !(ppl || absl::StartsWith(name, "acc/"))) {
+    if (std::isfinite(value) || !IsResultMeasure(name) || !absl::EndsWith(name, kSuffix)) {
       continue;
     }
+    const bool ppl = absl::StartsWith(name, "ppl/");
     const std::string measured = name.substr(4, name.size() - 4 - kSuffix.size());
     auto fp = metrics.find(name.substr(0, name.size() - kSuffix.size()) + "/fp");
     const bool fp_too = fp != metrics.end() && !std::isfinite(fp->second);
@@ -220,8 +224,7 @@ RunJobOutcome RunJob(const v1::JobSpec& original, const RunJobOptions& options, 
   auto metric = [&](const std::string& name, double value) {
     metrics[name] = value;
     (void)EmitMetric(sink, name, value);
-    if (!std::isfinite(value) &&
-        (absl::StartsWith(name, "ppl/") || absl::StartsWith(name, "acc/"))) {
+    if (!std::isfinite(value) && IsResultMeasure(name)) {
       (void)EmitLog(sink, "warning",
                     absl::StrCat(name, " is ", value,
                                  ": the model computes non-finite values on this data (an "
